@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+/// @title IAttributionRewards
+/// @notice Pays data contributors. Each model has a pool, funded by the contributors' share of
+/// every redemption (and by anyone who wants to add to it). The model's attributor, a staked
+/// account, posts epochs of Proof of Attribution: a Merkle root over (index, account, amount),
+/// the total they allocate (at most the pool's unallocated amount) and the report's CID. During
+/// the challenge window anyone may dispute an epoch with a bond; governance resolves the dispute
+/// (upheld: the poster is slashed for the challenger, the total returns to the pool; dismissed:
+/// the bond goes to the poster). After the window contributors claim with a Merkle proof.
+///
+/// Claim leaves follow OpenZeppelin's StandardMerkleTree:
+/// `keccak256(bytes.concat(keccak256(abi.encode(uint256 index, address account, uint256 amount))))`.
+interface IAttributionRewards {
+    enum EpochStatus {
+        None,
+        Posted, // claimable once the challenge window has passed
+        Challenged, // frozen until governance resolves the dispute
+        Rejected // the dispute was upheld; the total went back to the pool
+    }
+
+    /// @notice An epoch. Slot 1: merkleRoot; slot 2: total | claimed | challengeEndsAt | status
+    /// (the two slots a claim reads); slot 3: poster | modelId; slot 4: challenger | bond.
+    struct Epoch {
+        bytes32 merkleRoot;
+        uint96 total; // OPEN wei allocated
+        uint96 claimed; // OPEN wei claimed so far, never above total
+        uint40 challengeEndsAt; // unix seconds
+        EpochStatus status;
+        address poster;
+        uint64 modelId;
+        address challenger;
+        uint96 challengeBond; // OPEN wei held while challenged
+    }
+
+    /// @notice A model's pool, in OPEN wei.
+    struct Pool {
+        uint128 unallocated; // funded but not yet in an epoch
+        uint128 funded; // funded in total, ever
+    }
+
+    /// @notice An amount of zero was given where a positive amount is required.
+    error RewardsZeroAmount();
+    /// @notice The zero address was given where an account or contract is required.
+    error RewardsZeroAddress();
+    /// @notice A zero Merkle root was given.
+    error RewardsZeroMerkleRoot();
+    /// @notice No epoch with id `epochId` exists.
+    error UnknownEpoch(uint256 epochId);
+    /// @notice `caller` is not the attributor `attributor` of model `modelId`.
+    error NotAttributor(uint256 modelId, address caller, address attributor);
+    /// @notice The attributor `attributor` is not an active staked account.
+    error AttributorNotStaked(address attributor);
+    /// @notice An epoch total of `total` exceeds the unallocated `unallocated` of model `modelId`.
+    error EpochTotalExceedsPool(uint256 modelId, uint256 total, uint256 unallocated);
+    /// @notice Epoch `epochId` has status `status`, not the one this needs.
+    error WrongEpochStatus(uint256 epochId, EpochStatus status);
+    /// @notice The challenge window of epoch `epochId` closed at `challengeEndsAt`.
+    error ChallengeWindowClosed(uint256 epochId, uint256 challengeEndsAt);
+    /// @notice Epoch `epochId` is claimable from `challengeEndsAt`, after `nowTimestamp`.
+    error ChallengeWindowOpen(uint256 epochId, uint256 challengeEndsAt, uint256 nowTimestamp);
+    /// @notice Leaf `index` of epoch `epochId` was already claimed.
+    error AlreadyClaimed(uint256 epochId, uint256 index);
+    /// @notice The proof does not show (index, account, amount) in epoch `epochId`.
+    error InvalidClaimProof(uint256 epochId, uint256 index, address account, uint256 amount);
+    /// @notice Claiming `amount` would take epoch `epochId` past its total: `claimed` of `total`.
+    error ClaimExceedsEpochTotal(uint256 epochId, uint256 claimed, uint256 amount, uint256 total);
+    /// @notice `account` has nothing to withdraw.
+    error NothingToWithdraw(address account);
+
+    /// @notice `funder` added `amount` to the pool of model `modelId`.
+    event PoolFunded(uint256 indexed modelId, address indexed funder, uint256 amount);
+    /// @notice Epoch `epochId` of model `modelId` was posted by `poster`.
+    event EpochPosted(
+        uint256 indexed epochId,
+        uint256 indexed modelId,
+        address indexed poster,
+        bytes32 merkleRoot,
+        uint256 total,
+        string reportCID,
+        uint256 challengeEndsAt
+    );
+    /// @notice `challenger` disputed epoch `epochId` with a bond of `bond`.
+    event EpochChallenged(uint256 indexed epochId, address indexed challenger, uint256 bond, string reasonCID);
+    /// @notice Governance resolved the dispute of epoch `epochId`; `slashed` was taken from the poster.
+    event ChallengeResolved(uint256 indexed epochId, bool upheld, uint256 slashed);
+    /// @notice `account` claimed `amount` from epoch `epochId` (leaf `index`).
+    event Claimed(uint256 indexed epochId, uint256 indexed index, address indexed account, uint256 amount);
+    /// @notice `account` withdrew `amount` (returned bonds and slashing rewards).
+    event Withdrawn(address indexed account, uint256 amount);
+    /// @notice Governance set the challenge window, in seconds.
+    event ChallengeWindowSet(uint256 challengeWindow);
+    /// @notice Governance set the bond a challenger posts, in OPEN wei.
+    event ChallengeBondSet(uint256 challengeBond);
+    /// @notice Governance set how much stake an upheld dispute slashes, in OPEN wei.
+    event SlashAmountSet(uint256 slashAmount);
+
+    /// @notice Adds `amount` of the caller's approved OPEN to the pool of model `modelId`.
+    /// Requirements: `amount` > 0; the model exists. Not paused: redemptions fund pools this way.
+    /// Emits a {PoolFunded} event.
+    function fundPool(uint256 modelId, uint256 amount) external;
+
+    /// @notice Posts an epoch for model `modelId`, allocating `total` of its pool.
+    /// Requirements: not paused; caller is the model's attributor and active in the NodeRegistry;
+    /// non-zero root; 0 < `total` <= unallocated. Emits an {EpochPosted} event.
+    function postEpoch(uint256 modelId, bytes32 merkleRoot, uint256 total, string calldata reportCID)
+        external
+        returns (uint256 epochId);
+
+    /// @notice Disputes epoch `epochId`, taking the challenge bond from the caller.
+    /// Requirements: not paused; the epoch is Posted and its window is open.
+    /// Emits an {EpochChallenged} event.
+    function challenge(uint256 epochId, string calldata reasonCID) external;
+
+    /// @notice Governance's ruling on a challenged epoch. Upheld: the epoch is Rejected, its total
+    /// returns to the pool, up to `slashAmount` of the poster's stake and the bond are credited to
+    /// the challenger. Dismissed: the epoch is Posted again and the bond is credited to the poster.
+    /// Requirements: caller is governance; the epoch is Challenged. Emits {ChallengeResolved}.
+    function resolveChallenge(uint256 epochId, bool upheld) external;
+
+    /// @notice Pays `amount` to `account` from epoch `epochId` (anyone may submit it).
+    /// Requirements: the epoch is Posted and its window has passed; leaf `index` unclaimed; a valid
+    /// proof; the epoch's claimed total stays within its total. Never paused.
+    /// Emits a {Claimed} event.
+    function claim(uint256 epochId, uint256 index, address account, uint256 amount, bytes32[] calldata proof)
+        external;
+
+    /// @notice Sends the caller its returned bonds and slashing rewards. Never paused.
+    /// Emits a {Withdrawn} event.
+    function withdraw() external returns (uint256 amount);
+
+    /// @notice The pool of model `modelId`.
+    function pool(uint256 modelId) external view returns (Pool memory);
+
+    /// @notice Epoch `epochId`.
+    function epoch(uint256 epochId) external view returns (Epoch memory);
+
+    /// @notice Whether leaf `index` of epoch `epochId` was claimed.
+    function isClaimed(uint256 epochId, uint256 index) external view returns (bool);
+
+    /// @notice What `account` can withdraw, in OPEN wei.
+    function withdrawable(address account) external view returns (uint256);
+
+    /// @notice How many epochs exist (ids are 1..epochCount).
+    function epochCount() external view returns (uint256);
+
+    /// @notice Seconds during which a posted epoch can be challenged.
+    function challengeWindow() external view returns (uint256);
+
+    /// @notice The bond a challenger posts, in OPEN wei.
+    function challengeBond() external view returns (uint256);
+
+    /// @notice The stake an upheld dispute slashes from the poster, in OPEN wei.
+    function slashAmount() external view returns (uint256);
+}
