@@ -1,0 +1,186 @@
+"""EIP-712 typed data of InferencePayments: vouchers and session-key authorizations.
+
+The single source of truth for these encodings: the node verifies vouchers with it, the client
+SDK and wallets sign with it (``eth_account``'s typed-data signing, as wallets do), and the
+contract tests check that what it signs verifies on-chain. The domain binds every signature to
+one chain id and one InferencePayments address, so a voucher cannot be replayed elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_utils import keccak, to_checksum_address
+
+DOMAIN_NAME = "OpenLedger InferencePayments"
+DOMAIN_VERSION = "1"
+
+VOUCHER_TYPE = [
+    {"name": "payer", "type": "address"},
+    {"name": "node", "type": "address"},
+    {"name": "modelId", "type": "uint256"},
+    {"name": "cumulativeAmount", "type": "uint256"},
+    {"name": "deadline", "type": "uint256"},
+]
+SESSION_KEY_TYPE = [
+    {"name": "payer", "type": "address"},
+    {"name": "signer", "type": "address"},
+    {"name": "expiry", "type": "uint256"},
+    {"name": "nonce", "type": "uint256"},
+    {"name": "deadline", "type": "uint256"},
+]
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The EIP-712 domain of one InferencePayments deployment."""
+
+    chain_id: int
+    verifying_contract: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": DOMAIN_NAME,
+            "version": DOMAIN_VERSION,
+            "chainId": self.chain_id,
+            "verifyingContract": to_checksum_address(self.verifying_contract),
+        }
+
+
+@dataclass(frozen=True)
+class Voucher:
+    """A promise of ``cumulative_amount`` OPEN wei in total on channel (payer, node, model)."""
+
+    payer: str
+    node: str
+    model_id: int
+    cumulative_amount: int  # OPEN wei
+    deadline: int  # unix seconds
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "payer": to_checksum_address(self.payer),
+            "node": to_checksum_address(self.node),
+            "modelId": self.model_id,
+            "cumulativeAmount": self.cumulative_amount,
+            "deadline": self.deadline,
+        }
+
+    @property
+    def channel(self) -> tuple[str, str, int]:
+        return (to_checksum_address(self.payer), to_checksum_address(self.node), self.model_id)
+
+
+@dataclass(frozen=True)
+class SessionKeyAuthorization:
+    """A payer's signed permission for ``signer`` to sign vouchers until ``expiry``."""
+
+    payer: str
+    signer: str
+    expiry: int  # unix seconds
+    nonce: int  # the payer's current nonce in InferencePayments
+    deadline: int  # unix seconds; the authorization must be submitted before it
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "payer": to_checksum_address(self.payer),
+            "signer": to_checksum_address(self.signer),
+            "expiry": self.expiry,
+            "nonce": self.nonce,
+            "deadline": self.deadline,
+        }
+
+
+@dataclass(frozen=True)
+class Signature:
+    v: int
+    r: bytes
+    s: bytes
+
+    def to_bytes(self) -> bytes:
+        return self.r + self.s + bytes([self.v])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Signature:
+        if len(raw) != 65:
+            raise ValueError(f"a signature is 65 bytes, got {len(raw)}")
+        v = raw[64]
+        return cls(v=v + 27 if v < 27 else v, r=raw[:32], s=raw[32:64])
+
+
+@dataclass(frozen=True)
+class SignedVoucher:
+    """A voucher with its signature, as a node stores and redeems it."""
+
+    voucher: Voucher
+    signature: Signature
+
+    def redemption_tuple(self) -> tuple[str, int, int, int, int, bytes, bytes]:
+        """The ``IInferencePayments.SignedVoucher`` struct (the node is the caller)."""
+        v = self.voucher
+        sig = self.signature
+        return (
+            to_checksum_address(v.payer), v.model_id, v.cumulative_amount, v.deadline,
+            sig.v, sig.r, sig.s,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self.voucher), "signature": "0x" + self.signature.to_bytes().hex()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SignedVoucher:
+        raw = bytes.fromhex(str(data["signature"]).removeprefix("0x"))
+        voucher = Voucher(
+            payer=data["payer"], node=data["node"], model_id=int(data["model_id"]),
+            cumulative_amount=int(data["cumulative_amount"]), deadline=int(data["deadline"]),
+        )
+        return cls(voucher, Signature.from_bytes(raw))
+
+
+def _typed(domain: Domain, primary: str, fields: list[dict[str, str]], message: dict[str, Any]):
+    return encode_typed_data(
+        full_message={
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                    {"name": "verifyingContract", "type": "address"},
+                ],
+                primary: fields,
+            },
+            "primaryType": primary,
+            "domain": domain.as_dict(),
+            "message": message,
+        }
+    )
+
+
+def voucher_digest(domain: Domain, voucher: Voucher) -> bytes:
+    """The 32-byte EIP-712 digest a voucher's signer signs (``voucherDigest`` on-chain)."""
+    signable = _typed(domain, "Voucher", VOUCHER_TYPE, voucher.message())
+    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+
+
+def sign_voucher(private_key: bytes | str, domain: Domain, voucher: Voucher) -> SignedVoucher:
+    """Signs ``voucher`` with ``private_key`` (the payer's or a session key's)."""
+    signed = Account.sign_message(_typed(domain, "Voucher", VOUCHER_TYPE, voucher.message()), private_key)
+    return SignedVoucher(voucher, Signature(v=signed.v, r=signed.r.to_bytes(32, "big"), s=signed.s.to_bytes(32, "big")))
+
+
+def recover_voucher_signer(domain: Domain, signed: SignedVoucher) -> str:
+    """The address that signed ``signed`` (payer or session key), checksummed."""
+    signable = _typed(domain, "Voucher", VOUCHER_TYPE, signed.voucher.message())
+    return to_checksum_address(Account.recover_message(signable, signature=signed.signature.to_bytes()))
+
+
+def sign_session_key(
+    private_key: bytes | str, domain: Domain, authorization: SessionKeyAuthorization
+) -> Signature:
+    """The payer's signature over ``authorization`` for ``authorizeSessionKeyWithSig``."""
+    signable = _typed(domain, "SessionKeyAuthorization", SESSION_KEY_TYPE, authorization.message())
+    signed = Account.sign_message(signable, private_key)
+    return Signature(v=signed.v, r=signed.r.to_bytes(32, "big"), s=signed.s.to_bytes(32, "big"))

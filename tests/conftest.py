@@ -1,0 +1,15 @@
+"""Shared fixtures: role-named accounts and a deployed, funded protocol on ape's test chain."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Keep ape's data and the solc stand-in inside the project (the Makefile sets the same).
+os.environ.setdefault("APE_DATA_FOLDER", str(ROOT / ".data" / "ape"))
+os.environ.setdefault("SOLCX_BINARY_PATH", str(ROOT / ".tools" / "solcx"))
+
+from ape.logging import LogLevel, logger  # noqa: E402
+
+logger.set_level(LogLevel.WARNING)  # one INFO line per confirmed transaction drowns the output
