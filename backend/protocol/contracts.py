@@ -14,7 +14,7 @@ from backend.protocol.deployments import (
     CONTRACT_NAMES,
     PROJECT_ROOT,
     Deployment,
-    DeploymentNotFound,
+    DeploymentNotFoundError,
     DeploymentStore,
     ProtocolParams,
 )
@@ -62,7 +62,7 @@ class Protocol:
         deployment = store.get(chain.chain_id)
         missing = [n for n in CONTRACT_NAMES if not chain.provider.get_code(deployment.address(n))]
         if missing:
-            raise DeploymentNotFound(
+            raise DeploymentNotFoundError(
                 f"the deployment recorded for chain {chain.chain_id} in {store.path} has no code "
                 f"at {', '.join(missing)}: the chain was reset"
             )
@@ -100,12 +100,24 @@ def deploy_protocol(
         p.NodeRegistry, token, deployer, params.min_stake, params.unbonding_delay
     )
     rewards = deployer.deploy(
-        p.AttributionRewards, token, models, nodes, deployer,
-        params.challenge_window, params.challenge_bond, params.slash_amount,
+        p.AttributionRewards,
+        token,
+        models,
+        nodes,
+        deployer,
+        params.challenge_window,
+        params.challenge_bond,
+        params.slash_amount,
     )
     nodes.setSlasher(rewards, sender=deployer)
     payments = deployer.deploy(
-        p.InferencePayments, token, models, nodes, rewards, deployer, treasury,
+        p.InferencePayments,
+        token,
+        models,
+        nodes,
+        rewards,
+        deployer,
+        treasury,
         params.withdrawal_delay,
     )
     contracts = [datanets, models, nodes, rewards, payments]
@@ -132,4 +144,30 @@ def deploy_protocol(
     return Protocol.at(deployment)
 
 
-__all__ = ["DeploymentNotFound", "Protocol", "deploy_protocol", "project"]
+def ensure_protocol(
+    deployer: Any,
+    store: DeploymentStore | None = None,
+    *,
+    governance: str | None = None,
+    treasury: str | None = None,
+    params: ProtocolParams | None = None,
+    network: str = "",
+) -> tuple[Protocol, bool]:
+    """The deployment recorded for the connected chain if its code is there, else a new one
+    (recorded in ``store``). Returns the protocol and whether it was deployed now."""
+    store = store or DeploymentStore()
+    try:
+        existing = Protocol.load(store)
+    except DeploymentNotFoundError as why:
+        log.info("deploying: %s", why)
+    else:
+        log.info("reusing the deployment on chain %s from %s", chain.chain_id, store.path)
+        return existing, False
+    deployed = deploy_protocol(
+        deployer, governance=governance, treasury=treasury, params=params, network=network
+    )
+    store.save(deployed.deployment)
+    return deployed, True
+
+
+__all__ = ["DeploymentNotFoundError", "Protocol", "deploy_protocol", "ensure_protocol", "project"]

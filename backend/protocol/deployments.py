@@ -24,7 +24,7 @@ CONTRACT_NAMES = (
 )
 
 
-class DeploymentNotFound(LookupError):
+class DeploymentNotFoundError(LookupError):
     """No deployment is recorded for a chain."""
 
 
@@ -58,7 +58,9 @@ class Deployment:
         try:
             return self.contracts[name]
         except KeyError:
-            raise DeploymentNotFound(f"no {name} in the deployment on chain {self.chain_id}") from None
+            raise DeploymentNotFoundError(
+                f"no {name} in the deployment on chain {self.chain_id}"
+            ) from None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +97,9 @@ class DeploymentStore:
     def get(self, chain_id: int) -> Deployment:
         record = self._read().get(str(chain_id))
         if record is None:
-            raise DeploymentNotFound(f"no deployment recorded for chain {chain_id} in {self.path}")
+            raise DeploymentNotFoundError(
+                f"no deployment recorded for chain {chain_id} in {self.path}"
+            )
         return Deployment.from_json(record)
 
     def save(self, deployment: Deployment) -> None:

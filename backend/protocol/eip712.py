@@ -123,8 +123,13 @@ class SignedVoucher:
         v = self.voucher
         sig = self.signature
         return (
-            to_checksum_address(v.payer), v.model_id, v.cumulative_amount, v.deadline,
-            sig.v, sig.r, sig.s,
+            to_checksum_address(v.payer),
+            v.model_id,
+            v.cumulative_amount,
+            v.deadline,
+            sig.v,
+            sig.r,
+            sig.s,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -134,8 +139,11 @@ class SignedVoucher:
     def from_json(cls, data: dict[str, Any]) -> SignedVoucher:
         raw = bytes.fromhex(str(data["signature"]).removeprefix("0x"))
         voucher = Voucher(
-            payer=data["payer"], node=data["node"], model_id=int(data["model_id"]),
-            cumulative_amount=int(data["cumulative_amount"]), deadline=int(data["deadline"]),
+            payer=data["payer"],
+            node=data["node"],
+            model_id=int(data["model_id"]),
+            cumulative_amount=int(data["cumulative_amount"]),
+            deadline=int(data["deadline"]),
         )
         return cls(voucher, Signature.from_bytes(raw))
 
@@ -167,14 +175,21 @@ def voucher_digest(domain: Domain, voucher: Voucher) -> bytes:
 
 def sign_voucher(private_key: bytes | str, domain: Domain, voucher: Voucher) -> SignedVoucher:
     """Signs ``voucher`` with ``private_key`` (the payer's or a session key's)."""
-    signed = Account.sign_message(_typed(domain, "Voucher", VOUCHER_TYPE, voucher.message()), private_key)
-    return SignedVoucher(voucher, Signature(v=signed.v, r=signed.r.to_bytes(32, "big"), s=signed.s.to_bytes(32, "big")))
+    signed = Account.sign_message(
+        _typed(domain, "Voucher", VOUCHER_TYPE, voucher.message()), private_key
+    )
+    return SignedVoucher(
+        voucher,
+        Signature(v=signed.v, r=signed.r.to_bytes(32, "big"), s=signed.s.to_bytes(32, "big")),
+    )
 
 
 def recover_voucher_signer(domain: Domain, signed: SignedVoucher) -> str:
     """The address that signed ``signed`` (payer or session key), checksummed."""
     signable = _typed(domain, "Voucher", VOUCHER_TYPE, signed.voucher.message())
-    return to_checksum_address(Account.recover_message(signable, signature=signed.signature.to_bytes()))
+    return to_checksum_address(
+        Account.recover_message(signable, signature=signed.signature.to_bytes())
+    )
 
 
 def sign_session_key(

@@ -1,0 +1,60 @@
+# OpenLedger — every target sets up what it needs inside the project folder, idempotently:
+# .venv (Python), node_modules (solc, OpenZeppelin, anvil), .tools/solcx (the solc stand-in).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+SOLC_VERSION := 0.8.28
+SOLC_SHIM := .tools/solcx/solc-v$(SOLC_VERSION)
+
+export PATH := $(BIN):$(PATH)
+export APE_DATA_FOLDER := $(CURDIR)/.data/ape
+export SOLCX_BINARY_PATH := $(CURDIR)/.tools/solcx
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help setup compile test demo up bench lint clean-data
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(SOLC_SHIM): tools/solc-shim.js
+	@mkdir -p $(dir $@)
+	@printf '#!/bin/sh\nexec node "$$(dirname "$$(readlink -f "$$0")")/../../tools/solc-shim.js" "$$@"\n' > $@
+	@chmod +x $@
+
+$(BIN)/anvil: | node_modules/.installed $(VENV)/.installed
+	ln -sf ../../node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil $@
+
+setup: $(VENV)/.installed node_modules/.installed $(SOLC_SHIM) $(BIN)/anvil  ## install everything (idempotent)
+
+compile: setup  ## compile the contracts
+	@$(BIN)/ape compile
+
+test: compile  ## run every test
+	$(BIN)/pytest
+
+demo: compile  ## run the local flywheel on the embedded defaults (chain state in .data/devnet)
+	@$(BIN)/ape run devnet demo
+
+up: compile  ## start the local stack and keep it running until Ctrl-C
+	@$(BIN)/ape run devnet up
+
+bench: compile  ## run the benchmarks; results in bench/results/
+	$(BIN)/python bench/gas.py
+
+lint: setup  ## ruff
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean-data:  ## forget the local chain and its deployment
+	rm -rf .data/devnet
