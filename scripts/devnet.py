@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from pathlib import Path
@@ -23,7 +24,7 @@ def _summary(stack: LocalStack) -> None:
     p = stack.protocol
     d = p.deployment
     state = "deployed now" if stack.deployed_now else "reused from the persisted chain state"
-    click.secho(f"OpenLedger protocol on chain {d.chain_id} at {stack.anvil.url} ({state})", bold=True)
+    click.secho(f"OpenLedger on chain {d.chain_id} at {stack.anvil.url} ({state})", bold=True)
     for name, address in d.contracts.items():
         click.echo(f"  {name:<20} {address}")
     click.echo(f"  deployed from block {d.block}; chain head is block {chain.blocks.height}")
@@ -54,8 +55,13 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR,
-              show_default=True, help="Chain state and deployment record.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    help="Chain state and deployment record.",
+)
 @click.option("--port", type=int, default=8545, show_default=True)
 def demo(data_dir: Path, port: int) -> None:
     """Start the chain, deploy or reuse the protocol, fund accounts, summarise, stop."""
@@ -65,8 +71,13 @@ def demo(data_dir: Path, port: int) -> None:
 
 
 @cli.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR,
-              show_default=True, help="Chain state and deployment record.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    help="Chain state and deployment record.",
+)
 @click.option("--port", type=int, default=8545, show_default=True)
 def up(data_dir: Path, port: int) -> None:
     """Start the local stack and keep it running until interrupted (Ctrl-C)."""
@@ -74,10 +85,11 @@ def up(data_dir: Path, port: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with local_stack(data_dir, port) as stack:
         _summary(stack)
-        click.secho(f"Running: RPC {stack.anvil.url}, chain id {stack.protocol.deployment.chain_id}, "
-                    f"deployments in {data_dir / 'deployments.json'}. Ctrl-C stops it.", bold=True)
-        try:
+        click.secho(
+            f"Running: RPC {stack.anvil.url}, chain id {stack.protocol.deployment.chain_id}, "
+            f"deployments in {data_dir / 'deployments.json'}. Ctrl-C stops it.",
+            bold=True,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-        except KeyboardInterrupt:
-            pass
     click.echo("Stopped.")

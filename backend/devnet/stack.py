@@ -63,12 +63,12 @@ def local_stack(data_dir: Path = DEFAULT_DATA_DIR, port: int = 8545) -> Iterator
     """Starts anvil on ``data_dir``'s chain state, deploys or reuses the protocol, funds the
     local accounts; stops everything it started on exit."""
     store = DeploymentStore(data_dir / "deployments.json")
-    with Anvil(port=port, state_file=data_dir / "chain" / "anvil-state.json") as anvil:
-        with connected(anvil):
-            test_accounts = accounts.test_accounts
-            roles = {role: test_accounts[i] for i, role in enumerate(DEMO_ROLES)}
-            protocol, deployed_now = ensure_protocol(
-                roles["governance"], store, treasury=roles["treasury"].address, network=NETWORK
-            )
-            funded = fund_users(protocol, roles)
-            yield LocalStack(anvil, protocol, deployed_now, roles, funded)
+    anvil = Anvil(port=port, state_file=data_dir / "chain" / "anvil-state.json")
+    with anvil, connected(anvil):
+        test_accounts = accounts.test_accounts
+        roles = {role: test_accounts[i] for i, role in enumerate(DEMO_ROLES)}
+        protocol, deployed_now = ensure_protocol(
+            roles["governance"], store, treasury=roles["treasury"].address, network=NETWORK
+        )
+        funded = fund_users(protocol, roles)
+        yield LocalStack(anvil, protocol, deployed_now, roles, funded)

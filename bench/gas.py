@@ -1,0 +1,207 @@
+"""Gas of the protocol's main operations, measured on ape's in-process EVM (gas is the same on
+any conforming EVM). Writes bench/results/gas.json and prints a table.
+
+Redemption is measured per voucher in batches of 1, 10 and 100 distinct channels (one payer
+each), first-time (channels never redeemed) and steady-state (the same channels redeemed again):
+one voucher pays for any number of inferences, so the cost per inference falls with use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("APE_DATA_FOLDER", str(ROOT / ".data" / "ape"))
+os.environ.setdefault("SOLCX_BINARY_PATH", str(ROOT / ".tools" / "solcx"))
+
+from ape import accounts, chain, networks  # noqa: E402
+from ape.logging import LogLevel, logger  # noqa: E402
+from common import table, write_results  # noqa: E402
+from eth_account import Account  # noqa: E402
+from eth_account.messages import encode_typed_data  # noqa: E402
+
+from backend.protocol.contracts import Protocol, deploy_protocol  # noqa: E402
+from backend.protocol.eip712 import Voucher, sign_voucher  # noqa: E402
+from backend.protocol.merkle import StandardMerkleTree  # noqa: E402
+
+OPEN = 10**18
+TARGETS = {  # gas ceilings from the issue
+    "redeem per voucher, steady state, batch of 100": 35_000,
+    "claim": 80_000,
+    "contribute": 150_000,
+}
+log = logging.getLogger("bench.gas")
+
+
+def _permit(protocol: Protocol, key: Any, amount: int, deadline: int) -> tuple[int, bytes, bytes]:
+    token = protocol.token
+    message = {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            "Permit": [
+                {"name": "owner", "type": "address"},
+                {"name": "spender", "type": "address"},
+                {"name": "value", "type": "uint256"},
+                {"name": "nonce", "type": "uint256"},
+                {"name": "deadline", "type": "uint256"},
+            ],
+        },
+        "primaryType": "Permit",
+        "domain": {
+            "name": "OpenLedger",
+            "version": "1",
+            "chainId": chain.chain_id,
+            "verifyingContract": token.address,
+        },
+        "message": {
+            "owner": key.address,
+            "spender": protocol.payments.address,
+            "value": amount,
+            "nonce": token.nonces(key.address),
+            "deadline": deadline,
+        },
+    }
+    signed = Account.sign_message(encode_typed_data(full_message=message), key.key)
+    return signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
+
+
+def measure() -> dict[str, dict[str, Any]]:
+    governance, treasury, developer, node, contributor, curator = accounts.test_accounts[:6]
+    protocol = deploy_protocol(governance, treasury=treasury.address, network="test")
+    token, datanets, models = protocol.token, protocol.datanets, protocol.models
+    nodes, payments, rewards = protocol.nodes, protocol.payments, protocol.rewards
+    results: dict[str, dict[str, Any]] = {}
+
+    def record(name: str, gas: int, per: int = 1, note: str = "") -> None:
+        results[name] = {"gas": gas // per, "total_gas": gas, "items": per, "note": note}
+        log.info("%s: %s", name, gas // per)
+
+    for account in (developer, node, contributor, curator):
+        token.transfer(account, 1_000_000 * OPEN, sender=treasury)
+    token.approve(datanets, 2**256 - 1, sender=contributor)
+
+    tx = datanets.createDatanet("bafkreimetadata", 10 * OPEN, 1, curator, sender=curator)
+    record("createDatanet", tx.gas_used)
+    datanet_id = 1
+    datanets.contribute(datanet_id, "bafkreifirst", 1000, sender=contributor)  # warms balances
+    tx = datanets.contribute(datanet_id, "bafkreisecond-contribution-cid", 2048, sender=contributor)
+    record("contribute", tx.gas_used, note="a contributor's second contribution")
+    cids = [f"bafkreibatchcontribution{i:04d}" for i in range(50)]
+    tx = datanets.contributeBatch(datanet_id, cids, [4096] * 50, sender=contributor)
+    record("contributeBatch, per item (batch of 50)", tx.gas_used, 50)
+    first = 3
+    ids = list(range(first, first + 50))
+    tx = datanets.review(datanet_id, ids, [i % 10 != 0 for i in ids], sender=curator)
+    record("review, per item (batch of 50)", tx.gas_used, 50, "90% approved, 10% rejected")
+    datanets.review(datanet_id, [1, 2], [True, True], sender=curator)
+    tx = datanets.publishVersion(datanet_id, b"\x01" * 32, "bafkreimanifest", sender=curator)
+    record("publishVersion", tx.gas_used)
+
+    spec = (
+        "bafkreimodelmeta", "bafkreibasemodel", "bafkreiadapter", "bafkreitrainingmanifest",
+        datanet_id, 1, (10**15, 10**12), (3_000, 3_000, 3_500, 500), node.address,
+    )  # fmt: skip
+    tx = models.registerModel(spec, sender=developer)
+    record("registerModel", tx.gas_used)
+    model_id = 1
+    token.approve(nodes, 2**256 - 1, sender=node)
+    nodes.stake(10_000 * OPEN, sender=node)
+
+    # 100 payers: keys made here, funded by the treasury, deposits by permit (submitted by the
+    # treasury, so payers need no ETH).
+    keys = [Account.from_key((i + 1).to_bytes(32, "big")) for i in range(111)]
+    deadline = chain.pending_timestamp + 10 * 365 * 86_400
+    for i, key in enumerate(keys):
+        token.transfer(key.address, 1_000 * OPEN, sender=treasury)
+        v, r, s = _permit(protocol, key, 100 * OPEN, deadline)
+        tx = payments.depositWithPermit(key.address, 100 * OPEN, deadline, v, r, s, sender=treasury)
+        if i == 0:
+            record("depositWithPermit", tx.gas_used, note="first deposit of a payer")
+    token.approve(payments, 2**256 - 1, sender=developer)
+    payments.deposit(10 * OPEN, sender=developer)
+    tx = payments.deposit(10 * OPEN, sender=developer)
+    record("deposit", tx.gas_used, note="a payer's second deposit")
+
+    cumulative = [0] * len(keys)
+    proof_count = 0
+
+    def redeem_batch(payer_keys: list[Any], offset: int) -> int:
+        nonlocal proof_count
+        vouchers = []
+        for j, key in enumerate(payer_keys):
+            cumulative[offset + j] += OPEN // 100
+            v = Voucher(key.address, node.address, model_id, cumulative[offset + j], deadline)
+            vouchers.append(sign_voucher(key.key, protocol.domain, v).redemption_tuple())
+        proof_count += 1
+        usage = (
+            proof_count.to_bytes(32, "big"),
+            4 * len(vouchers),
+            f"bafkreireceipts{proof_count}",
+        )
+        return payments.redeem(vouchers, usage, sender=node).gas_used
+
+    # Disjoint payers per batch size, so every first-time batch meets fresh channels.
+    for size, offset in ((1, 0), (10, 1), (100, 11)):
+        batch = keys[offset : offset + size]
+        record(
+            f"redeem per voucher, first time, batch of {size}", redeem_batch(batch, offset), size
+        )
+        steady = redeem_batch(batch, offset)
+        record(f"redeem per voucher, steady state, batch of {size}", steady, size)
+
+    pool = rewards.pool(model_id).unallocated
+    leaves = [(i, keys[i].address, pool // 200) for i in range(64)]
+    tree = StandardMerkleTree.of(leaves, ["uint256", "address", "uint256"])
+    tx = rewards.postEpoch(
+        model_id, tree.root, sum(a for *_, a in leaves), "bafkreireport", sender=node
+    )
+    record("postEpoch", tx.gas_used)
+    chain.pending_timestamp += rewards.challengeWindow() + 1
+    epoch_id = 1
+    i0, acct0, amount0 = leaves[0]
+    tx = rewards.claim(epoch_id, i0, acct0, amount0, tree.proof(0), sender=treasury)
+    record("claim, first in its bitmap word", tx.gas_used, note="64-leaf epoch; holder of OPEN")
+    i1, acct1, amount1 = leaves[1]
+    tx = rewards.claim(epoch_id, i1, acct1, amount1, tree.proof(1), sender=treasury)
+    record("claim", tx.gas_used, note="64-leaf epoch; claimant already holds OPEN")
+    return results
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logger.set_level(LogLevel.WARNING)
+    started = time.time()
+    with networks.parse_network_choice("ethereum:local:test"):
+        results = measure()
+    checks = {}
+    for name, ceiling in TARGETS.items():
+        gas = results[name]["gas"]
+        checks[name] = {"gas": gas, "target": ceiling, "met": gas <= ceiling}
+    path = write_results(
+        "gas",
+        {"evm": "ape ethereum:local:test (py-evm), solc 0.8.28, optimizer 10,000 runs, cancun",
+         "operations": results, "targets": checks, "seconds": round(time.time() - started, 1)},
+    )  # fmt: skip
+    rows = [[name, f"{r['gas']:,}", r["items"], r["note"]]
+            for name, r in results.items()]  # fmt: skip
+    print(table(["operation", "gas", "items", "note"], rows))
+    print()
+    print(table(["target", "gas", "ceiling", "met"],
+                [[n, f"{c['gas']:,}", f"{c['target']:,}", "yes" if c["met"] else "NO"]
+                 for n, c in checks.items()]))  # fmt: skip
+    print(f"\nwrote {path}")
+    return 0 if all(c["met"] for c in checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
