@@ -91,9 +91,13 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
         bytes32 r,
         bytes32 s
     ) external whenNotPaused nonReentrant {
-        // A permit submitted by someone else first must not block the deposit: go on when the
-        // allowance is there anyway (OpenZeppelin's recommended pattern).
-        try IERC20Permit(address(token)).permit(payer, address(this), amount, deadline, v, r, s) {} catch {}
+        // A failed permit (say, front-run) may still be covered by the allowance, but only the
+        // payer itself may then deposit from it: otherwise anyone could move a payer's standing
+        // approval into its deposit and lock it there for the withdrawal delay.
+        try IERC20Permit(address(token)).permit(payer, address(this), amount, deadline, v, r, s) {}
+        catch {
+            if (msg.sender != payer) revert PermitRejected(payer);
+        }
         uint256 allowance = token.allowance(payer, address(this));
         if (allowance < amount) revert PermitAllowanceTooLow(payer, allowance, amount);
         _deposit(payer, amount);

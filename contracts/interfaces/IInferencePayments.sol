@@ -73,6 +73,8 @@ interface IInferencePayments {
     error WithdrawalLocked(address payer, uint256 unlockAt, uint256 nowTimestamp);
     /// @notice A deposit with permit left an allowance of `allowance`, below `amount`.
     error PermitAllowanceTooLow(address payer, uint256 allowance, uint256 amount);
+    /// @notice The permit of `payer` failed and the caller is not `payer`.
+    error PermitRejected(address payer);
     /// @notice A session key expiry `expiry` is not in the future.
     error SessionKeyExpiryInPast(uint256 expiry);
     /// @notice A signed session key authorization expired at `deadline`.
@@ -148,8 +150,10 @@ interface IInferencePayments {
     function deposit(uint256 amount) external;
 
     /// @notice Deposits `amount` of `payer`'s OPEN for `payer`, approved by an EIP-2612 permit
-    /// signed by `payer`; anyone may submit it (a front-run permit still deposits).
-    /// Requirements: not paused; `amount` > 0. Emits a {Deposited} event.
+    /// signed by `payer`; anyone may submit it. When the permit fails (for instance because it
+    /// was front-run), only `payer` itself may deposit from the allowance that is there.
+    /// Requirements: not paused; `amount` > 0; the permit succeeds or the caller is `payer`;
+    /// allowance >= `amount`. Emits a {Deposited} event.
     function depositWithPermit(
         address payer,
         uint256 amount,
