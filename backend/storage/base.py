@@ -81,3 +81,10 @@ class ContentStore(ABC):
         actual = compute_cid(data)
         if actual != cid:
             raise CIDMismatchError(cid, actual)
+
+
+def copy_content(cid: str, source: ContentStore, target: ContentStore) -> None:
+    """Copies ``cid`` from ``source`` to ``target``, verified on both sides."""
+    stored = target.put(source.iter_verified(cid))
+    if stored != cid:
+        raise CIDMismatchError(cid, stored)
