@@ -98,3 +98,12 @@ def rewards(protocol):
 @pytest.fixture(scope="session")
 def payments(protocol):
     return protocol.payments
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_state(
+    governance, treasury, developer, node, payer, contributor, curator, challenger, other,
+    second_node, protocol,
+):  # fmt: skip
+    """Builds every session fixture before the first test, so ape snapshots the chain once
+    with all of them (a session fixture first used mid-file makes ape rebuild its snapshots)."""
