@@ -9,7 +9,9 @@ from pathlib import Path
 
 import click
 from ape import chain
+from ape.logging import LogLevel, logger
 
+from backend.devnet.datanet_demo import DatanetDemo, run_datanet_demo
 from backend.devnet.stack import DEFAULT_DATA_DIR, LocalStack, local_stack
 
 OPEN = 10**18
@@ -49,6 +51,43 @@ def _summary(stack: LocalStack) -> None:
         click.echo(f"  {role:<14} {account.address}  {_open(p.token.balanceOf(account))}{note}")
 
 
+def _datanet_summary(demo: DatanetDemo, stack: LocalStack) -> None:
+    m, d, v = demo.metadata, demo.datanet, demo.publication
+    state = "created now" if d.created_now else "reused: created by an earlier run"
+    click.secho(f"Datanet {d.datanet_id}: {m.name} ({state})", bold=True)
+    click.echo(f"  licence {m.license}, format {m.format.value}, metadata {d.metadata_cid}")
+    click.echo(f"  content store {stack.store.root}")
+    for f in demo.files:
+        how = "registered now" if f.registered_now else "already registered, skipped"
+        click.echo(
+            f"  {f.role:<12} {f.file:<26} contribution {f.contribution_id:<3} {how}; {f.status}"
+        )
+    if demo.approved_now or demo.rejected_now:
+        click.echo(
+            f"  curator {stack.roles['governance'].address} approved {demo.approved_now or 'none'}"
+            f", rejected {demo.rejected_now or 'none'} (wrong answers: bad/wrong-factors.jsonl)"
+        )
+    else:
+        click.echo("  review: nothing pending")
+    state = "published now" if v.published_now else "unchanged, not republished"
+    click.echo(
+        f"  version {v.version} ({state}): {v.contribution_count} contributions, "
+        f"root 0x{v.merkle_root.hex()}"
+    )
+    click.echo(f"  manifest {v.manifest_cid}")
+    a = demo.audit
+    if a.ok:
+        click.secho(
+            f"  audit passed: {len(a.versions)} version(s) recomputed from chain events, "
+            f"manifests and roots match, {a.files_checked} files verified by CID",
+            fg="green",
+        )
+    else:
+        for finding in a.findings:
+            click.echo(f"  DIFFERENCE {finding}")
+        raise click.ClickException(f"the audit of datanet {d.datanet_id} found differences")
+
+
 @click.group()
 def cli() -> None:
     """The local OpenLedger stack (anvil on 127.0.0.1, state under .data/)."""
@@ -60,13 +99,17 @@ def cli() -> None:
     type=click.Path(path_type=Path),
     default=DEFAULT_DATA_DIR,
     show_default=True,
-    help="Chain state and deployment record.",
+    help="Chain state, deployment record and content store.",
 )
 @click.option("--port", type=int, default=8545, show_default=True)
 def demo(data_dir: Path, port: int) -> None:
-    """Start the chain, deploy or reuse the protocol, fund accounts, summarise, stop."""
+    """Start the chain, deploy or reuse the protocol, fund accounts, run the Datanet flow on the
+    project's dataset (create, contribute, review, publish, audit), summarise, stop."""
     with local_stack(data_dir, port) as stack:
         _summary(stack)
+        logger.set_level(LogLevel.WARNING)  # not a line per confirmed transaction
+        demo_run = run_datanet_demo(stack.protocol, stack.store, stack.roles)
+        _datanet_summary(demo_run, stack)
     click.echo("Stopped the local chain; its state is kept in " + str(data_dir / "chain"))
 
 

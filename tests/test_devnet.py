@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,15 +33,37 @@ def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
     deployments = json.loads((tmp_path / "deployments.json").read_text())
     contracts = deployments["31337"]["contracts"]
     assert (tmp_path / "chain" / "anvil-state.json").exists()
+    # The Datanet flow: created, contributed by three accounts, curated, published, audited.
+    assert "Datanet 1: Unit conversions (created now)" in first
+    assert "licence CC0-1.0, format instruction" in first
+    assert first.count("registered now;") == 5
+    for role in ("contributor", "developer", "payer"):
+        assert re.search(rf"{role} +data/\S+ +contribution \d+ +registered now; approved", first)
+    assert re.search(
+        r"bad/wrong-factors.jsonl +contribution (\d+) +registered now; rejected", first
+    )
+    assert "approved [1, 2, 3, 4], rejected [5]" in first
+    assert "version 1 (published now): 4 contributions, root 0x" in first
+    assert "audit passed: 1 version(s)" in first and "4 files verified by CID" in first
+    root = re.search(r"root (0x[0-9a-f]{64})", first)
+    assert root is not None
+    assert len(list((tmp_path / "store" / "blocks").iterdir())) == 7  # metadata, 5 files, manifest
 
     second = run_demo(tmp_path, port)
     assert "(reused from the persisted chain state)" in second
-    assert "funded" not in second  # balances were already at their target
+    assert "funded 10,000" not in second  # only the bonds spent by the first run are topped up
     assert (
         json.loads((tmp_path / "deployments.json").read_text())["31337"]["contracts"] == contracts
     )
     for address in contracts.values():
         assert address in second
+    assert "Datanet 1: Unit conversions (reused: created by an earlier run)" in second
+    assert second.count("already registered, skipped;") == 5
+    assert "registered now" not in second
+    assert "review: nothing pending" in second
+    assert f"version 1 (unchanged, not republished): 4 contributions, root {root[1]}" in second
+    assert "audit passed: 1 version(s)" in second
+    assert "Confirmed" not in second.split("Datanet 1:")[1]  # nothing sent by the flow
     # Every process the demo started is gone: nothing answers on its port.
     assert not Anvil(port=port).is_up()
 

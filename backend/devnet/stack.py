@@ -16,6 +16,7 @@ from ape import accounts, networks
 from backend.devnet.anvil import Anvil
 from backend.protocol.contracts import Protocol, ensure_protocol
 from backend.protocol.deployments import PROJECT_ROOT, DeploymentStore
+from backend.storage.local import DirectoryStore
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class LocalStack:
     deployed_now: bool
     roles: dict[str, Any]  # role name -> ape test account
     funded: dict[str, int]  # role name -> OPEN wei sent now
+    store: DirectoryStore  # the embedded content store, under the data dir
 
 
 @contextlib.contextmanager
@@ -61,7 +63,8 @@ def fund_users(protocol: Protocol, roles: dict[str, Any]) -> dict[str, int]:
 @contextlib.contextmanager
 def local_stack(data_dir: Path = DEFAULT_DATA_DIR, port: int = 8545) -> Iterator[LocalStack]:
     """Starts anvil on ``data_dir``'s chain state, deploys or reuses the protocol, funds the
-    local accounts; stops everything it started on exit."""
+    local accounts, opens the content store ``data_dir/store``; stops everything it started on
+    exit."""
     store = DeploymentStore(data_dir / "deployments.json")
     anvil = Anvil(port=port, state_file=data_dir / "chain" / "anvil-state.json")
     with anvil, connected(anvil):
@@ -71,4 +74,5 @@ def local_stack(data_dir: Path = DEFAULT_DATA_DIR, port: int = 8545) -> Iterator
             roles["governance"], store, treasury=roles["treasury"].address, network=NETWORK
         )
         funded = fund_users(protocol, roles)
-        yield LocalStack(anvil, protocol, deployed_now, roles, funded)
+        content = DirectoryStore(data_dir / "store")
+        yield LocalStack(anvil, protocol, deployed_now, roles, funded, content)

@@ -1,0 +1,168 @@
+"""Contribute files to a Datanet: validate every file, store it, register what is new.
+
+The steps are separate so a command can show progress for each; all are idempotent: a file is
+validated before anything is stored or sent, storing is by CID, and a CID the Datanet already
+holds (``contributionIdOf``) is skipped, so a re-run after a crash finishes the job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backend.datanets.formats import ContributionFormatError, DatanetMetadata, LineError
+from backend.datanets.formats import validate_contribution as check_format
+from backend.datanets.registry import DatanetError, Send, ensure_allowance, send_direct
+from backend.protocol.contracts import Protocol
+from backend.storage.base import ContentStore
+
+log = logging.getLogger(__name__)
+DEFAULT_BATCH_SIZE = 50  # CIDs per contributeBatch transaction
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    path: Path
+    errors: tuple[LineError, ...]
+    total: int  # errors found (more than listed when many)
+
+    def __str__(self) -> str:
+        shown = "; ".join(str(e) for e in self.errors)
+        more = (
+            f" (and {self.total - len(self.errors)} more)" if self.total > len(self.errors) else ""
+        )
+        return f"{self.path}: {shown}{more}"
+
+
+class ContributionRefusedError(DatanetError):
+    """Files that do not match the Datanet's format: nothing was stored or sent."""
+
+    def __init__(self, problems: list[FileProblem]) -> None:
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{len(problems)} file(s) refused, nothing stored or sent:\n{lines}")
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class CheckedFile:
+    path: Path
+    size: int  # bytes
+    records: int  # JSONL lines (1 for text)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: Path
+    size: int
+    cid: str
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A file's place in the Datanet: its contribution id, and whether it was registered now."""
+
+    path: Path
+    cid: str
+    size: int
+    contribution_id: int
+    registered_now: bool
+
+
+def collect_files(paths: Iterable[Path]) -> list[Path]:
+    """The files named, folders expanded recursively (sorted; hidden entries skipped)."""
+    found: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            for f in sorted(path.rglob("*")):
+                hidden = any(part.startswith(".") for part in f.relative_to(path).parts)
+                if f.is_file() and not hidden:
+                    found.append(f)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DatanetError(f"{path} is neither a file nor a folder")
+    if not found:
+        raise DatanetError("no files to contribute")
+    return list(dict.fromkeys(found))
+
+
+def check_files(metadata: DatanetMetadata, files: Sequence[Path]) -> list[CheckedFile]:
+    """Validates every file against ``metadata``; raises :class:`ContributionRefusedError` listing
+    every bad file with its line errors."""
+    checked: list[CheckedFile] = []
+    problems: list[FileProblem] = []
+    for path in files:
+        size = path.stat().st_size
+        try:
+            if size > metadata.max_file_bytes:  # refuse before reading a huge file
+                reason = f"{size} bytes, above this Datanet's limit of {metadata.max_file_bytes}"
+                problems.append(FileProblem(path, (LineError(0, reason),), 1))
+                continue
+            records = check_format(metadata, path.read_bytes())
+        except ContributionFormatError as why:
+            problems.append(FileProblem(path, tuple(why.errors), why.total))
+            continue
+        checked.append(CheckedFile(path, size, records))
+    if problems:
+        raise ContributionRefusedError(problems)
+    return checked
+
+
+def store_files(store: ContentStore, files: Iterable[CheckedFile]) -> Iterator[StoredFile]:
+    """Stores and pins each file, yielding its CID."""
+    for f in files:
+        cid = store.put(f.path)
+        store.pin(cid)
+        yield StoredFile(f.path, f.size, cid)
+
+
+def split_registered(
+    p: Protocol, datanet_id: int, stored: Sequence[StoredFile]
+) -> tuple[list[Registered], list[StoredFile]]:
+    """``(already registered, to register)``; a CID given twice is registered once."""
+    done: list[Registered] = []
+    todo: dict[str, StoredFile] = {}
+    for f in stored:
+        existing = int(p.datanets.contributionIdOf(datanet_id, f.cid))
+        if existing:
+            done.append(Registered(f.path, f.cid, f.size, existing, registered_now=False))
+        elif f.cid in todo:
+            log.warning("%s has the same content as %s: registered once", f.path, todo[f.cid].path)
+        else:
+            todo[f.cid] = f
+    return done, list(todo.values())
+
+
+def register_files(
+    p: Protocol,
+    datanet_id: int,
+    account: Any,
+    files: Sequence[StoredFile],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    send: Send = send_direct,
+) -> Iterator[list[Registered]]:
+    """Approves the bonds of all ``files``, then registers them by ``contributeBatch`` in
+    batches of ``batch_size``, yielding each batch's registrations."""
+    if batch_size < 1:
+        raise DatanetError(f"batch size {batch_size} is not positive")
+    if not files:
+        return
+    bond = int(p.datanets.datanet(datanet_id).contributionBond)
+    if bond:
+        ensure_allowance(p, account, bond * len(files), send)
+    for start in range(0, len(files), batch_size):
+        batch = files[start : start + batch_size]
+        receipt = send(
+            f"contributed {len(batch)} file(s) to datanet {datanet_id}",
+            p.datanets.contributeBatch, datanet_id, [f.cid for f in batch], [f.size for f in batch],
+            sender=account,
+        )  # fmt: skip
+        ids = {
+            str(e.cid): int(e.contributionId) for e in p.datanets.Contributed.from_receipt(receipt)
+        }
+        yield [Registered(f.path, f.cid, f.size, ids[f.cid], registered_now=True) for f in batch]

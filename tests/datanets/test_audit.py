@@ -1,0 +1,166 @@
+"""The auditor (``ape run audit datanet N``): passes honest versions, and catches a tampered
+manifest, a wrong root published by a curator, and missing or corrupted contribution files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backend.datanets.audit import audit_datanet, compare_entries
+from backend.datanets.create import create_datanet
+from backend.datanets.formats import DataFormat, DatanetMetadata
+from backend.datanets.manifest import Manifest, ManifestEntry
+from backend.datanets.publish import build_manifest, publish_version
+
+Run = Callable[..., str]
+
+
+def pair_file(tag: str, n: int = 2) -> bytes:
+    rows = ({"prompt": f"{tag} {i}?", "response": f"{tag} answer {i}"} for i in range(n))
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+@pytest.fixture
+def make_datanet(protocol: Any, store: Any, accounts: list[Any]) -> Callable[..., tuple]:
+    """A Datanet with ``n`` stored contributions from account 1, all approved but the last
+    (rejected); returns ``(datanet id, approved ids)``."""
+    curator, contributor = accounts[0], accounts[1]
+
+    def make(name: str, n: int = 4) -> tuple[int, list[int]]:
+        meta = DatanetMetadata(name, "audit test", "CC0-1.0", DataFormat.INSTRUCTION)
+        datanet = create_datanet(protocol, store, curator, meta).datanet_id
+        files = [pair_file(f"{name}-{i}", i + 1) for i in range(n)]
+        cids = [store.put(f) for f in files]
+        receipt = protocol.datanets.contributeBatch(
+            datanet, cids, [len(f) for f in files], sender=contributor
+        )
+        ids = [int(e.contributionId) for e in protocol.datanets.Contributed.from_receipt(receipt)]
+        protocol.datanets.review(datanet, ids, [True] * (n - 1) + [False], sender=curator)
+        return datanet, ids[:-1]
+
+    return make
+
+
+def test_audit_passes_every_honest_version(
+    make_datanet: Callable[..., tuple], protocol: Any, store: Any, accounts: list[Any],
+    audit_cli: Run,
+) -> None:  # fmt: skip
+    datanet, approved = make_datanet("honest")
+    publish_version(protocol, store, datanet, accounts[0])
+    # A later contribution approved for version 2; version 1 must still audit as it was.
+    cid = store.put(pair_file("later"))
+    protocol.datanets.contribute(datanet, cid, len(pair_file("later")), sender=accounts[2])
+    later = int(protocol.datanets.contributionIdOf(datanet, cid))
+    protocol.datanets.review(datanet, [later], [True], sender=accounts[0])
+    publish_version(protocol, store, datanet, accounts[0])
+
+    out = audit_cli("datanet", datanet)
+    assert f"datanet {datanet}: 2 published version(s)" in out
+    assert f"version 1: {len(approved)} contributions, root 0x" in out
+    assert f"version 2: {len(approved) + 1} contributions" in out
+    assert "files: 4 verified against their CIDs" in out
+    assert "audit passed" in out and "DIFFERENCE" not in out
+
+
+def test_audit_catches_a_manifest_that_differs_from_the_chain(
+    make_datanet: Callable[..., tuple], protocol: Any, store: Any, accounts: list[Any],
+    audit_cli: Run,
+) -> None:  # fmt: skip
+    datanet, _ = make_datanet("lying-manifest")
+    honest = build_manifest(protocol, datanet)
+    first, *rest = honest.contributions
+    forged = Manifest.of(
+        datanet,
+        1,
+        [replace(first, contributor=accounts[4].address, size=first.size + 1), *rest[:-1]],
+    )
+    cid = store.put(forged.to_json_bytes())
+    protocol.datanets.publishVersion(datanet, honest.root, cid, sender=accounts[0])
+
+    out = audit_cli("datanet", datanet, code=1)
+    assert (
+        f"DIFFERENCE version 1: contribution {first.id}: manifest contributor "
+        f"'{accounts[4].address}', chain says '{accounts[1].address}'"
+    ) in out
+    assert (
+        f"contribution {first.id}: manifest size {first.size + 1}, chain says {first.size}" in out
+    )
+    assert f"manifest omits approved contribution {rest[-1].id} ({rest[-1].cid})" in out
+    assert "the stored manifest's root 0x" in out
+    assert "audit FAILED: 4 difference(s)" in out
+
+
+def test_audit_catches_a_manifest_tampered_in_the_store(
+    make_datanet: Callable[..., tuple], protocol: Any, store: Any, store_dir: Path,
+    accounts: list[Any], audit_cli: Run,
+) -> None:  # fmt: skip
+    datanet, _ = make_datanet("tampered-store")
+    published = publish_version(protocol, store, datanet, accounts[0])
+    path = store_dir / "blocks" / published.manifest_cid
+    path.write_bytes(path.read_bytes().replace(b'"size":', b'"size":1'))
+
+    out = audit_cli("datanet", datanet, code=1)
+    assert f"DIFFERENCE version 1: manifest {published.manifest_cid}: content stored under" in out
+    assert "hashes to bafkrei" in out and "refused" in out
+    assert "audit FAILED: 1 difference(s)" in out
+
+
+def test_audit_catches_a_wrong_root_published_by_a_curator(
+    make_datanet: Callable[..., tuple], protocol: Any, store: Any, accounts: list[Any],
+    audit_cli: Run,
+) -> None:  # fmt: skip
+    datanet, _ = make_datanet("wrong-root")
+    honest = build_manifest(protocol, datanet)
+    cid = store.put(honest.to_json_bytes())
+    wrong = Manifest.of(datanet, 1, honest.contributions[:1]).root  # a root over one entry only
+    protocol.datanets.publishVersion(datanet, wrong, cid, sender=accounts[0])
+
+    out = audit_cli("datanet", datanet, code=1)
+    assert (
+        f"DIFFERENCE version 1: on-chain root 0x{wrong.hex()} is not the root "
+        f"0x{honest.root.hex()} of the contributions approved before publication"
+    ) in out
+    assert f"the stored manifest's root 0x{honest.root.hex()} is not the on-chain root" in out
+
+
+def test_audit_catches_missing_and_corrupted_contribution_files(
+    make_datanet: Callable[..., tuple], protocol: Any, store: Any, store_dir: Path,
+    accounts: list[Any], audit_cli: Run,
+) -> None:  # fmt: skip
+    datanet, _ = make_datanet("lost-files")
+    publish_version(protocol, store, datanet, accounts[0])
+    manifest = build_manifest(protocol, datanet)  # the same entries (next version number)
+    gone, corrupted, _ = manifest.contributions
+    (store_dir / "blocks" / gone.cid).unlink()
+    (store_dir / "blocks" / corrupted.cid).write_bytes(b"flipped bits\n")
+
+    out = audit_cli("datanet", datanet, code=1)
+    assert f"contribution {gone.id} ({gone.cid}, in version 1): no content stored under" in out
+    assert f"contribution {corrupted.id} ({corrupted.cid}, in version 1): content stored" in out
+    assert "files: 3 verified against their CIDs, 2 problem(s)" in out
+    report = audit_datanet(protocol, store, datanet)
+    assert len(report.findings) == 2 and not report.versions[0].findings
+
+
+def test_compare_entries_names_extra_and_reordered_entries() -> None:
+    a = ManifestEntry(1, "bafy-a", "0x" + "11" * 20, 10)
+    b = ManifestEntry(2, "bafy-b", "0x" + "22" * 20, 20)
+    expected = Manifest.of(7, 1, [a])
+    extra = Manifest(7, 2, (a, b))
+    assert compare_entries(expected, extra) == [
+        "manifest names version 2, not 1",
+        "manifest lists contribution 2, not approved at this version",
+    ]
+    assert compare_entries(Manifest.of(7, 1, [a, b]), Manifest(7, 1, (b, a))) == [
+        "manifest entries are not in contribution id order"
+    ]
+
+
+def test_audit_of_an_unknown_datanet_is_a_clean_error(audit_cli: Run) -> None:
+    out = audit_cli("datanet", 999, code=1)
+    assert "Error: datanet 999 does not exist" in out
