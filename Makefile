@@ -25,7 +25,9 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	# `npm ci` refuses this lock: js-ipfs pulls an optional dependency from a git tarball that
+	# cannot be fetched here; `npm install` skips it and still follows the lock.
+	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
 $(SOLC_SHIM): tools/solc-shim.js

@@ -84,7 +84,7 @@ contract AttributionRewards is IAttributionRewards, Governed, ReentrancyGuardTra
             p.unallocated = uint128(unallocated - total);
         }
         epochId = ++_epochCount;
-        uint40 challengeEndsAt = uint40(block.timestamp + _challengeWindow);
+        uint40 challengeEndsAt = (block.timestamp + _challengeWindow).toUint40();
         _epochs[epochId] = Epoch({
             merkleRoot: merkleRoot,
             total: total.toUint96(),
