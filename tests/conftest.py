@@ -12,4 +12,7 @@ os.environ.setdefault("SOLCX_BINARY_PATH", str(ROOT / ".tools" / "solcx"))
 
 from ape.logging import LogLevel, logger  # noqa: E402
 
+from tests.strict_reverts import install as install_strict_reverts  # noqa: E402
+
 logger.set_level(LogLevel.WARNING)  # one INFO line per confirmed transaction drowns the output
+install_strict_reverts()
