@@ -55,6 +55,8 @@ up: compile  ## start the local stack and keep it running until Ctrl-C
 bench: compile  ## run the benchmarks; results in bench/results/
 	$(BIN)/python bench/gas.py
 	$(BIN)/python bench/storage.py
+	$(BIN)/python bench/indexer.py
+	$(BIN)/python bench/api.py
 
 lint: setup  ## ruff
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -1,0 +1,36 @@
+"""The API's settings, read from ``OPENLEDGER_API_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backend.protocol.deployments import PROJECT_ROOT
+
+DEVNET_DIR = PROJECT_ROOT / ".data" / "devnet"
+
+
+class Settings(BaseSettings):
+    """Where the index and the content are, and the service's limits."""
+
+    model_config = SettingsConfigDict(env_prefix="OPENLEDGER_API_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    db_path: Path = DEVNET_DIR / "index.db"  # the indexer's SQLite file
+    content_dir: Path = DEVNET_DIR / "content"  # the embedded content store ...
+    ipfs_api: str | None = None  # ... or an IPFS node's HTTP RPC API, when set
+    max_upload_bytes: int = 10 * 1024 * 1024  # cap on any upload, whatever the Datanet allows
+    cors_origins: list[str] = []
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment == "production" and "*" in self.cors_origins:
+            raise ValueError("cors_origins '*' is refused in production: list the origins")
+        if self.max_upload_bytes <= 0:
+            raise ValueError(f"max_upload_bytes must be positive, not {self.max_upload_bytes}")
+        return self

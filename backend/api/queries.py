@@ -1,0 +1,50 @@
+"""Paged SQL over the read model: the count and one page of rows, filters as bound parameters."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from backend.api.deps import Page
+
+
+def where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``WHERE a = ? AND b >= ?`` for the filters that are set. A key is a column (compared
+    with ``=``) or a condition with one ``?``; keys come from code, values are bound."""
+    used = {key: value for key, value in filters.items() if value is not None}
+    if not used:
+        return "", []
+    conditions = [key if "?" in key else f"{key} = ?" for key in used]
+    return " WHERE " + " AND ".join(conditions), list(used.values())
+
+
+def fetch_page(
+    conn: sqlite3.Connection,
+    source: str,
+    page: Page,
+    *,
+    filters: dict[str, Any] | None = None,
+    order: str,
+    columns: str = "*",
+) -> tuple[list[sqlite3.Row], int]:
+    """One page of ``source`` (a table or join) and how many rows match in total."""
+    clause, params = where(filters or {})
+    total = conn.execute(f"SELECT COUNT(*) FROM {source}{clause}", params).fetchone()[0]
+    rows = conn.execute(
+        f"SELECT {columns} FROM {source}{clause} ORDER BY {order} LIMIT ? OFFSET ?",
+        [*params, page.limit, page.offset],
+    ).fetchall()
+    return rows, int(total)
+
+
+def fetch_one(conn: sqlite3.Connection, sql: str, *params: Any) -> sqlite3.Row | None:
+    return conn.execute(sql, params).fetchone()
+
+
+def chain_time(conn: sqlite3.Connection) -> int | None:
+    """The timestamp of the last indexed block (the index's notion of "now")."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'cursor_timestamp'").fetchone()
+    if row is not None:
+        return int(row[0])
+    row = conn.execute("SELECT MAX(block_timestamp) FROM events").fetchone()
+    return None if row is None or row[0] is None else int(row[0])

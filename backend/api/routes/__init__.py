@@ -1,0 +1,24 @@
+"""The API's routers, one module per resource."""
+
+from fastapi import APIRouter
+
+from backend.api.routes import (
+    attribution,
+    contributions,
+    datanets,
+    events,
+    models,
+    nodes,
+    payments,
+    status,
+    uploads,
+    usage_proofs,
+    versions,
+)
+
+api_router = APIRouter()
+for module in (
+    status, datanets, versions, contributions, uploads, models, nodes, payments, usage_proofs,
+    attribution, events,
+):  # fmt: skip
+    api_router.include_router(module.router)

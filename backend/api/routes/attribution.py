@@ -1,0 +1,173 @@
+"""Attribution pools, epochs, claims made, and what an account can claim (with its proofs)."""
+
+import sqlite3
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from backend.api.deps import AddressPath, DbDep, IdPath, IdQuery, PageDep, StoreDep
+from backend.api.errors import conflict, not_found, responses
+from backend.api.proofs import IndexedTree, ProofCache, ProofUnavailableError
+from backend.api.queries import chain_time, fetch_one, fetch_page
+from backend.api.schemas import (
+    ClaimablePage,
+    ClaimEntry,
+    ClaimPublic,
+    EpochPublic,
+    Page,
+    PoolPublic,
+)
+
+router = APIRouter(prefix="/attribution", tags=["attribution"], responses=responses(404, 422))
+
+
+class EpochStatus(StrEnum):
+    POSTED = "posted"
+    CHALLENGED = "challenged"
+    REJECTED = "rejected"
+
+
+def _claimable(epoch: sqlite3.Row, now: int | None) -> bool:
+    return epoch["status"] == "posted" and now is not None and now >= epoch["challenge_ends_at"]
+
+
+def to_epoch(row: sqlite3.Row, now: int | None) -> EpochPublic:
+    return EpochPublic.model_validate({**dict(row), "claimable": _claimable(row, now)})
+
+
+def to_claim(row: sqlite3.Row) -> ClaimPublic:
+    return ClaimPublic.model_validate({**dict(row), "index": row["idx"]})
+
+
+def require_epoch(db: sqlite3.Connection, epoch_id: int) -> sqlite3.Row:
+    row = fetch_one(db, "SELECT * FROM epochs WHERE id = ?", epoch_id)
+    if row is None:
+        raise not_found(f"epoch {epoch_id}")
+    return row
+
+
+def _entry(
+    db: sqlite3.Connection, epoch: sqlite3.Row, tree: IndexedTree, row: int, now: int | None
+) -> ClaimEntry:
+    index, account, amount = tree.tree.values[row]
+    claimed = fetch_one(
+        db, "SELECT 1 FROM claims WHERE epoch_id = ? AND idx = ?", epoch["id"], index
+    )
+    return ClaimEntry(
+        epoch_id=epoch["id"], model_id=epoch["model_id"], index=index, account=account,
+        amount=str(amount), proof=["0x" + p.hex() for p in tree.tree.proof(row)],
+        merkle_root=epoch["merkle_root"], claimed=claimed is not None,
+        claimable=claimed is None and _claimable(epoch, now),
+    )  # fmt: skip
+
+
+@router.get("/pools", response_model=Page[PoolPublic])
+def list_pools(db: DbDep, page: PageDep) -> Page[PoolPublic]:
+    """Every model's attribution pool."""
+    rows, total = fetch_page(db, "pools", page, order="model_id")
+    return Page(items=[PoolPublic.model_validate(dict(r)) for r in rows], total=total,
+                limit=page.limit, offset=page.offset)  # fmt: skip
+
+
+@router.get("/pools/{model_id}", response_model=PoolPublic)
+def get_pool(db: DbDep, model_id: IdPath) -> PoolPublic:
+    """One model's pool: funded, not yet in an epoch, claimed."""
+    row = fetch_one(db, "SELECT * FROM pools WHERE model_id = ?", model_id)
+    if row is None:
+        raise not_found(f"attribution pool of model {model_id}")
+    return PoolPublic.model_validate(dict(row))
+
+
+@router.get("/epochs", response_model=Page[EpochPublic])
+def list_epochs(
+    db: DbDep,
+    page: PageDep,
+    model_id: IdQuery = None,
+    status: Annotated[EpochStatus | None, Query()] = None,
+) -> Page[EpochPublic]:
+    """Attribution epochs, oldest first, optionally by model or status."""
+    filters = {"model_id": model_id, "status": status}
+    rows, total = fetch_page(db, "epochs", page, filters=filters, order="id")
+    now = chain_time(db)
+    return Page(items=[to_epoch(r, now) for r in rows], total=total, limit=page.limit,
+                offset=page.offset)  # fmt: skip
+
+
+@router.get("/epochs/{epoch_id}", response_model=EpochPublic)
+def get_epoch(db: DbDep, epoch_id: IdPath) -> EpochPublic:
+    """One epoch."""
+    return to_epoch(require_epoch(db, epoch_id), chain_time(db))
+
+
+@router.get("/epochs/{epoch_id}/claims", response_model=Page[ClaimPublic])
+def list_epoch_claims(db: DbDep, page: PageDep, epoch_id: IdPath) -> Page[ClaimPublic]:
+    """The claims made in an epoch, by leaf index."""
+    require_epoch(db, epoch_id)
+    rows, total = fetch_page(db, "claims", page, filters={"epoch_id": epoch_id}, order="idx")
+    return Page(items=[to_claim(r) for r in rows], total=total, limit=page.limit,
+                offset=page.offset)  # fmt: skip
+
+
+@router.get(
+    "/epochs/{epoch_id}/leaves/{index}", response_model=ClaimEntry, responses=responses(409)
+)
+def get_epoch_leaf(
+    request: Request, db: DbDep, store: StoreDep, epoch_id: IdPath, index: IdPath
+) -> ClaimEntry:
+    """A leaf of the epoch's report with its Merkle proof (what ``claim`` takes), from the
+    report in the content store checked against the on-chain root."""
+    epoch = require_epoch(db, epoch_id)
+    cache: ProofCache = request.app.state.proofs
+    try:
+        tree = cache.report_tree(store, epoch)
+    except ProofUnavailableError as why:
+        raise conflict(str(why)) from None
+    rows = tree.positions.get(index)
+    if not rows:
+        raise not_found(f"leaf {index} in epoch {epoch_id}'s report")
+    return _entry(db, epoch, tree, rows[0], chain_time(db))
+
+
+@router.get("/accounts/{account}/claims", response_model=Page[ClaimPublic])
+def list_account_claims(db: DbDep, page: PageDep, account: AddressPath) -> Page[ClaimPublic]:
+    """The claims an account made."""
+    rows, total = fetch_page(
+        db, "claims", page, filters={"account": account}, order="epoch_id, idx"
+    )
+    return Page(items=[to_claim(r) for r in rows], total=total, limit=page.limit,
+                offset=page.offset)  # fmt: skip
+
+
+@router.get("/accounts/{account}/claimable", response_model=ClaimablePage)
+def list_claimable(
+    request: Request,
+    db: DbDep,
+    store: StoreDep,
+    page: PageDep,
+    account: AddressPath,
+    include_claimed: bool = False,
+) -> ClaimablePage:
+    """What an account is owed by the posted (or challenged) epochs' reports, with the proofs
+    to claim it; ``claimable`` says whether ``claim`` would pay it now."""
+    cache: ProofCache = request.app.state.proofs
+    now = chain_time(db)
+    entries: list[ClaimEntry] = []
+    unavailable: list[int] = []
+    epochs = db.execute(
+        "SELECT * FROM epochs WHERE status IN ('posted', 'challenged') ORDER BY id"
+    ).fetchall()
+    for epoch in epochs:
+        try:
+            tree = cache.report_tree(store, epoch)
+        except ProofUnavailableError:
+            unavailable.append(epoch["id"])
+            continue
+        for row in tree.by_account.get(account, []):
+            entry = _entry(db, epoch, tree, row, now)
+            if include_claimed or not entry.claimed:
+                entries.append(entry)
+    return ClaimablePage(
+        items=entries[page.offset : page.offset + page.limit], total=len(entries),
+        limit=page.limit, offset=page.offset, unavailable_epochs=unavailable,
+    )  # fmt: skip

@@ -1,0 +1,74 @@
+"""Registered models and their adapter versions."""
+
+import sqlite3
+
+from fastapi import APIRouter
+
+from backend.api.deps import AddressQuery, DbDep, IdPath, IdQuery, PageDep
+from backend.api.errors import not_found, responses
+from backend.api.queries import fetch_one, fetch_page
+from backend.api.schemas import ModelPublic, ModelVersionPublic, Page, Pricing, Split
+
+router = APIRouter(prefix="/models", tags=["models"], responses=responses(404, 422))
+
+
+def to_model(row: sqlite3.Row) -> ModelPublic:
+    return ModelPublic(
+        **{k: row[k] for k in ("id", "developer", "metadata_cid", "base_model_cid", "attributor",
+                               "status", "version_count", "block_number", "created_at",
+                               "tx_hash")},
+        pricing=Pricing(per_request=row["price_per_request"], per_token=row["price_per_token"]),
+        split=Split(developer=row["split_developer"], contributors=row["split_contributors"],
+                    node=row["split_node"], protocol=row["split_protocol"]),
+    )  # fmt: skip
+
+
+def require_model(db: sqlite3.Connection, model_id: int) -> sqlite3.Row:
+    row = fetch_one(db, "SELECT * FROM models WHERE id = ?", model_id)
+    if row is None:
+        raise not_found(f"model {model_id}")
+    return row
+
+
+@router.get("", response_model=Page[ModelPublic])
+def list_models(
+    db: DbDep, page: PageDep, developer: AddressQuery = "", datanet_id: IdQuery = None
+) -> Page[ModelPublic]:
+    """Models, oldest first; optionally by developer or by a Datanet one of its versions was
+    trained on."""
+    filters = {
+        "developer": developer or None,
+        "id IN (SELECT model_id FROM model_versions WHERE datanet_id = ?)": datanet_id,
+    }
+    rows, total = fetch_page(db, "models", page, filters=filters, order="id")
+    return Page(items=[to_model(r) for r in rows], total=total, limit=page.limit,
+                offset=page.offset)  # fmt: skip
+
+
+@router.get("/{model_id}", response_model=ModelPublic)
+def get_model(db: DbDep, model_id: IdPath) -> ModelPublic:
+    """One model: developer, status, pricing, split."""
+    return to_model(require_model(db, model_id))
+
+
+@router.get("/{model_id}/versions", response_model=Page[ModelVersionPublic])
+def list_model_versions(db: DbDep, page: PageDep, model_id: IdPath) -> Page[ModelVersionPublic]:
+    """A model's adapter versions, oldest first."""
+    require_model(db, model_id)
+    rows, total = fetch_page(
+        db, "model_versions", page, filters={"model_id": model_id}, order="version"
+    )
+    return Page(items=[ModelVersionPublic.model_validate(dict(r)) for r in rows], total=total,
+                limit=page.limit, offset=page.offset)  # fmt: skip
+
+
+@router.get("/{model_id}/versions/{version}", response_model=ModelVersionPublic)
+def get_model_version(db: DbDep, model_id: IdPath, version: IdPath) -> ModelVersionPublic:
+    """One adapter version: its adapter, training manifest and Datanet version."""
+    row = fetch_one(
+        db, "SELECT * FROM model_versions WHERE model_id = ? AND version = ?", model_id, version
+    )
+    if row is None:
+        require_model(db, model_id)
+        raise not_found(f"version {version} of model {model_id}")
+    return ModelVersionPublic.model_validate(dict(row))

@@ -1,0 +1,43 @@
+"""Usage proofs: the receipts each redemption paid for."""
+
+from fastapi import APIRouter
+
+from backend.api.deps import AddressQuery, DbDep, IdPath, PageDep
+from backend.api.errors import not_found, responses
+from backend.api.queries import fetch_one, fetch_page
+from backend.api.schemas import (
+    Page,
+    PaymentSplitPublic,
+    RedemptionPublic,
+    UsageProofDetail,
+    UsageProofPublic,
+)
+
+router = APIRouter(prefix="/usage-proofs", tags=["usage proofs"], responses=responses(404, 422))
+
+
+@router.get("", response_model=Page[UsageProofPublic])
+def list_usage_proofs(db: DbDep, page: PageDep, node: AddressQuery = "") -> Page[UsageProofPublic]:
+    """Usage proofs, oldest first, optionally by node."""
+    rows, total = fetch_page(db, "usage_proofs", page, filters={"node": node or None}, order="id")
+    return Page(items=[UsageProofPublic.model_validate(dict(r)) for r in rows], total=total,
+                limit=page.limit, offset=page.offset)  # fmt: skip
+
+
+@router.get("/{proof_id}", response_model=UsageProofDetail)
+def get_usage_proof(db: DbDep, proof_id: IdPath) -> UsageProofDetail:
+    """One usage proof with the vouchers it redeemed and how the payment was split."""
+    row = fetch_one(db, "SELECT * FROM usage_proofs WHERE id = ?", proof_id)
+    if row is None:
+        raise not_found(f"usage proof {proof_id}")
+    redemptions = db.execute(
+        "SELECT * FROM redemptions WHERE usage_proof_id = ? ORDER BY log_index", (proof_id,)
+    ).fetchall()
+    splits = db.execute(
+        "SELECT * FROM payment_splits WHERE usage_proof_id = ? ORDER BY log_index", (proof_id,)
+    ).fetchall()
+    return UsageProofDetail(
+        **dict(row),
+        redemptions=[RedemptionPublic.model_validate(dict(r)) for r in redemptions],
+        splits=[PaymentSplitPublic.model_validate(dict(s)) for s in splits],
+    )
