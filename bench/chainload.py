@@ -52,5 +52,7 @@ def load_chain(w3: Web3, contributions: int, batch: int = 100, publish: bool = T
         next_id += len(cids)
     if publish:
         root = StandardMerkleTree.of(leaves, ("uint256", "address", "string")).root
-        p.transact(owner, registry.functions.publishVersion(1, root, compute_cid(b"manifest")))
+        p.transact(
+            owner, registry.functions.publishVersion(1, root, compute_cid(b"manifest"), len(leaves))
+        )
     return Load(p, contributions, time.perf_counter() - started)

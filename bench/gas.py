@@ -104,7 +104,13 @@ def measure() -> dict[str, dict[str, Any]]:
     tx = datanets.review(datanet_id, ids, [i % 10 != 0 for i in ids], sender=curator)
     record("review, per item (batch of 50)", tx.gas_used, 50, "90% approved, 10% rejected")
     datanets.review(datanet_id, [1, 2], [True, True], sender=curator)
-    tx = datanets.publishVersion(datanet_id, b"\x01" * 32, "bafkreimanifest", sender=curator)
+    tx = datanets.publishVersion(
+        datanet_id,
+        b"\x01" * 32,
+        "bafkreimanifest",
+        datanets.datanet(datanet_id).approvedCount,
+        sender=curator,
+    )
     record("publishVersion", tx.gas_used)
 
     spec = (

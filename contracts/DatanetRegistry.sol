@@ -133,10 +133,12 @@ contract DatanetRegistry is IDatanetRegistry, Governed {
     }
 
     /// @inheritdoc IDatanetRegistry
-    function publishVersion(uint256 datanetId, bytes32 merkleRoot, string calldata manifestCID)
-        external
-        returns (uint256 versionNumber)
-    {
+    function publishVersion(
+        uint256 datanetId,
+        bytes32 merkleRoot,
+        string calldata manifestCID,
+        uint256 contributionCount
+    ) external returns (uint256 versionNumber) {
         Datanet storage d = _requireDatanet(datanetId);
         _requireCurator(datanetId, d);
         if (merkleRoot == bytes32(0)) revert ZeroMerkleRoot();
@@ -145,6 +147,7 @@ contract DatanetRegistry is IDatanetRegistry, Governed {
         if (approved == 0 || approved < d.minApproved) {
             revert NotEnoughApproved(datanetId, approved, d.minApproved);
         }
+        if (contributionCount != approved) revert ApprovedCountChanged(datanetId, contributionCount, approved);
         uint32 previous = d.versionCount;
         if (previous != 0 && _versions[datanetId][previous].contributionCount == approved) {
             revert NoChangeSinceVersion(datanetId, previous);

@@ -12,6 +12,7 @@ from ape import chain
 from ape.logging import LogLevel, logger
 
 from backend.devnet.datanet_demo import DatanetDemo, run_datanet_demo
+from backend.devnet.services import api_server, index_chain
 from backend.devnet.stack import DEFAULT_DATA_DIR, LocalStack, local_stack
 
 OPEN = 10**18
@@ -88,6 +89,31 @@ def _datanet_summary(demo: DatanetDemo, stack: LocalStack) -> None:
         raise click.ClickException(f"the audit of datanet {d.datanet_id} found differences")
 
 
+def _serve_and_query(stack: LocalStack, demo_run: DatanetDemo, data_dir: Path, port: int) -> None:
+    """Indexes the chain, starts the API on it and reads the demo's Datanet back through it."""
+    d = stack.protocol.deployment
+    result = index_chain(data_dir / "index.db", d, stack.anvil.url)
+    click.secho("Indexer and API", bold=True)
+    click.echo(
+        f"  indexed blocks {result.from_block}..{result.to_block} into {data_dir / 'index.db'}"
+    )
+    datanet_id = demo_run.datanet.datanet_id
+    version = demo_run.publication.version
+    with api_server(data_dir / "index.db", stack.store.root, port) as api:
+        detail = api.get(f"/datanets/{datanet_id}")
+        members = api.get(f"/datanets/{datanet_id}/versions/{version}/contributions?limit=1")
+        first = members["items"][0]["id"]
+        proof = api.get(f"/datanets/{datanet_id}/versions/{version}/proofs/{first}")
+        siblings = [bytes.fromhex(h.removeprefix("0x")) for h in proof["proof"]]
+        cid = proof["leaf"]["cid"]
+        on_chain = stack.protocol.datanets.isInVersion(datanet_id, version, first, cid, siblings)
+        click.echo(f"  API {api.url}: datanet {datanet_id} (metadata {detail['metadata_cid']}) "
+                   f"has {members['total']} contributions in version {version}")  # fmt: skip
+        click.echo(
+            f"  Merkle proof of contribution {first} from the API verifies on-chain: {on_chain}"
+        )
+
+
 @click.group()
 def cli() -> None:
     """The local OpenLedger stack (anvil on 127.0.0.1, state under .data/)."""
@@ -102,7 +128,8 @@ def cli() -> None:
     help="Chain state, deployment record and content store.",
 )
 @click.option("--port", type=int, default=8545, show_default=True)
-def demo(data_dir: Path, port: int) -> None:
+@click.option("--api-port", type=int, default=8000, show_default=True)
+def demo(data_dir: Path, port: int, api_port: int) -> None:
     """Start the chain, deploy or reuse the protocol, fund accounts, run the Datanet flow on the
     project's dataset (create, contribute, review, publish, audit), summarise, stop."""
     with local_stack(data_dir, port) as stack:
@@ -110,7 +137,8 @@ def demo(data_dir: Path, port: int) -> None:
         logger.set_level(LogLevel.WARNING)  # not a line per confirmed transaction
         demo_run = run_datanet_demo(stack.protocol, stack.store, stack.roles)
         _datanet_summary(demo_run, stack)
-    click.echo("Stopped the local chain; its state is kept in " + str(data_dir / "chain"))
+        _serve_and_query(stack, demo_run, data_dir, api_port)
+    click.echo("Stopped the local chain and the API; state is kept in " + str(data_dir))
 
 
 @cli.command()

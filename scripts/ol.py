@@ -287,9 +287,12 @@ def review(
 @click.argument("datanet_id", type=ID)
 @click.argument("merkle_root", type=BYTES32)
 @click.argument("manifest_cid", type=CID)
-def publish_version(account: Any, datanet_id: int, merkle_root: bytes, manifest_cid: str) -> None:
-    """Publish the next version of DATANET_ID: MERKLE_ROOT over its approved contributions
-    (leaves: contributionId, contributor, cid) and MANIFEST_CID listing them."""
+@click.argument("contribution_count", type=click.IntRange(min=1))
+def publish_version(
+    account: Any, datanet_id: int, merkle_root: bytes, manifest_cid: str, contribution_count: int
+) -> None:
+    """Publish the next version of DATANET_ID: MERKLE_ROOT over its CONTRIBUTION_COUNT approved
+    contributions (leaves: contributionId, contributor, cid) and MANIFEST_CID listing them."""
     if merkle_root == ZERO_BYTES32:
         raise click.BadParameter("the Merkle root is zero", param_hint="MERKLE_ROOT")
     p = load_protocol()
@@ -300,12 +303,18 @@ def publish_version(account: Any, datanet_id: int, merkle_root: bytes, manifest_
             f"datanet {datanet_id} has {datanet.approvedCount} approved contributions; "
             f"a version needs {datanet.minApproved}"
         )
+    if contribution_count != int(datanet.approvedCount):
+        raise fail(
+            f"datanet {datanet_id} has {datanet.approvedCount} approved contributions now, not "
+            f"{contribution_count}: rebuild the manifest and root over the current set"
+        )
     receipt = transact(
         f"published a version of datanet {datanet_id}",
         p.datanets.publishVersion,
         datanet_id,
         merkle_root,
         manifest_cid,
+        contribution_count,
         sender=account,
         protocol=p,
     )

@@ -91,7 +91,9 @@ def publish(h: History, store: ContentStore | None = None) -> bytes:
     approved = [c for c in h.contributions if registry.contribution(c[0]).call()[5] == 2]
     tree = StandardMerkleTree.of(approved, VERSION_TYPES)
     manifest = json.dumps([list(c) for c in approved]).encode()
-    p.transact(h.roles.curator, registry.publishVersion(1, tree.root, _put(store, manifest)))
+    p.transact(
+        h.roles.curator, registry.publishVersion(1, tree.root, _put(store, manifest), len(approved))
+    )
     return tree.root
 
 

@@ -17,7 +17,8 @@ APE = str(Path(sys.executable).with_name("ape"))
 
 def run_demo(data_dir: Path, port: int) -> str:
     result = subprocess.run(
-        [APE, "run", "devnet", "demo", "--data-dir", str(data_dir), "--port", str(port)],
+        [APE, "run", "devnet", "demo", "--data-dir", str(data_dir), "--port", str(port),
+         "--api-port", str(free_port())],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=os.environ.copy(),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -45,6 +46,9 @@ def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
     assert "approved [1, 2, 3, 4], rejected [5]" in first
     assert "version 1 (published now): 4 contributions, root 0x" in first
     assert "audit passed: 1 version(s)" in first and "4 files verified by CID" in first
+    # The indexer and the API serve what the chain holds; the API's proof verifies on-chain.
+    assert "has 4 contributions in version 1" in first
+    assert "from the API verifies on-chain: True" in first
     root = re.search(r"root (0x[0-9a-f]{64})", first)
     assert root is not None
     assert len(list((tmp_path / "store" / "blocks").iterdir())) == 7  # metadata, 5 files, manifest
@@ -63,6 +67,7 @@ def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
     assert "review: nothing pending" in second
     assert f"version 1 (unchanged, not republished): 4 contributions, root {root[1]}" in second
     assert "audit passed: 1 version(s)" in second
+    assert "from the API verifies on-chain: True" in second
     assert "Confirmed" not in second.split("Datanet 1:")[1]  # nothing sent by the flow
     # Every process the demo started is gone: nothing answers on its port.
     assert not Anvil(port=port).is_up()

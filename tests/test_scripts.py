@@ -372,7 +372,7 @@ def test_protocol_walk_from_datanet_to_claims_disputes_and_withdrawals(
         [(kept, CONTRIBUTOR, "bafy-file-a")], ["uint256", "address", "string"]
     ).root
     out = ol(
-        "publish-version", str(datanet), "0x" + root.hex(), "bafy-manifest",
+        "publish-version", str(datanet), "0x" + root.hex(), "bafy-manifest", "1",
         account="TEST::5",
     )  # fmt: skip
     assert f"datanet {datanet} version 1: 1 contributions, root 0x{root.hex()}" in out
@@ -538,9 +538,20 @@ def test_publish_version_without_new_approvals_shows_the_custom_error(
     datanet = number_after("datanet", ol("create-datanet", "bafy-meta-2"))
     contribution = number_after("contribution", ol("contribute", str(datanet), "bafy-c", "1"))
     ol("review", str(datanet), "--approve", str(contribution))
-    ol("publish-version", str(datanet), "0x" + "11" * 32, "bafy-manifest-1")
-    out = ol("publish-version", str(datanet), "0x" + "22" * 32, "bafy-manifest-2", ok=False)
+    ol("publish-version", str(datanet), "0x" + "11" * 32, "bafy-manifest-1", "1")
+    out = ol("publish-version", str(datanet), "0x" + "22" * 32, "bafy-manifest-2", "1", ok=False)
     assert f"would revert: NoChangeSinceVersion(datanetId={datanet}, version=1)" in out
+
+
+def test_publish_version_over_a_stale_approved_count_is_refused(
+    ol: Callable[..., str], deployment: dict[str, Any]
+) -> None:
+    datanet = number_after("datanet", ol("create-datanet", "bafy-meta-stale"))
+    first = number_after("contribution", ol("contribute", str(datanet), "bafy-s1", "1"))
+    second = number_after("contribution", ol("contribute", str(datanet), "bafy-s2", "1"))
+    ol("review", str(datanet), "--approve", f"{first},{second}")
+    out = ol("publish-version", str(datanet), "0x" + "11" * 32, "bafy-manifest-s", "1", ok=False)
+    assert "has 2 approved contributions now, not 1" in out
 
 
 def test_review_by_a_non_curator_is_refused(

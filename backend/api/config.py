@@ -20,7 +20,7 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "production"] = "development"
     db_path: Path = DEVNET_DIR / "index.db"  # the indexer's SQLite file
-    content_dir: Path = DEVNET_DIR / "content"  # the embedded content store ...
+    content_dir: Path = DEVNET_DIR / "store"  # the embedded content store ...
     ipfs_api: str | None = None  # ... or an IPFS node's HTTP RPC API, when set
     max_upload_bytes: int = 10 * 1024 * 1024  # cap on any upload, whatever the Datanet allows
     cors_origins: list[str] = []

@@ -63,7 +63,8 @@ def publish_version(
     root = manifest.root
     receipt = send(
         f"published version {manifest.version} of datanet {datanet_id}",
-        p.datanets.publishVersion, datanet_id, root, manifest_cid, sender=curator,
+        p.datanets.publishVersion, datanet_id, root, manifest_cid, len(manifest.contributions),
+        sender=curator,
     )  # fmt: skip
     (event,) = p.datanets.VersionPublished.from_receipt(receipt)
     return Publication(

@@ -76,6 +76,9 @@ interface IDatanetRegistry {
     error ContributionNotPending(uint256 contributionId, ContributionStatus status);
     /// @notice Datanet `datanetId` has `approved` approved contributions; a version needs `minApproved`.
     error NotEnoughApproved(uint256 datanetId, uint256 approved, uint256 minApproved);
+    /// @notice A version was built over `expected` approved contributions of Datanet `datanetId`,
+    /// but `approved` are approved now (one was reviewed in between): rebuild and publish again.
+    error ApprovedCountChanged(uint256 datanetId, uint256 expected, uint256 approved);
     /// @notice Nothing was approved since version `version` of Datanet `datanetId`.
     error NoChangeSinceVersion(uint256 datanetId, uint256 version);
     /// @notice A zero Merkle root was given.
@@ -163,13 +166,18 @@ interface IDatanetRegistry {
         external;
 
     /// @notice Publishes the next version: `merkleRoot` over every approved contribution,
-    /// `manifestCID` listing them.
-    /// Requirements: caller is a curator or the owner; at least `minApproved` approved; something
-    /// approved since the previous version; non-zero root; non-empty manifest CID.
+    /// `manifestCID` listing them, `contributionCount` how many the curator built them over (so
+    /// a review landing between building and publishing cannot make root and count disagree).
+    /// Requirements: caller is a curator or the owner; at least `minApproved` approved;
+    /// `contributionCount` equals the approved count; something approved since the previous
+    /// version; non-zero root; non-empty manifest CID.
     /// Emits a {VersionPublished} event.
-    function publishVersion(uint256 datanetId, bytes32 merkleRoot, string calldata manifestCID)
-        external
-        returns (uint256 version);
+    function publishVersion(
+        uint256 datanetId,
+        bytes32 merkleRoot,
+        string calldata manifestCID,
+        uint256 contributionCount
+    ) external returns (uint256 version);
 
     /// @notice Sends the caller its refunded bonds and treasury income. Never paused.
     /// Emits a {Withdrawn} event.

@@ -77,7 +77,13 @@ def setup(
     version_tree = StandardMerkleTree.of(
         [[contribution_id, contributor.address, cid]], ["uint256", "address", "string"]
     )
-    datanets.publishVersion(datanet_id, version_tree.root, "bafy-manifest", sender=curator)
+    datanets.publishVersion(
+        datanet_id,
+        version_tree.root,
+        "bafy-manifest",
+        datanets.datanet(datanet_id).approvedCount,
+        sender=curator,
+    )
     version = datanets.datanet(datanet_id).versionCount
     spec = (
         "bafy-model",

@@ -509,7 +509,7 @@ def approved_rows(
 
 def test_publish_version_stores_and_emits(datanets, bonded_datanet, curator, approved_rows):
     tree = StandardMerkleTree.of(approved_rows, LEAF_TYPES)
-    tx = datanets.publishVersion(bonded_datanet, tree.root, MANIFEST, sender=curator)
+    tx = datanets.publishVersion(bonded_datanet, tree.root, MANIFEST, 3, sender=curator)
     assert tx.events == [
         datanets.VersionPublished(
             datanetId=bonded_datanet,
@@ -536,7 +536,13 @@ def test_publish_version_below_min_approved_reverts(datanets, bonded_datanet, cu
         approved=1,
         minApproved=MIN_APPROVED,
     ):
-        datanets.publishVersion(bonded_datanet, ROOT, MANIFEST, sender=curator)
+        datanets.publishVersion(
+            bonded_datanet,
+            ROOT,
+            MANIFEST,
+            datanets.datanet(bonded_datanet).approvedCount,
+            sender=curator,
+        )
 
 
 def test_publish_version_nothing_approved_reverts_even_without_minimum(
@@ -545,7 +551,13 @@ def test_publish_version_nothing_approved_reverts_even_without_minimum(
     with ape.reverts(
         datanets.NotEnoughApproved, datanetId=no_minimum_datanet, approved=0, minApproved=0
     ):
-        datanets.publishVersion(no_minimum_datanet, ROOT, MANIFEST, sender=developer)
+        datanets.publishVersion(
+            no_minimum_datanet,
+            ROOT,
+            MANIFEST,
+            datanets.datanet(no_minimum_datanet).approvedCount,
+            sender=developer,
+        )
 
 
 @pytest.fixture
@@ -556,57 +568,129 @@ def no_minimum_datanet(datanets, developer) -> int:
 
 
 def test_publish_version_without_change_reverts(datanets, bonded_datanet, curator, approved_rows):
-    datanets.publishVersion(bonded_datanet, ROOT, MANIFEST, sender=curator)
+    datanets.publishVersion(
+        bonded_datanet,
+        ROOT,
+        MANIFEST,
+        datanets.datanet(bonded_datanet).approvedCount,
+        sender=curator,
+    )
     with ape.reverts(datanets.NoChangeSinceVersion, datanetId=bonded_datanet, version=1):
-        datanets.publishVersion(bonded_datanet, b"\x22" * 32, "bafkreimanifest2", sender=curator)
+        datanets.publishVersion(
+            bonded_datanet,
+            b"\x22" * 32,
+            "bafkreimanifest2",
+            datanets.datanet(bonded_datanet).approvedCount,
+            sender=curator,
+        )
 
 
 def test_publish_version_after_only_rejections_reverts(
     datanets, bonded_datanet, curator, contributor, approved_rows
 ):
-    datanets.publishVersion(bonded_datanet, ROOT, MANIFEST, sender=curator)
+    datanets.publishVersion(
+        bonded_datanet,
+        ROOT,
+        MANIFEST,
+        datanets.datanet(bonded_datanet).approvedCount,
+        sender=curator,
+    )
     [cid_id] = contribute(datanets, bonded_datanet, contributor, ["bafkreid"])
     datanets.review(bonded_datanet, [cid_id], [False], sender=curator)
     with ape.reverts(datanets.NoChangeSinceVersion, datanetId=bonded_datanet, version=1):
-        datanets.publishVersion(bonded_datanet, b"\x22" * 32, "bafkreimanifest2", sender=curator)
+        datanets.publishVersion(
+            bonded_datanet,
+            b"\x22" * 32,
+            "bafkreimanifest2",
+            datanets.datanet(bonded_datanet).approvedCount,
+            sender=curator,
+        )
+
+
+def test_publish_version_over_a_stale_approved_count_reverts(
+    datanets, bonded_datanet, curator, contributor, approved_rows
+):
+    built_over = datanets.datanet(bonded_datanet).approvedCount  # the curator builds the root
+    [late] = contribute(datanets, bonded_datanet, contributor, ["bafkreilate"])
+    datanets.review(bonded_datanet, [late], [True], sender=curator)  # lands before publishing
+    with ape.reverts(
+        datanets.ApprovedCountChanged,
+        datanetId=bonded_datanet,
+        expected=built_over,
+        approved=built_over + 1,
+    ):
+        datanets.publishVersion(bonded_datanet, ROOT, MANIFEST, built_over, sender=curator)
+    assert datanets.datanet(bonded_datanet).versionCount == 0
 
 
 def test_publish_version_zero_root_reverts(datanets, bonded_datanet, curator, approved_rows):
     with ape.reverts(datanets.ZeroMerkleRoot):
-        datanets.publishVersion(bonded_datanet, b"\x00" * 32, MANIFEST, sender=curator)
+        datanets.publishVersion(
+            bonded_datanet,
+            b"\x00" * 32,
+            MANIFEST,
+            datanets.datanet(bonded_datanet).approvedCount,
+            sender=curator,
+        )
 
 
 def test_publish_version_empty_manifest_reverts(datanets, bonded_datanet, curator, approved_rows):
     with ape.reverts(datanets.EmptyCID):
-        datanets.publishVersion(bonded_datanet, ROOT, "", sender=curator)
+        datanets.publishVersion(
+            bonded_datanet, ROOT, "", datanets.datanet(bonded_datanet).approvedCount, sender=curator
+        )
 
 
 def test_publish_version_by_non_curator_reverts(datanets, bonded_datanet, other, approved_rows):
     with ape.reverts(datanets.NotCurator, datanetId=bonded_datanet, caller=other.address):
-        datanets.publishVersion(bonded_datanet, ROOT, MANIFEST, sender=other)
+        datanets.publishVersion(
+            bonded_datanet,
+            ROOT,
+            MANIFEST,
+            datanets.datanet(bonded_datanet).approvedCount,
+            sender=other,
+        )
 
 
 def test_publish_version_by_added_curator_succeeds(
     datanets, bonded_datanet, curator, developer, approved_rows
 ):
     datanets.addCurator(bonded_datanet, developer, sender=curator)
-    datanets.publishVersion(bonded_datanet, ROOT, MANIFEST, sender=developer)
+    datanets.publishVersion(
+        bonded_datanet,
+        ROOT,
+        MANIFEST,
+        datanets.datanet(bonded_datanet).approvedCount,
+        sender=developer,
+    )
     assert datanets.datanet(bonded_datanet).versionCount == 1
 
 
 def test_publish_version_unknown_datanet_reverts(datanets, bonded_datanet, curator):
     with ape.reverts(datanets.UnknownDatanet, datanetId=99):
-        datanets.publishVersion(99, ROOT, MANIFEST, sender=curator)
+        datanets.publishVersion(99, ROOT, MANIFEST, 1, sender=curator)
 
 
 def test_published_version_is_immutable(
     datanets, bonded_datanet, curator, contributor, approved_rows
 ):
-    datanets.publishVersion(bonded_datanet, ROOT, MANIFEST, sender=curator)
+    datanets.publishVersion(
+        bonded_datanet,
+        ROOT,
+        MANIFEST,
+        datanets.datanet(bonded_datanet).approvedCount,
+        sender=curator,
+    )
     first = datanets.version(bonded_datanet, 1)
     [cid_id] = contribute(datanets, bonded_datanet, contributor, ["bafkreid"])
     datanets.review(bonded_datanet, [cid_id], [True], sender=curator)
-    tx = datanets.publishVersion(bonded_datanet, b"\x22" * 32, "bafkreimanifest2", sender=curator)
+    tx = datanets.publishVersion(
+        bonded_datanet,
+        b"\x22" * 32,
+        "bafkreimanifest2",
+        datanets.datanet(bonded_datanet).approvedCount,
+        sender=curator,
+    )
     assert tx.events == [
         datanets.VersionPublished(
             datanetId=bonded_datanet,
@@ -623,7 +707,13 @@ def test_published_version_is_immutable(
 
 
 def test_version_unknown_reverts(datanets, bonded_datanet, curator, approved_rows):
-    datanets.publishVersion(bonded_datanet, ROOT, MANIFEST, sender=curator)
+    datanets.publishVersion(
+        bonded_datanet,
+        ROOT,
+        MANIFEST,
+        datanets.datanet(bonded_datanet).approvedCount,
+        sender=curator,
+    )
     with ape.reverts(datanets.UnknownVersion, datanetId=bonded_datanet, version=2):
         datanets.version(bonded_datanet, 2)
     with ape.reverts(datanets.UnknownVersion, datanetId=bonded_datanet, version=0):
@@ -639,14 +729,26 @@ def test_is_in_version_true_for_every_proven_contribution(
     datanets, bonded_datanet, curator, approved_rows
 ):
     tree = StandardMerkleTree.of(approved_rows, LEAF_TYPES)
-    datanets.publishVersion(bonded_datanet, tree.root, MANIFEST, sender=curator)
+    datanets.publishVersion(
+        bonded_datanet,
+        tree.root,
+        MANIFEST,
+        datanets.datanet(bonded_datanet).approvedCount,
+        sender=curator,
+    )
     for i, (cid_id, _, cid) in enumerate(approved_rows):
         assert datanets.isInVersion(bonded_datanet, 1, cid_id, cid, tree.proof(i)) is True
 
 
 def test_is_in_version_wrong_cid_is_false(datanets, bonded_datanet, curator, approved_rows):
     tree = StandardMerkleTree.of(approved_rows, LEAF_TYPES)
-    datanets.publishVersion(bonded_datanet, tree.root, MANIFEST, sender=curator)
+    datanets.publishVersion(
+        bonded_datanet,
+        tree.root,
+        MANIFEST,
+        datanets.datanet(bonded_datanet).approvedCount,
+        sender=curator,
+    )
     # Another registered CID, and one that is not registered at all.
     assert datanets.isInVersion(bonded_datanet, 1, 1, "bafkreib", tree.proof(0)) is False
     assert datanets.isInVersion(bonded_datanet, 1, 1, "bafkreizzz", tree.proof(0)) is False
@@ -654,14 +756,26 @@ def test_is_in_version_wrong_cid_is_false(datanets, bonded_datanet, curator, app
 
 def test_is_in_version_wrong_id_is_false(datanets, bonded_datanet, curator, approved_rows):
     tree = StandardMerkleTree.of(approved_rows, LEAF_TYPES)
-    datanets.publishVersion(bonded_datanet, tree.root, MANIFEST, sender=curator)
+    datanets.publishVersion(
+        bonded_datanet,
+        tree.root,
+        MANIFEST,
+        datanets.datanet(bonded_datanet).approvedCount,
+        sender=curator,
+    )
     assert datanets.isInVersion(bonded_datanet, 1, 2, "bafkreia", tree.proof(0)) is False
     assert datanets.isInVersion(bonded_datanet, 1, 99, "bafkreia", tree.proof(0)) is False
 
 
 def test_is_in_version_wrong_proof_is_false(datanets, bonded_datanet, curator, approved_rows):
     tree = StandardMerkleTree.of(approved_rows, LEAF_TYPES)
-    datanets.publishVersion(bonded_datanet, tree.root, MANIFEST, sender=curator)
+    datanets.publishVersion(
+        bonded_datanet,
+        tree.root,
+        MANIFEST,
+        datanets.datanet(bonded_datanet).approvedCount,
+        sender=curator,
+    )
     assert datanets.isInVersion(bonded_datanet, 1, 1, "bafkreia", tree.proof(1)) is False
     assert datanets.isInVersion(bonded_datanet, 1, 1, "bafkreia", []) is False
 
@@ -670,12 +784,24 @@ def test_is_in_version_later_contribution_is_false(
     datanets, bonded_datanet, curator, contributor, approved_rows
 ):
     tree = StandardMerkleTree.of(approved_rows, LEAF_TYPES)
-    datanets.publishVersion(bonded_datanet, tree.root, MANIFEST, sender=curator)
+    datanets.publishVersion(
+        bonded_datanet,
+        tree.root,
+        MANIFEST,
+        datanets.datanet(bonded_datanet).approvedCount,
+        sender=curator,
+    )
     [later] = contribute(datanets, bonded_datanet, contributor, ["bafkreid"])
     datanets.review(bonded_datanet, [later], [True], sender=curator)
     rows = [*approved_rows, (later, contributor.address, "bafkreid")]
     tree2 = StandardMerkleTree.of(rows, LEAF_TYPES)
-    datanets.publishVersion(bonded_datanet, tree2.root, "bafkreimanifest2", sender=curator)
+    datanets.publishVersion(
+        bonded_datanet,
+        tree2.root,
+        "bafkreimanifest2",
+        datanets.datanet(bonded_datanet).approvedCount,
+        sender=curator,
+    )
     assert datanets.isInVersion(bonded_datanet, 2, later, "bafkreid", tree2.proof(3)) is True
     assert datanets.isInVersion(bonded_datanet, 1, later, "bafkreid", tree2.proof(3)) is False
 

@@ -86,7 +86,13 @@ def setup(
     tree = StandardMerkleTree.of(
         [[contribution_id, contributor.address, cid]], ["uint256", "address", "string"]
     )
-    tx = datanets.publishVersion(datanet_id, tree.root, "bafy-manifest", sender=curator)
+    tx = datanets.publishVersion(
+        datanet_id,
+        tree.root,
+        "bafy-manifest",
+        datanets.datanet(datanet_id).approvedCount,
+        sender=curator,
+    )
     version = tx.events.filter(datanets.VersionPublished)[0].version
     ids = []
     for split in (SPLIT_A, SPLIT_B):

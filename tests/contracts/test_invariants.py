@@ -128,7 +128,13 @@ def world(
     version_tree = StandardMerkleTree.of(
         [[seed_id, contributor.address, "bafy-seed"]], ["uint256", "address", "string"]
     )
-    datanets.publishVersion(datanet_id, version_tree.root, "bafy-manifest", sender=curator)
+    datanets.publishVersion(
+        datanet_id,
+        version_tree.root,
+        "bafy-manifest",
+        datanets.datanet(datanet_id).approvedCount,
+        sender=curator,
+    )
     version = datanets.datanet(datanet_id).versionCount
     model_ids = []
     for split, attributor in zip(SPLITS, (node, second_node), strict=True):

@@ -80,7 +80,13 @@ def test_audit_catches_a_manifest_that_differs_from_the_chain(
         [replace(first, contributor=accounts[4].address, size=first.size + 1), *rest[:-1]],
     )
     cid = store.put(forged.to_json_bytes())
-    protocol.datanets.publishVersion(datanet, honest.root, cid, sender=accounts[0])
+    protocol.datanets.publishVersion(
+        datanet,
+        honest.root,
+        cid,
+        protocol.datanets.datanet(datanet).approvedCount,
+        sender=accounts[0],
+    )
 
     out = audit_cli("datanet", datanet, code=1)
     assert (
@@ -118,7 +124,9 @@ def test_audit_catches_a_wrong_root_published_by_a_curator(
     honest = build_manifest(protocol, datanet)
     cid = store.put(honest.to_json_bytes())
     wrong = Manifest.of(datanet, 1, honest.contributions[:1]).root  # a root over one entry only
-    protocol.datanets.publishVersion(datanet, wrong, cid, sender=accounts[0])
+    protocol.datanets.publishVersion(
+        datanet, wrong, cid, protocol.datanets.datanet(datanet).approvedCount, sender=accounts[0]
+    )
 
     out = audit_cli("datanet", datanet, code=1)
     assert (
