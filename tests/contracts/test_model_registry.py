@@ -47,7 +47,7 @@ def trained_datanet(datanets, curator, contributor) -> int:
     datanet = datanets.datanetCount()
     datanets.contribute(datanet, "bafkreia", 10, sender=contributor)
     datanets.review(datanet, [datanets.contributionCount()], [True], sender=curator)
-    datanets.publishVersion(datanet, b"\x11" * 32, "bafkreimanifest", sender=curator)
+    datanets.publishVersion(datanet, b"\x11" * 32, "bafkreimanifest", 1, sender=curator)
     datanets.createDatanet("bafkreiunpublished", 0, 1, curator, sender=curator)
     return datanet
 
