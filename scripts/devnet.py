@@ -12,7 +12,7 @@ from ape import chain
 from ape.logging import LogLevel, logger
 
 from backend.devnet.datanet_demo import DatanetDemo, run_datanet_demo
-from backend.devnet.services import api_server, index_chain
+from backend.devnet.services import api_server, following_indexer, index_chain
 from backend.devnet.stack import DEFAULT_DATA_DIR, LocalStack, local_stack
 
 OPEN = 10**18
@@ -150,17 +150,25 @@ def demo(data_dir: Path, port: int, api_port: int) -> None:
     help="Chain state and deployment record.",
 )
 @click.option("--port", type=int, default=8545, show_default=True)
-def up(data_dir: Path, port: int) -> None:
-    """Start the local stack and keep it running until interrupted (Ctrl-C)."""
+@click.option("--api-port", type=int, default=8000, show_default=True)
+def up(data_dir: Path, port: int, api_port: int) -> None:
+    """Start the local stack (chain, indexer following it, API) and keep it running until
+    interrupted (Ctrl-C)."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with local_stack(data_dir, port) as stack:
         _summary(stack)
-        click.secho(
-            f"Running: RPC {stack.anvil.url}, chain id {stack.protocol.deployment.chain_id}, "
-            f"deployments in {data_dir / 'deployments.json'}. Ctrl-C stops it.",
-            bold=True,
-        )
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+        d = stack.protocol.deployment
+        with (
+            following_indexer(data_dir / "index.db", d, stack.anvil.url),
+            api_server(data_dir / "index.db", stack.store.root, api_port) as api,
+        ):
+            click.secho(
+                f"Running: RPC {stack.anvil.url} (chain id {d.chain_id}), API {api.url} "
+                f"(docs at http://127.0.0.1:{api_port}/docs), deployments in "
+                f"{data_dir / 'deployments.json'}, content in {stack.store.root}. Ctrl-C stops it.",
+                bold=True,
+            )
+            with contextlib.suppress(KeyboardInterrupt):
+                stop.wait()
     click.echo("Stopped.")

@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 from backend.devnet.anvil import Anvil, free_port, rpc
 
@@ -88,3 +93,38 @@ def test_anvil_keeps_state_across_restart(tmp_path):
     assert height == 5
     with Anvil(port=free_port(), state_file=state) as anvil:
         assert int(str(rpc(anvil.url, "eth_blockNumber")), 16) == height
+
+
+def test_up_serves_chain_index_and_api_until_stopped(tmp_path):
+    port, api_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [APE, "run", "devnet", "up", "--data-dir", str(tmp_path), "--port", str(port),
+         "--api-port", str(api_port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    status_url = f"http://127.0.0.1:{api_port}/api/v1/status"
+    try:
+        deadline = time.monotonic() + 120
+        status = None
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(status_url, timeout=2) as response:
+                    status = json.loads(response.read())
+                if status["events"]:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            time.sleep(0.5)
+        # The indexer follows the chain: the deployment's events are served by the API.
+        assert status is not None and status["chain_id"] == 31337
+        assert status["events"] > 0 and status["block"] >= 1
+        assert Anvil(port=port).is_up()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, out
+    assert "Stopped." in out
+    assert not Anvil(port=port).is_up()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(status_url, timeout=2)

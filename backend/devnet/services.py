@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -84,3 +85,30 @@ def api_server(db_path: Path, store_dir: Path, port: int) -> Iterator[APIServer]
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def following_indexer(db_path: Path, deployment: Deployment, rpc_url: str) -> Iterator[None]:
+    """Keeps the index at ``db_path`` following the chain in a background thread."""
+    started = threading.Event()
+    holder: dict[str, Indexer] = {}
+
+    def follow() -> None:
+        # SQLite connections stay in the thread that opened them.
+        indexer = Indexer(db_path, deployment, ChainClient(rpc_url), IndexerConfig(confirmations=0))
+        holder["indexer"] = indexer
+        started.set()
+        try:
+            indexer.run_forever()
+        finally:
+            indexer.close()
+
+    thread = threading.Thread(target=follow, name="indexer", daemon=True)
+    thread.start()
+    if not started.wait(30):
+        raise RuntimeError("the indexer did not start")
+    try:
+        yield
+    finally:
+        holder["indexer"].stop()
+        thread.join(timeout=15)
