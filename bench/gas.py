@@ -23,10 +23,15 @@ from ape import accounts, chain, networks  # noqa: E402
 from ape.logging import LogLevel, logger  # noqa: E402
 from common import table, write_results  # noqa: E402
 from eth_account import Account  # noqa: E402
-from eth_account.messages import encode_typed_data  # noqa: E402
 
 from backend.protocol.contracts import Protocol, deploy_protocol  # noqa: E402
-from backend.protocol.eip712 import Voucher, sign_voucher  # noqa: E402
+from backend.protocol.eip712 import (  # noqa: E402
+    Permit,
+    Voucher,
+    sign_permit,
+    sign_voucher,
+    token_domain,
+)
 from backend.protocol.merkle import StandardMerkleTree  # noqa: E402
 
 OPEN = 10**18
@@ -40,39 +45,11 @@ log = logging.getLogger("bench.gas")
 
 def _permit(protocol: Protocol, key: Any, amount: int, deadline: int) -> tuple[int, bytes, bytes]:
     token = protocol.token
-    message = {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "Permit": [
-                {"name": "owner", "type": "address"},
-                {"name": "spender", "type": "address"},
-                {"name": "value", "type": "uint256"},
-                {"name": "nonce", "type": "uint256"},
-                {"name": "deadline", "type": "uint256"},
-            ],
-        },
-        "primaryType": "Permit",
-        "domain": {
-            "name": "OpenLedger",
-            "version": "1",
-            "chainId": chain.chain_id,
-            "verifyingContract": token.address,
-        },
-        "message": {
-            "owner": key.address,
-            "spender": protocol.payments.address,
-            "value": amount,
-            "nonce": token.nonces(key.address),
-            "deadline": deadline,
-        },
-    }
-    signed = Account.sign_message(encode_typed_data(full_message=message), key.key)
-    return signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
+    permit = Permit(
+        key.address, protocol.payments.address, amount, token.nonces(key.address), deadline
+    )
+    sig = sign_permit(key.key, token_domain(chain.chain_id, token.address), permit)
+    return sig.v, sig.r, sig.s
 
 
 def measure() -> dict[str, dict[str, Any]]:

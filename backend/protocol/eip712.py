@@ -36,15 +36,17 @@ SESSION_KEY_TYPE = [
 
 @dataclass(frozen=True)
 class Domain:
-    """The EIP-712 domain of one InferencePayments deployment."""
+    """An EIP-712 domain: by default that of one InferencePayments deployment."""
 
     chain_id: int
     verifying_contract: str
+    name: str = DOMAIN_NAME
+    version: str = DOMAIN_VERSION
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "name": DOMAIN_NAME,
-            "version": DOMAIN_VERSION,
+            "name": self.name,
+            "version": self.version,
             "chainId": self.chain_id,
             "verifyingContract": to_checksum_address(self.verifying_contract),
         }
@@ -198,4 +200,46 @@ def sign_session_key(
     """The payer's signature over ``authorization`` for ``authorizeSessionKeyWithSig``."""
     signable = _typed(domain, "SessionKeyAuthorization", SESSION_KEY_TYPE, authorization.message())
     signed = Account.sign_message(signable, private_key)
+    return Signature(v=signed.v, r=signed.r.to_bytes(32, "big"), s=signed.s.to_bytes(32, "big"))
+
+
+PERMIT_TYPE = [
+    {"name": "owner", "type": "address"},
+    {"name": "spender", "type": "address"},
+    {"name": "value", "type": "uint256"},
+    {"name": "nonce", "type": "uint256"},
+    {"name": "deadline", "type": "uint256"},
+]
+
+
+@dataclass(frozen=True)
+class Permit:
+    """An EIP-2612 permit of OPEN (``depositWithPermit`` deposits without an approve tx)."""
+
+    owner: str
+    spender: str
+    value: int  # OPEN wei
+    nonce: int  # the owner's current nonce in the token
+    deadline: int  # unix seconds
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "owner": to_checksum_address(self.owner),
+            "spender": to_checksum_address(self.spender),
+            "value": self.value,
+            "nonce": self.nonce,
+            "deadline": self.deadline,
+        }
+
+
+def token_domain(chain_id: int, token: str, name: str = "OpenLedger") -> Domain:
+    """The EIP-712 domain of the OPEN token (ERC20Permit: the token's name, version "1")."""
+    return Domain(chain_id=chain_id, verifying_contract=token, name=name, version="1")
+
+
+def sign_permit(private_key: bytes | str, domain: Domain, permit: Permit) -> Signature:
+    """The owner's signature over ``permit`` (``domain`` from :func:`token_domain`)."""
+    signed = Account.sign_message(
+        _typed(domain, "Permit", PERMIT_TYPE, permit.message()), private_key
+    )
     return Signature(v=signed.v, r=signed.r.to_bytes(32, "big"), s=signed.s.to_bytes(32, "big"))

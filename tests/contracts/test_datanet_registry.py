@@ -21,28 +21,6 @@ LEAF_TYPES = ("uint256", "address", "string")
 PENDING, APPROVED, REJECTED = 1, 2, 3  # ContributionStatus
 
 
-# Session fixtures are made before any test of this module so that ape isolates cheaply.
-pytestmark = pytest.mark.usefixtures(
-    "governance",
-    "treasury",
-    "developer",
-    "node",
-    "payer",
-    "contributor",
-    "curator",
-    "challenger",
-    "other",
-    "second_node",
-    "protocol",
-    "token",
-    "datanets",
-    "models",
-    "nodes",
-    "rewards",
-    "payments",
-)
-
-
 @pytest.fixture(scope="module")
 def datanet_treasury(challenger):
     """Receives the bonds of rejected contributions to the main Datanet."""

@@ -9,28 +9,6 @@ GOVERNED = ("datanets", "models", "nodes", "rewards", "payments")
 ZERO = "0x0000000000000000000000000000000000000000"
 
 
-# Session fixtures are made before any test of this module so that ape isolates cheaply.
-pytestmark = pytest.mark.usefixtures(
-    "governance",
-    "treasury",
-    "developer",
-    "node",
-    "payer",
-    "contributor",
-    "curator",
-    "challenger",
-    "other",
-    "second_node",
-    "protocol",
-    "token",
-    "datanets",
-    "models",
-    "nodes",
-    "rewards",
-    "payments",
-)
-
-
 @pytest.fixture(params=GOVERNED)
 def governed(request, protocol):
     """Each contract inheriting Governed, in turn."""

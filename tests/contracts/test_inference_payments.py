@@ -10,17 +10,19 @@ import ape
 import pytest
 from ape import chain
 from eth_account import Account as EthAccount
-from eth_account.messages import encode_typed_data
 
 from backend.protocol.eip712 import (
     Domain,
+    Permit,
     SessionKeyAuthorization,
     SignedVoucher,
     Voucher,
     sign_session_key,
     sign_voucher,
+    token_domain,
     voucher_digest,
 )
+from backend.protocol.eip712 import sign_permit as eip712_sign_permit
 from backend.protocol.merkle import StandardMerkleTree
 
 OPEN = 10**18
@@ -159,42 +161,10 @@ def split_of(amount: int, split: tuple[int, int, int, int]) -> dict[str, int]:
 
 
 def sign_permit(owner: Any, token: Any, spender: Any, value: int, deadline: int) -> tuple:
-    """(v, r, s) of an EIP-2612 permit signed by `owner` with eth_account."""
-    message = encode_typed_data(
-        full_message={
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                "Permit": [
-                    {"name": "owner", "type": "address"},
-                    {"name": "spender", "type": "address"},
-                    {"name": "value", "type": "uint256"},
-                    {"name": "nonce", "type": "uint256"},
-                    {"name": "deadline", "type": "uint256"},
-                ],
-            },
-            "primaryType": "Permit",
-            "domain": {
-                "name": token.name(),
-                "version": "1",
-                "chainId": chain.chain_id,
-                "verifyingContract": token.address,
-            },
-            "message": {
-                "owner": owner.address,
-                "spender": spender.address,
-                "value": value,
-                "nonce": token.nonces(owner),
-                "deadline": deadline,
-            },
-        }
-    )
-    sig = EthAccount.sign_message(message, owner.private_key)
-    return sig.v, sig.r.to_bytes(32, "big"), sig.s.to_bytes(32, "big")
+    """(v, r, s) of an EIP-2612 permit signed by `owner` (backend.protocol.eip712)."""
+    permit = Permit(owner.address, spender.address, value, token.nonces(owner), deadline)
+    sig = eip712_sign_permit(owner.private_key, token_domain(chain.chain_id, token.address), permit)
+    return sig.v, sig.r, sig.s
 
 
 def assert_conserved(token, payments, rewards, setup: Setup, payers, earners) -> None:

@@ -18,28 +18,6 @@ ZERO = "0x0000000000000000000000000000000000000000"
 NONE, ACTIVE, PAUSED, RETIRED = 0, 1, 2, 3  # ModelStatus
 
 
-# Session fixtures are made before any test of this module so that ape isolates cheaply.
-pytestmark = pytest.mark.usefixtures(
-    "governance",
-    "treasury",
-    "developer",
-    "node",
-    "payer",
-    "contributor",
-    "curator",
-    "challenger",
-    "other",
-    "second_node",
-    "protocol",
-    "token",
-    "datanets",
-    "models",
-    "nodes",
-    "rewards",
-    "payments",
-)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def trained_datanet(datanets, curator, contributor) -> int:
     """Datanet 1 with one published version; Datanet 2 exists with no version."""

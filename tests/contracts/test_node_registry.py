@@ -19,28 +19,6 @@ UNBONDING_DELAY = 7 * 86_400  # seconds
 ZERO = "0x0000000000000000000000000000000000000000"
 
 
-# Session fixtures are made before any test of this module so that ape isolates cheaply.
-pytestmark = pytest.mark.usefixtures(
-    "governance",
-    "treasury",
-    "developer",
-    "node",
-    "payer",
-    "contributor",
-    "curator",
-    "challenger",
-    "other",
-    "second_node",
-    "protocol",
-    "token",
-    "datanets",
-    "models",
-    "nodes",
-    "rewards",
-    "payments",
-)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def nodes_allowances(token, nodes, node, second_node) -> None:
     """`node` and `second_node` let the registry take their stake."""

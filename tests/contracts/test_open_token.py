@@ -26,28 +26,6 @@ PERMIT_TYPE = [
 ]
 
 
-# Session fixtures are made before any test of this module so that ape isolates cheaply.
-pytestmark = pytest.mark.usefixtures(
-    "governance",
-    "treasury",
-    "developer",
-    "node",
-    "payer",
-    "contributor",
-    "curator",
-    "challenger",
-    "other",
-    "second_node",
-    "protocol",
-    "token",
-    "datanets",
-    "models",
-    "nodes",
-    "rewards",
-    "payments",
-)
-
-
 def permit_typed_data(token: Any, message: dict[str, Any]) -> dict[str, Any]:
     """The EIP-712 typed data of an EIP-2612 permit of ``token``, as a wallet receives it."""
     return {

@@ -1,0 +1,141 @@
+"""Payments fixtures: one anvil per module with the protocol deployed, a Datanet version, a
+priced model served by a staked node and a payer's deposit; every test runs in a snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from web3 import Web3
+
+from backend.datanets.formats import DataFormat, DatanetMetadata
+from backend.devnet.anvil import Anvil, free_port
+from backend.devnet.w3protocol import Web3Protocol, deploy
+from backend.storage.local import DirectoryStore
+from inference_node.payments import (
+    Ledger,
+    PaymentsChain,
+    Pricing,
+    RedeemPolicy,
+    Redeemer,
+    VerifyPolicy,
+    VoucherVerifier,
+    Web3Sender,
+)
+from tests.protocol_history import OPEN, History, Roles, contribute, private_key, publish
+
+PRICING = Pricing(per_request=OPEN // 100, per_token=OPEN // 1_000)  # OPEN wei
+DEPOSIT = 100 * OPEN
+MODEL_ID = 1
+
+
+@dataclass(frozen=True)
+class World:
+    w3: Web3
+    protocol: Web3Protocol
+    roles: Roles
+    payer_key: bytes
+    session_key: bytes  # authorized by the payer until far in the future
+
+    @property
+    def payments(self):
+        return self.protocol["InferencePayments"]
+
+    def transact(self, sender: str, call) -> dict:
+        return self.protocol.transact(sender, call)
+
+    def now(self) -> int:
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+
+def _build_world(w3: Web3) -> World:
+    r = Roles.of(w3)
+    p = deploy(w3, r.governance, treasury=r.treasury)
+    token = p["OpenToken"].functions
+    for who in (r.developer, r.node, r.payer, r.alice, r.bob, r.curator):
+        p.transact(r.treasury, token.transfer(who, 10_000 * OPEN))
+    datanets = p["DatanetRegistry"]
+    for who in (r.alice, r.bob):
+        p.transact(who, token.approve(datanets.address, 2**256 - 1))
+    metadata = DatanetMetadata(
+        name="Tides", description="Tide questions", license="CC-BY-4.0",
+        format=DataFormat.INSTRUCTION, max_file_bytes=4_096,
+    )  # fmt: skip
+    h = History(p, r, metadata, "bafkmetadata")
+    p.transact(r.curator, datanets.functions.createDatanet(h.metadata_cid, OPEN, 2, r.treasury))
+    contribute(h, r.alice, ["tide-a", "tide-b"])
+    contribute(h, r.bob, ["moon-a"])
+    p.transact(r.curator, datanets.functions.review(1, [1, 2, 3], [True, True, True]))
+    publish(h)
+
+    nodes, models = p["NodeRegistry"], p["ModelRegistry"]
+    p.transact(r.node, token.approve(nodes.address, 2**256 - 1))
+    p.transact(r.node, nodes.functions.stake(2_000 * OPEN))
+    spec = (
+        "bafkmeta", "bafkbase", "bafkadapter", "bafkmanifest", 1, 1,
+        (PRICING.per_request, PRICING.per_token), (6_000, 2_000, 1_500, 500), r.node,
+    )  # fmt: skip
+    p.transact(r.developer, models.functions.registerModel(spec))
+
+    payments = p["InferencePayments"]
+    session = Account.create()
+    p.transact(r.payer, token.approve(payments.address, 2**256 - 1))
+    p.transact(r.payer, payments.functions.deposit(DEPOSIT))
+    p.transact(r.payer, payments.functions.authorizeSessionKey(session.address, 2**40))
+    return World(w3, p, r, private_key(4), bytes(session.key))
+
+
+@pytest.fixture(scope="module")
+def world_once() -> Iterator[World]:
+    with Anvil(port=free_port()) as anvil:
+        yield _build_world(Web3(Web3.HTTPProvider(anvil.url)))
+
+
+@pytest.fixture
+def world(world_once: World) -> Iterator[World]:
+    """The world, reverted to its initial state after the test."""
+    snapshot = world_once.w3.provider.make_request("evm_snapshot", [])["result"]
+    yield world_once
+    world_once.w3.provider.make_request("evm_revert", [snapshot])
+
+
+@pytest.fixture
+def chain(world: World) -> PaymentsChain:
+    p = world.protocol
+    return PaymentsChain(world.w3, p["InferencePayments"], p["ModelRegistry"], world.roles.node)
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path) -> Path:
+    return tmp_path / "ledger.sqlite"
+
+
+@pytest.fixture
+def ledger(ledger_path: Path, world: World) -> Iterator[Ledger]:
+    with Ledger(ledger_path, world.roles.node) as ledger:
+        yield ledger
+
+
+@pytest.fixture
+def verifier(chain: PaymentsChain, ledger: Ledger) -> VoucherVerifier:
+    return VoucherVerifier(chain, ledger, VerifyPolicy())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> DirectoryStore:
+    return DirectoryStore(tmp_path / "store")
+
+
+@pytest.fixture
+def sender(world: World) -> Web3Sender:
+    return Web3Sender(world.w3, world.payments, world.roles.node)
+
+
+@pytest.fixture
+def redeemer(
+    chain: PaymentsChain, ledger: Ledger, store: DirectoryStore, sender: Web3Sender
+) -> Redeemer:
+    return Redeemer(chain, ledger, store, sender, RedeemPolicy(interval=600, threshold=OPEN))
