@@ -11,7 +11,7 @@ import pytest
 from eth_account import Account
 from eth_utils import keccak
 
-from backend.protocol.eip712 import SignedVoucher, Voucher, sign_voucher
+from backend.protocol.eip712 import Domain, SignedVoucher, Voucher, sign_voucher
 from backend.storage.local import DirectoryStore
 from inference_node.payments import (
     ChannelMismatchError,
@@ -21,8 +21,8 @@ from inference_node.payments import (
     LedgerError,
     PaymentsChain,
     Receipt,
-    RedeemPolicy,
     Redeemer,
+    RedeemPolicy,
     SessionKeyExpiredError,
     UnderpaidError,
     VoucherVerifier,
@@ -32,6 +32,7 @@ from inference_node.payments import (
     receipts_tree,
 )
 from tests.node.conftest import DEPOSIT, MODEL_ID, OPEN, PRICING, World
+from tests.protocol_history import private_key
 
 _requests = count()
 
@@ -46,7 +47,7 @@ def voucher(world: World, cumulative: int, *, key: bytes | None = None, **fields
         "deadline": world.now() + 86_400,
         **fields,
     }
-    domain = PaymentsChain(world.w3, world.payments, world.payments, world.roles.node).domain
+    domain = Domain(world.w3.eth.chain_id, world.payments.address)
     return sign_voucher(key or world.payer_key, domain, Voucher(**values))
 
 
@@ -71,10 +72,7 @@ def receipt(signed: SignedVoucher, price: int, tokens_out: int = 5) -> Receipt:
 def serve(verifier: VoucherVerifier, signed: SignedVoucher, quoted: int, actual: int) -> None:
     """What the server does for one paid request: verify, (answer), commit, release."""
     acceptance = verifier.verify(signed, MODEL_ID, quoted)
-    try:
-        verifier.ledger.commit(signed, receipt(signed, actual))
-    finally:
-        verifier.release(acceptance)
+    verifier.settle(acceptance, receipt(signed, actual))
 
 
 def price(max_tokens: int = 20) -> int:
@@ -86,7 +84,7 @@ def price(max_tokens: int = 20) -> int:
 
 def test_quote_prices_max_tokens_up_front(world: World, verifier: VoucherVerifier) -> None:
     assert price(20) == OPEN // 100 + 30 * (OPEN // 1_000)
-    assert PRICING == verifier.chain.pricing(MODEL_ID)
+    assert verifier.chain.pricing(MODEL_ID) == PRICING
     quote = verifier.quote(world.roles.payer, MODEL_ID, price())
     body = quote.to_json()
     assert body["price"] == str(price())
@@ -176,9 +174,7 @@ def test_verify_refuses_a_revoked_or_expiring_session_key(
     with pytest.raises(WrongSignerError):
         verifier.verify(signed, MODEL_ID, price())
     expiry = world.now() + 120  # inside the 600 s margin
-    world.transact(
-        world.roles.payer, world.payments.functions.authorizeSessionKey(session, expiry)
-    )
+    world.transact(world.roles.payer, world.payments.functions.authorizeSessionKey(session, expiry))
     with pytest.raises(SessionKeyExpiredError) as refused:
         verifier.verify(signed, MODEL_ID, price())
     assert refused.value.expiry == expiry
@@ -305,8 +301,6 @@ def test_redeemer_batches_channels_of_many_payers(
     token, payments = world.protocol["OpenToken"].functions, world.payments.functions
     world.transact(bob, token.approve(world.payments.address, 2**256 - 1))
     world.transact(bob, payments.deposit(10 * OPEN))
-    from tests.protocol_history import private_key
-
     serve(verifier, voucher(world, price()), price(), price())
     serve(verifier, voucher(world, 2 * price(), key=private_key(6), payer=bob), price(), price())
     done = redeemer.redeem_now()
@@ -329,7 +323,7 @@ def test_usage_proof_on_chain_is_the_root_of_the_stored_log(
     assert all(tree.verify(i, tree.proof(i)) for i in range(3))
 
 
-class Crash(Exception):
+class SimulatedCrashError(Exception):
     """The node process dying mid-redemption."""
 
 
@@ -340,9 +334,9 @@ class CrashingSender(Web3Sender):
 
     def send(self, vouchers, proof) -> str:
         if not self.after:
-            raise Crash("before send")
+            raise SimulatedCrashError("before send")
         super().send(vouchers, proof)
-        raise Crash("after send, before recording")
+        raise SimulatedCrashError("after send, before recording")
 
 
 @pytest.mark.parametrize("after", [True, False])
@@ -355,10 +349,10 @@ def test_redeemer_reconciles_a_crash_around_sending(
     after: bool,
 ) -> None:
     serve(verifier, voucher(world, 2 * price()), price(), price())
-    serve(verifier, voucher(world, 4 * price()), price(), 2 * price())
+    serve(verifier, voucher(world, 4 * price()), 3 * price(), 2 * price())
     crashing = CrashingSender(world.w3, world.payments, world.roles.node)
     crashing.after = after
-    with pytest.raises(Crash):
+    with pytest.raises(SimulatedCrashError):
         Redeemer(chain, verifier.ledger, store, crashing).redeem_now()
     verifier.ledger.close()
     assert _proofs(world) == (1 if after else 0)
@@ -376,6 +370,31 @@ def test_redeemer_reconciles_a_crash_around_sending(
         assert redeemer.redeem_now() is None
     assert _proofs(world) == 1
     assert _redeemed(world) == 4 * price() and _balance(world) == DEPOSIT - 4 * price()
+
+
+def test_redeemer_releases_receipts_of_a_refused_redemption(
+    world: World, verifier: VoucherVerifier, redeemer: Redeemer
+) -> None:
+    serve(verifier, voucher(world, price()), price(), price())
+    nodes = world.protocol["NodeRegistry"].functions
+    world.transact(world.roles.node, nodes.requestUnbonding(1_500 * OPEN))  # below min stake
+    failed = redeemer.redeem_now()
+    assert failed is not None and failed.status == "failed"
+    assert len(redeemer.ledger.pending_receipts()) == 1 and _proofs(world) == 0
+    world.transact(world.roles.node, nodes.stake(1_500 * OPEN))
+    done = redeemer.redeem_now()
+    assert done is not None and done.status == "confirmed" and done.receipt_count == 1
+
+
+def test_settle_refuses_an_actual_price_above_the_quote(
+    world: World, verifier: VoucherVerifier
+) -> None:
+    signed = voucher(world, price())
+    acceptance = verifier.verify(signed, MODEL_ID, price())
+    with pytest.raises(ValueError, match="above the quoted"):
+        verifier.settle(acceptance, receipt(signed, price() + 1))
+    assert verifier.ledger.pending_receipts() == []
+    verifier.verify(signed, MODEL_ID, price())  # the reservation was dropped
 
 
 def test_redeemer_is_due_by_threshold_or_interval(

@@ -1,0 +1,78 @@
+"""Why a voucher is refused. Each error names the bad value and what was expected; the server
+maps :class:`PaymentRequiredError` subclasses to HTTP 402 (with a fresh quote) and
+:class:`InvalidVoucherError` subclasses to HTTP 400."""
+
+from __future__ import annotations
+
+
+class PaymentError(Exception):
+    """A voucher was refused; ``reason`` is a short machine-readable code."""
+
+    reason = "payment_error"
+    http_status = 402
+
+
+class InvalidVoucherError(PaymentError):
+    """The voucher is malformed or not for this channel: resending it can never succeed."""
+
+    reason = "invalid_voucher"
+    http_status = 400
+
+
+class PaymentRequiredError(PaymentError):
+    """The voucher is well formed but does not pay enough (yet): sign a new one."""
+
+    reason = "payment_required"
+    http_status = 402
+
+
+class WrongSignerError(InvalidVoucherError):
+    reason = "wrong_signer"
+
+    def __init__(self, payer: str, signer: str) -> None:
+        super().__init__(f"voucher signed by {signer}, neither payer {payer} nor its session key")
+        self.payer, self.signer = payer, signer
+
+
+class SessionKeyExpiredError(PaymentRequiredError):
+    reason = "session_key_expired"
+
+    def __init__(self, signer: str, expiry: int, needed: int) -> None:
+        super().__init__(
+            f"session key {signer} expires at {expiry} (0: revoked), needed beyond {needed}"
+        )
+        self.signer, self.expiry, self.needed = signer, expiry, needed
+
+
+class ChannelMismatchError(InvalidVoucherError):
+    reason = "channel_mismatch"
+
+    def __init__(self, field: str, given: object, expected: object) -> None:
+        super().__init__(f"voucher {field} is {given}, expected {expected}")
+        self.field, self.given, self.expected = field, given, expected
+
+
+class DeadlineTooSoonError(PaymentRequiredError):
+    reason = "deadline_too_soon"
+
+    def __init__(self, deadline: int, needed: int) -> None:
+        super().__init__(f"voucher deadline {deadline} is before {needed}")
+        self.deadline, self.needed = deadline, needed
+
+
+class UnderpaidError(PaymentRequiredError):
+    reason = "underpaid"
+
+    def __init__(self, cumulative: int, required: int) -> None:
+        super().__init__(f"voucher cumulative amount {cumulative} wei, at least {required} needed")
+        self.cumulative, self.required = cumulative, required
+
+
+class InsufficientDepositError(PaymentRequiredError):
+    reason = "insufficient_deposit"
+
+    def __init__(self, payer: str, available: int, outstanding: int) -> None:
+        super().__init__(
+            f"payer {payer} has {available} wei redeemable, {outstanding} wei would be owed"
+        )
+        self.payer, self.available, self.outstanding = payer, available, outstanding

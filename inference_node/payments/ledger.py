@@ -1,0 +1,356 @@
+"""The node's durable payments ledger (SQLite, WAL, ``synchronous=FULL``).
+
+Per channel (payer, this node, model): the latest accepted signed voucher (``accepted`` is its
+cumulative amount), ``consumed`` (sum of the actual prices of its receipts) and ``redeemed``
+(what the contract says the channel redeemed, as last seen). Receipts are written in the same
+transaction as the voucher that pays for them, before the answer is released; a receipt stays
+pending until a redemption takes it into a usage proof. Redemptions are recorded *before* their
+transaction is sent (status ``pending``) and confirmed after, so a crash in between is found on
+restart and reconciled against the chain (see redeemer.py). Amounts are OPEN wei stored as
+decimal text (they exceed SQLite's 64-bit integers).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_utils import to_checksum_address
+
+from backend.protocol.eip712 import SignedVoucher
+from inference_node.payments.receipts import Receipt
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS channels (
+    payer TEXT NOT NULL,
+    model_id INTEGER NOT NULL,
+    accepted TEXT NOT NULL,
+    consumed TEXT NOT NULL,
+    redeemed TEXT NOT NULL,
+    voucher TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (payer, model_id)
+);
+CREATE TABLE IF NOT EXISTS redemptions (
+    id INTEGER PRIMARY KEY,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'confirmed', 'failed')),
+    vouchers TEXT NOT NULL,
+    receipts_root TEXT NOT NULL,
+    receipts_cid TEXT NOT NULL,
+    receipt_count INTEGER NOT NULL,
+    tx_hash TEXT,
+    proof_id INTEGER,
+    paid TEXT,
+    created_at INTEGER NOT NULL,
+    confirmed_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS receipts (
+    id INTEGER PRIMARY KEY,
+    request_hash TEXT NOT NULL UNIQUE,
+    payer TEXT NOT NULL,
+    model_id INTEGER NOT NULL,
+    adapter_version INTEGER NOT NULL,
+    tokens_in INTEGER NOT NULL,
+    tokens_out INTEGER NOT NULL,
+    price TEXT NOT NULL,
+    output_hash TEXT NOT NULL,
+    attribution_digest TEXT NOT NULL,
+    voucher_cumulative TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    redemption_id INTEGER REFERENCES redemptions (id)
+);
+CREATE INDEX IF NOT EXISTS receipts_pending ON receipts (redemption_id);
+"""
+
+
+class LedgerError(RuntimeError):
+    """A write would break the ledger's invariants; nothing was written."""
+
+
+@dataclass(frozen=True)
+class ChannelState:
+    payer: str
+    model_id: int
+    accepted: int  # OPEN wei, cumulative amount of the latest accepted voucher
+    consumed: int  # OPEN wei, sum of receipt prices
+    redeemed: int  # OPEN wei, redeemed on-chain as last seen
+    voucher: SignedVoucher | None  # the latest accepted voucher
+
+    @property
+    def unredeemed(self) -> int:
+        return self.accepted - self.redeemed
+
+
+@dataclass(frozen=True)
+class Redemption:
+    id: int
+    status: str  # pending | confirmed | failed
+    vouchers: tuple[SignedVoucher, ...]
+    receipts_root: bytes
+    receipts_cid: str
+    receipt_count: int
+    tx_hash: str | None
+    proof_id: int | None
+    paid: int | None  # OPEN wei
+
+
+def _receipt(row: sqlite3.Row, node: str) -> Receipt:
+    return Receipt(
+        request_hash=bytes.fromhex(row["request_hash"]),
+        payer=row["payer"],
+        node=node,
+        model_id=row["model_id"],
+        adapter_version=row["adapter_version"],
+        tokens_in=row["tokens_in"],
+        tokens_out=row["tokens_out"],
+        price=int(row["price"]),
+        output_hash=bytes.fromhex(row["output_hash"]),
+        attribution_digest=bytes.fromhex(row["attribution_digest"]),
+        voucher_cumulative=int(row["voucher_cumulative"]),
+        created_at=row["created_at"],
+    )
+
+
+def _channel(row: sqlite3.Row) -> ChannelState:
+    return ChannelState(
+        payer=row["payer"],
+        model_id=row["model_id"],
+        accepted=int(row["accepted"]),
+        consumed=int(row["consumed"]),
+        redeemed=int(row["redeemed"]),
+        voucher=SignedVoucher.from_json(json.loads(row["voucher"])),
+    )
+
+
+def _redemption(row: sqlite3.Row) -> Redemption:
+    return Redemption(
+        id=row["id"],
+        status=row["status"],
+        vouchers=tuple(SignedVoucher.from_json(v) for v in json.loads(row["vouchers"])),
+        receipts_root=bytes.fromhex(row["receipts_root"]),
+        receipts_cid=row["receipts_cid"],
+        receipt_count=row["receipt_count"],
+        tx_hash=row["tx_hash"],
+        proof_id=row["proof_id"],
+        paid=None if row["paid"] is None else int(row["paid"]),
+    )
+
+
+class Ledger:
+    """The ledger of one node, in one SQLite file. Safe to share between threads."""
+
+    def __init__(self, path: Path, node: str) -> None:
+        self.path = Path(path)
+        self.node = to_checksum_address(node)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('node', ?)", (self.node,))
+            stored = db.execute("SELECT value FROM meta WHERE key = 'node'").fetchone()[0]
+        if stored != self.node:
+            raise LedgerError(f"ledger {self.path} belongs to node {stored}, not {self.node}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # ------------------------------------------------------------------ channels
+
+    def channel(self, payer: str, model_id: int) -> ChannelState:
+        """The state of channel (payer, this node, model); all zero when never used."""
+        payer = to_checksum_address(payer)
+        rows = self._read(
+            "SELECT * FROM channels WHERE payer = ? AND model_id = ?", (payer, model_id)
+        )
+        return _channel(rows[0]) if rows else ChannelState(payer, model_id, 0, 0, 0, None)
+
+    def channels_of(self, payer: str) -> list[ChannelState]:
+        """Every channel of ``payer`` with this node."""
+        rows = self._read("SELECT * FROM channels WHERE payer = ?", (to_checksum_address(payer),))
+        return [_channel(row) for row in rows]
+
+    def unredeemed_channels(self) -> list[ChannelState]:
+        """Channels whose latest voucher promises more than was redeemed, by model then payer."""
+        rows = self._read("SELECT * FROM channels ORDER BY model_id, payer")
+        return [c for c in map(_channel, rows) if c.accepted > c.redeemed]
+
+    def unredeemed_amount(self) -> int:
+        return sum(c.unredeemed for c in self.unredeemed_channels())
+
+    def set_redeemed(self, payer: str, model_id: int, redeemed: int) -> None:
+        """Records what the contract says channel (payer, model) redeemed."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE channels SET redeemed = ? WHERE payer = ? AND model_id = ?",
+                (str(redeemed), to_checksum_address(payer), model_id),
+            )
+
+    def commit(self, signed: SignedVoucher, receipt: Receipt) -> int:
+        """Writes ``receipt`` and the voucher that pays for it in one durable transaction;
+        returns the receipt's id. Call before releasing the answer.
+
+        Raises :class:`LedgerError` (and writes nothing) when the voucher is for another node
+        or channel, or when the channel's receipts would cost more than its latest voucher.
+        """
+        v = signed.voucher
+        payer = to_checksum_address(v.payer)
+        if to_checksum_address(v.node) != self.node:
+            raise LedgerError(f"voucher for node {v.node}, this ledger is {self.node}")
+        if (to_checksum_address(receipt.payer), receipt.model_id) != (payer, v.model_id):
+            raise LedgerError(
+                f"receipt for ({receipt.payer}, {receipt.model_id}), "
+                f"voucher for ({payer}, {v.model_id})"
+            )
+        now = int(time.time())
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT * FROM channels WHERE payer = ? AND model_id = ?", (payer, v.model_id)
+            ).fetchone()
+            state = _channel(row) if row else ChannelState(payer, v.model_id, 0, 0, 0, None)
+            accepted = max(state.accepted, v.cumulative_amount)
+            consumed = state.consumed + receipt.price
+            if consumed > accepted:
+                raise LedgerError(
+                    f"channel ({payer}, {v.model_id}) would consume {consumed} wei "
+                    f"with vouchers for {accepted} wei"
+                )
+            voucher = signed if v.cumulative_amount >= state.accepted else state.voucher
+            assert voucher is not None
+            db.execute(
+                "INSERT INTO channels VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (payer, model_id) "
+                "DO UPDATE SET accepted = excluded.accepted, consumed = excluded.consumed, "
+                "voucher = excluded.voucher, updated_at = excluded.updated_at",
+                (
+                    payer, v.model_id, str(accepted), str(consumed), str(state.redeemed),
+                    json.dumps(voucher.to_json()), now,
+                ),
+            )  # fmt: skip
+            cursor = db.execute(
+                "INSERT INTO receipts (request_hash, payer, model_id, adapter_version, tokens_in, "
+                "tokens_out, price, output_hash, attribution_digest, voucher_cumulative, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    receipt.request_hash.hex(), payer, receipt.model_id, receipt.adapter_version,
+                    receipt.tokens_in, receipt.tokens_out, str(receipt.price),
+                    receipt.output_hash.hex(), receipt.attribution_digest.hex(),
+                    str(v.cumulative_amount), receipt.created_at,
+                ),
+            )  # fmt: skip
+        return int(cursor.lastrowid or 0)
+
+    # ------------------------------------------------------------------ receipts
+
+    def pending_receipts(self) -> list[tuple[int, Receipt]]:
+        """Receipts not yet in a usage proof, oldest first, with their ids."""
+        rows = self._read("SELECT * FROM receipts WHERE redemption_id IS NULL ORDER BY id")
+        return [(row["id"], _receipt(row, self.node)) for row in rows]
+
+    def receipts_of(self, redemption_id: int) -> list[Receipt]:
+        rows = self._read(
+            "SELECT * FROM receipts WHERE redemption_id = ? ORDER BY id", (redemption_id,)
+        )
+        return [_receipt(row, self.node) for row in rows]
+
+    # ------------------------------------------------------------------ redemptions
+
+    def prepare_redemption(
+        self,
+        vouchers: Sequence[SignedVoucher],
+        receipt_ids: Sequence[int],
+        receipts_root: bytes,
+        receipts_cid: str,
+    ) -> int:
+        """Records a redemption about to be sent (status ``pending``) and takes its receipts."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO redemptions (status, vouchers, receipts_root, receipts_cid, "
+                "receipt_count, created_at) VALUES ('pending', ?, ?, ?, ?, ?)",
+                (
+                    json.dumps([v.to_json() for v in vouchers]), receipts_root.hex(),
+                    receipts_cid, len(receipt_ids), int(time.time()),
+                ),
+            )  # fmt: skip
+            redemption_id = int(cursor.lastrowid or 0)
+            db.executemany(
+                "UPDATE receipts SET redemption_id = ? WHERE id = ? AND redemption_id IS NULL",
+                [(redemption_id, i) for i in receipt_ids],
+            )
+        return redemption_id
+
+    def record_sent(self, redemption_id: int, tx_hash: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE redemptions SET tx_hash = ? WHERE id = ?", (tx_hash, redemption_id))
+
+    def confirm_redemption(
+        self,
+        redemption_id: int,
+        *,
+        tx_hash: str,
+        proof_id: int,
+        paid: int,
+        redeemed: dict[tuple[str, int], int],
+    ) -> None:
+        """Marks a redemption confirmed with its usage proof id and the channels' on-chain
+        ``redeemed`` amounts after it."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE redemptions SET status = 'confirmed', tx_hash = ?, proof_id = ?, "
+                "paid = ?, confirmed_at = ? WHERE id = ?",
+                (tx_hash, proof_id, str(paid), int(time.time()), redemption_id),
+            )
+            db.executemany(
+                "UPDATE channels SET redeemed = ? WHERE payer = ? AND model_id = ?",
+                [(str(amount), p, m) for (p, m), amount in redeemed.items()],
+            )
+
+    def fail_redemption(self, redemption_id: int) -> None:
+        """Marks a redemption that never landed failed and returns its receipts to pending."""
+        with self._tx() as db:
+            db.execute("UPDATE redemptions SET status = 'failed' WHERE id = ?", (redemption_id,))
+            db.execute(
+                "UPDATE receipts SET redemption_id = NULL WHERE redemption_id = ?",
+                (redemption_id,),
+            )
+
+    def redemptions(self, status: str | None = None) -> list[Redemption]:
+        if status is None:
+            return [_redemption(r) for r in self._read("SELECT * FROM redemptions ORDER BY id")]
+        rows = self._read("SELECT * FROM redemptions WHERE status = ? ORDER BY id", (status,))
+        return [_redemption(r) for r in rows]
+
+    def last_redemption_at(self) -> int | None:
+        rows = self._read("SELECT MAX(created_at) AS t FROM redemptions WHERE status != 'failed'")
+        return rows[0]["t"]
