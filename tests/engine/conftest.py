@@ -85,9 +85,7 @@ def base_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def adapter_folders(
-    base_folder: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Path]:
+def adapter_folders(base_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("adapters")
     return {
         name: build_adapter(base_folder, root / name, recipe, seed)

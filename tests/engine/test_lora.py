@@ -1,0 +1,72 @@
+"""BatchedLoraLinear: per-token slots, both kernels, in-place slot updates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from inference_node.engine import BatchedLoraLinear, LoraBatch, LoraContext
+
+IN, OUT, SLOTS, MAX_RANK = 24, 40, 4, 8
+RANKS = (8, 3, 5, 1)
+
+
+@pytest.fixture
+def layer() -> BatchedLoraLinear:
+    torch.manual_seed(0)
+    wrapped = BatchedLoraLinear(nn.Linear(IN, OUT), SLOTS, MAX_RANK, LoraContext())
+    for slot, rank in enumerate(RANKS):
+        wrapped.set_slot(slot, torch.randn(rank, IN), torch.randn(OUT, rank))
+    return wrapped
+
+
+def reference(layer: BatchedLoraLinear, x: torch.Tensor, indices: list[int]) -> torch.Tensor:
+    rows = []
+    for token, slot in zip(x, indices, strict=True):
+        y = layer.base(token)
+        if slot >= 0:
+            rank = RANKS[slot]
+            a, b = layer.lora_a[slot, :rank], layer.lora_b[slot, :, :rank]
+            y = y + b @ (a @ token)
+        rows.append(y)
+    return torch.stack(rows)
+
+
+def test_lora_batch_segments_are_contiguous_runs_without_no_adapter() -> None:
+    batch = LoraBatch.from_indices(torch.tensor([[2, 2, 2], [-1, -1, -1], [2, 0, 0]]))
+    assert batch.segments == [(0, 3, 2), (6, 7, 2), (7, 9, 0)]
+
+
+@pytest.mark.parametrize("kernel", ["segments", "gather"])
+def test_forward_matches_per_token_reference(layer: BatchedLoraLinear, kernel: str) -> None:
+    layer.kernel = kernel  # type: ignore[assignment]
+    indices = [0, 0, 1, -1, 3, 2, 2, 0, -1, 1]
+    x = torch.randn(2, 5, IN)  # [batch, seq, in]
+    layer.context.batch = LoraBatch.from_indices(torch.tensor(indices))
+    y = layer(x)  # [batch, seq, out]
+    assert y.shape == (2, 5, OUT)
+    expected = reference(layer, x.reshape(-1, IN), indices).reshape(2, 5, OUT)
+    torch.testing.assert_close(y, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_forward_without_batch_is_base(layer: BatchedLoraLinear) -> None:
+    x = torch.randn(3, IN)
+    torch.testing.assert_close(layer(x), layer.base(x))
+
+
+def test_set_slot_updates_buffers_in_place_and_zero_pads(layer: BatchedLoraLinear) -> None:
+    storage = layer.lora_a.data_ptr(), layer.lora_b.data_ptr()
+    layer.set_slot(0, torch.ones(2, IN), torch.ones(OUT, 2))
+    assert (layer.lora_a.data_ptr(), layer.lora_b.data_ptr()) == storage
+    assert layer.ranks[0] == 2
+    assert layer.lora_a[0, 2:].abs().sum() == 0
+    assert layer.lora_b[0, :, 2:].abs().sum() == 0
+    layer.clear_slot(0)
+    assert layer.ranks[0] == 0 and layer.lora_a[0].abs().sum() == 0
+
+
+def test_forward_rejects_index_count_mismatch(layer: BatchedLoraLinear) -> None:
+    layer.context.batch = LoraBatch.from_indices(torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="2 token indices, input has 3 tokens"):
+        layer(torch.randn(3, IN))
