@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel
+from transformers import AutoModelForCausalLM, Cache, DynamicCache, PreTrainedModel
 
 from inference_node.engine.adapters import (
     ATTENTION_PROJECTIONS,
@@ -130,12 +130,15 @@ class MultiLoraModel(nn.Module):
         attention_mask: torch.Tensor,
         slots: torch.Tensor,
         position_ids: torch.Tensor | None = None,
-        cache: DynamicCache | None = None,
+        cache: Cache | None = None,
+        logits_to_keep: int = 0,
     ) -> torch.Tensor:
         """Logits ``[batch, seq, vocab]`` of a padded batch (left or right padding).
 
         ``attention_mask`` covers the cached tokens and the new ones, ``[batch, past + seq]``;
         ``slots`` is ``[batch]`` (one adapter per row) or ``[batch, seq]`` (per token).
+        ``logits_to_keep=n`` computes the logits of the last ``n`` positions only (prefill
+        needs one: the LM head over a 49k vocabulary costs more than a decoder layer).
         """
         token_slots = self._token_slots(slots, input_ids.shape)  # [batch, seq]
         if position_ids is None:
@@ -149,6 +152,7 @@ class MultiLoraModel(nn.Module):
                 position_ids=position_ids,
                 past_key_values=cache,
                 use_cache=cache is not None,
+                logits_to_keep=logits_to_keep,
             )
         finally:
             self.context.batch = None

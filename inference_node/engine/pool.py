@@ -153,6 +153,10 @@ class AdapterPool:
             raise KeyError(f"adapter {name!r} is not registered")
         return cid
 
+    def is_registered(self, name: str) -> bool:
+        with self._lock:
+            return name in self._registry
+
     def registered(self) -> dict[str, str]:
         with self._lock:
             return dict(self._registry)

@@ -1,0 +1,523 @@
+"""Continuous batching: requests on different adapters join and leave a running batch.
+
+One thread owns the model. Each iteration it
+
+1. admits waiting requests (FIFO, up to ``max_batch`` running and ``max_prefill_tokens`` of
+   prompt per prefill), acquiring each one's adapter slot from the pool — a request whose
+   adapter cannot get a slot yet waits while later ones may pass; a refused adapter fails only
+   its own request;
+2. prefills the admitted prompts in one forward (left-padded, each row on its own slot) and
+   appends their KV rows to the running batch's cache;
+3. runs one decode step for every running row in one forward (per-row adapter slots, the
+   batched multi-LoRA kernels), samples each row with its own parameters, streams the new
+   text, and retires rows that hit a stop token, a stop sequence or ``max_tokens`` (their
+   adapter is released and their KV row removed).
+
+Callers get a :class:`RequestHandle`, which streams :class:`TextDelta` events and ends with a
+:class:`Completion`, from threads (iterate / ``result``) or asyncio (``stream`` / ``aresult``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import torch
+
+from inference_node.engine.adapters import AdapterError
+from inference_node.engine.detokenize import IncrementalText
+from inference_node.engine.kv_cache import BatchKVCache
+from inference_node.engine.lora import NO_ADAPTER
+from inference_node.engine.model import MultiLoraModel
+from inference_node.engine.pool import AdapterPool, PoolExhaustedError
+from inference_node.engine.sampling import SamplingParams, select_tokens
+
+log = logging.getLogger(__name__)
+
+FinishReason = Literal["stop", "length", "cancelled"]
+TRIM_MIN_COLUMNS = 16  # trim the cache's common left padding once it is this wide ...
+TRIM_FRACTION = 4  # ... and at least 1/4 of the cache
+
+
+class Tokenizer(Protocol):
+    eos_token_id: int | None
+
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = ...) -> str: ...
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """New text of a request and the tokens that produced it."""
+
+    text: str
+    token_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished request."""
+
+    request_id: str
+    text: str
+    token_ids: tuple[int, ...]  # generated tokens, without the stop token
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int  # tokens the model generated, a stop token included
+
+
+class GenerationError(RuntimeError):
+    """A request could not be served; ``reason`` is a short code (``adapter``, ``engine``)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+Event = TextDelta | Completion | GenerationError
+
+
+class RequestHandle:
+    """One submitted request: its events, from any thread or event loop."""
+
+    def __init__(
+        self, request_id: str, prompt_ids: list[int], adapter: str | None, params: SamplingParams
+    ) -> None:
+        self.request_id = request_id
+        self.prompt_ids = prompt_ids
+        self.adapter = adapter
+        self.params = params
+        self.submitted_at = time.monotonic()
+        self.cancelled = False
+        self._events: list[Event] = []
+        self._cond = threading.Condition()
+        self._wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    @property
+    def done(self) -> bool:
+        with self._cond:
+            return bool(self._events) and not isinstance(self._events[-1], TextDelta)
+
+    def cancel(self) -> None:
+        """Stops generation at the next step (the client went away)."""
+        self.cancelled = True
+
+    def _push(self, event: Event) -> None:
+        with self._cond:
+            self._events.append(event)
+            self._cond.notify_all()
+            wakers = list(self._wakers)
+        for loop, wake in wakers:
+            loop.call_soon_threadsafe(wake.set)
+
+    def __iter__(self) -> Iterator[TextDelta]:
+        """Streams the text as it is generated; raises :class:`GenerationError` on failure."""
+        seen = 0
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda seen=seen: len(self._events) > seen)
+                new = self._events[seen:]
+            seen += len(new)
+            for event in new:
+                if isinstance(event, GenerationError):
+                    raise event
+                if isinstance(event, Completion):
+                    return
+                yield event
+
+    def result(self, timeout: float | None = None) -> Completion:
+        """Waits for the completion."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.done, timeout):
+                raise TimeoutError(f"request {self.request_id} not finished after {timeout} s")
+            final = self._events[-1]
+        if isinstance(final, GenerationError):
+            raise final
+        assert isinstance(final, Completion)
+        return final
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event, the final :class:`Completion` or :class:`GenerationError` included."""
+        loop, wake = asyncio.get_running_loop(), asyncio.Event()
+        with self._cond:
+            self._wakers.append((loop, wake))
+        try:
+            seen = 0
+            while True:
+                wake.clear()
+                with self._cond:
+                    new = self._events[seen:]
+                seen += len(new)
+                for event in new:
+                    yield event
+                    if not isinstance(event, TextDelta):
+                        return
+                if not new:
+                    await wake.wait()
+        finally:
+            with self._cond:
+                self._wakers.remove((loop, wake))
+
+    async def stream(self) -> AsyncIterator[TextDelta]:
+        """Async :meth:`__iter__`."""
+        async for event in self.events():
+            if isinstance(event, GenerationError):
+                raise event
+            if isinstance(event, TextDelta):
+                yield event
+
+    async def aresult(self) -> Completion:
+        """Async :meth:`result`."""
+        async for event in self.events():
+            if isinstance(event, GenerationError):
+                raise event
+            if isinstance(event, Completion):
+                return event
+        raise AssertionError("the event stream ended without a completion")
+
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    running: int
+    waiting: int
+    steps: int  # decode steps run
+    prefills: int  # prefill forwards run
+    prompt_tokens: int
+    generated_tokens: int
+    kv_cache_bytes: int
+
+
+@dataclass
+class _Row:
+    handle: RequestHandle
+    slot: int
+    text: IncrementalText
+    generator: torch.Generator | None
+    token_ids: list[int] = field(default_factory=list)
+    generated: int = 0
+    pending: int = 0  # the last sampled token, fed in the next decode step
+    released: bool = False  # its adapter slot was given back
+
+
+class Scheduler:
+    """Runs the continuous-batching loop of one :class:`MultiLoraModel` in a thread."""
+
+    def __init__(
+        self,
+        model: MultiLoraModel,
+        tokenizer: Tokenizer,
+        pool: AdapterPool | None = None,
+        *,
+        max_batch: int = 32,
+        max_prefill_tokens: int = 4_096,
+        stop_token_ids: Iterable[int] = (),
+        max_model_len: int | None = None,
+    ) -> None:
+        if max_batch <= 0 or max_prefill_tokens <= 0:
+            raise ValueError(f"max_batch={max_batch}, max_prefill_tokens={max_prefill_tokens}")
+        if pool is not None and pool.model is not model:
+            raise ValueError("the adapter pool serves another model")
+        self.model, self.tokenizer, self.pool = model, tokenizer, pool
+        self.max_batch, self.max_prefill_tokens = max_batch, max_prefill_tokens
+        config = model.model.config
+        self.vocab_size = int(config.vocab_size)
+        self.max_model_len = max_model_len or int(config.max_position_embeddings)
+        stops = set(stop_token_ids)
+        if tokenizer.eos_token_id is not None:
+            stops.add(int(tokenizer.eos_token_id))
+        self.stop_token_ids = frozenset(stops)
+        self.device = next(model.parameters()).device
+        self._waiting: deque[RequestHandle] = deque()
+        self._wake = threading.Condition()
+        self._rows: list[_Row] = []
+        self._cache = BatchKVCache(config, max_batch)
+        self._mask = torch.zeros(0, 0, dtype=torch.long, device=self.device)  # [rows, length]
+        self._ids = itertools.count()
+        self._counts = dict.fromkeys(("steps", "prefills", "prompt_tokens", "generated"), 0)
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------ public
+
+    def start(self) -> Scheduler:
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stops the loop; unfinished requests fail with reason ``shutdown``."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        for handle in [*self._waiting, *(row.handle for row in self._rows)]:
+            handle._push(GenerationError("shutdown", "the engine shut down"))
+        self._waiting.clear()
+        with torch.inference_mode():  # the mask was made under inference mode
+            self._release_rows(range(len(self._rows)))
+
+    def __enter__(self) -> Scheduler:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams | None = None,
+        adapter: str | None = None,
+        request_id: str | None = None,
+    ) -> RequestHandle:
+        """Queues a request; raises ValueError / :class:`AdapterError` for bad input."""
+        params = params or SamplingParams()
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        bad = [t for t in prompt_ids if not 0 <= t < self.vocab_size]
+        if bad:
+            raise ValueError(f"token ids {bad[:5]} outside the vocabulary [0, {self.vocab_size})")
+        total = len(prompt_ids) + params.max_tokens
+        if total > self.max_model_len:
+            raise ValueError(
+                f"prompt of {len(prompt_ids)} tokens + max_tokens {params.max_tokens} = {total} "
+                f"exceeds the model's context of {self.max_model_len} tokens"
+            )
+        if adapter is not None:
+            if self.pool is None:
+                raise AdapterError(f"adapter {adapter} requested from an engine without a pool")
+            if not self.pool.is_registered(adapter):
+                raise AdapterError(f"adapter {adapter} is not registered on this node")
+        handle = RequestHandle(
+            request_id or f"req-{next(self._ids)}", list(prompt_ids), adapter, params
+        )
+        with self._wake:
+            if self._stopping or self._thread is None:
+                raise RuntimeError("the engine is not running")
+            self._waiting.append(handle)
+            self._wake.notify_all()
+        return handle
+
+    def stats(self) -> SchedulerStats:
+        return SchedulerStats(
+            running=len(self._rows),
+            waiting=len(self._waiting),
+            steps=self._counts["steps"],
+            prefills=self._counts["prefills"],
+            prompt_tokens=self._counts["prompt_tokens"],
+            generated_tokens=self._counts["generated"],
+            kv_cache_bytes=self._cache.nbytes(),
+        )
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._stopping or self._waiting or self._rows)
+                if self._stopping:
+                    return
+            try:
+                with torch.inference_mode():
+                    self._step()
+            except Exception as exc:  # never let one bad step kill the node
+                log.exception(
+                    "engine step failed; failing the %d running requests", len(self._rows)
+                )
+                self._fail_all(GenerationError("engine", f"engine error: {exc}"))
+
+    def _step(self) -> None:
+        self._drop_cancelled()
+        admitted = self._admit()
+        if admitted:
+            self._prefill(admitted)
+        if self._rows:
+            self._decode()
+        elif not admitted and self._waiting:
+            time.sleep(0.005)  # every waiting adapter lacks a slot: let others finish
+
+    def _drop_cancelled(self) -> None:
+        with self._wake:
+            for handle in [h for h in self._waiting if h.cancelled]:
+                self._waiting.remove(handle)
+                handle._push(self._completion_of(handle, [], 0, "", "cancelled"))
+        gone = [i for i, row in enumerate(self._rows) if row.handle.cancelled]
+        for i in gone:
+            row = self._rows[i]
+            row.handle._push(
+                self._completion_of(
+                    row.handle, row.token_ids, row.generated, row.text.text, "cancelled"
+                )
+            )
+        self._release_rows(gone)
+
+    def _admit(self) -> list[tuple[RequestHandle, int]]:
+        free = self.max_batch - len(self._rows)
+        budget = self.max_prefill_tokens
+        admitted: list[tuple[RequestHandle, int]] = []
+        with self._wake:
+            candidates = list(self._waiting)
+        for handle in candidates:
+            if free == 0 or (admitted and len(handle.prompt_ids) > budget):
+                break
+            slot = NO_ADAPTER
+            if handle.adapter is not None:
+                assert self.pool is not None
+                try:
+                    slot = self.pool.acquire(handle.adapter)
+                except PoolExhaustedError:
+                    continue  # waits for a slot; requests whose adapters are loaded may pass
+                except (AdapterError, KeyError) as exc:
+                    self._dequeue(handle)
+                    handle._push(GenerationError("adapter", str(exc)))
+                    continue
+            self._dequeue(handle)
+            admitted.append((handle, slot))
+            free -= 1
+            budget -= len(handle.prompt_ids)
+        return admitted
+
+    def _dequeue(self, handle: RequestHandle) -> None:
+        with self._wake:
+            self._waiting.remove(handle)
+
+    def _prefill(self, admitted: list[tuple[RequestHandle, int]]) -> None:
+        width = max(len(h.prompt_ids) for h, _ in admitted)
+        ids = torch.zeros(len(admitted), width, dtype=torch.long)  # [new, width], left-padded
+        mask = torch.zeros(len(admitted), width, dtype=torch.long)  # [new, width]
+        for i, (handle, _) in enumerate(admitted):
+            ids[i, width - len(handle.prompt_ids) :] = torch.tensor(handle.prompt_ids)
+            mask[i, width - len(handle.prompt_ids) :] = 1
+        slots = torch.tensor([slot for _, slot in admitted])  # [new]
+        cache = BatchKVCache(self.model.model.config, len(admitted))
+        try:
+            logits = self.model(
+                ids.to(self.device), mask.to(self.device), slots, cache=cache, logits_to_keep=1
+            )[:, -1]  # [new, vocab]
+        except Exception as exc:  # fails the newcomers only; the running batch is untouched
+            log.exception("prefill of %d requests failed", len(admitted))
+            for handle, slot in admitted:
+                if slot != NO_ADAPTER and self.pool is not None and handle.adapter is not None:
+                    self.pool.release(handle.adapter)
+                handle._push(GenerationError("engine", f"prefill failed: {exc}"))
+            return
+        rows = [
+            _Row(h, slot, IncrementalText(self.tokenizer, h.params.stop), h.params.generator())
+            for h, slot in admitted
+        ]
+        self._counts["prefills"] += 1
+        self._counts["prompt_tokens"] += int(mask.sum())
+        start = len(self._rows)
+        self._cache.append_rows(cache)
+        length = self._cache.length
+        merged = torch.zeros(start + len(rows), length, dtype=torch.long, device=self.device)
+        merged[:start, length - self._mask.shape[1] :] = self._mask
+        merged[start:, length - width :] = mask.to(self.device)
+        self._mask = merged  # [rows, length]
+        self._rows.extend(rows)
+        self._advance(range(start, start + len(rows)), logits)
+
+    def _decode(self) -> None:
+        rows = self._rows
+        ids = torch.tensor([[row.pending] for row in rows], device=self.device)  # [rows, 1]
+        ones = self._mask.new_ones(len(rows), 1)
+        self._mask = torch.cat([self._mask, ones], dim=-1)  # [rows, length + 1]
+        slots = torch.tensor([row.slot for row in rows])  # [rows]
+        logits = self.model(ids, self._mask, slots, cache=self._cache, logits_to_keep=1)[:, -1]
+        self._counts["steps"] += 1
+        self._advance(range(len(rows)), logits)
+
+    def _advance(self, indices: range, logits: torch.Tensor) -> None:
+        """Samples the next token of rows ``indices`` from ``logits: [len(indices), vocab]``."""
+        rows = [self._rows[i] for i in indices]
+        tokens = select_tokens(logits, [r.handle.params for r in rows], [r.generator for r in rows])
+        finished = [
+            i for i, row, token in zip(indices, rows, tokens, strict=True) if self._emit(row, token)
+        ]
+        self._release_rows(finished)
+        self._trim()
+
+    def _emit(self, row: _Row, token: int) -> bool:
+        """Records ``token`` for ``row`` and streams its text; True when the row is finished."""
+        row.generated += 1
+        self._counts["generated"] += 1
+        handle = row.handle
+        if token in self.stop_token_ids:
+            self._finish(row, "stop")
+            return True
+        row.token_ids.append(token)
+        row.pending = token
+        piece = row.text.add(token)
+        if piece:
+            handle._push(TextDelta(piece, (token,)))
+        if row.text.stopped:
+            self._finish(row, "stop")
+            return True
+        if row.generated >= handle.params.max_tokens:
+            self._finish(row, "length")
+            return True
+        return False
+
+    def _finish(self, row: _Row, reason: FinishReason) -> None:
+        rest = row.text.flush()
+        if rest:
+            row.handle._push(TextDelta(rest, ()))
+        row.handle._push(
+            self._completion_of(row.handle, row.token_ids, row.generated, row.text.text, reason)
+        )
+
+    @staticmethod
+    def _completion_of(
+        handle: RequestHandle, token_ids: list[int], generated: int, text: str, reason: FinishReason
+    ) -> Completion:
+        return Completion(
+            request_id=handle.request_id,
+            text=text,
+            token_ids=tuple(token_ids),
+            finish_reason=reason,
+            prompt_tokens=len(handle.prompt_ids),
+            completion_tokens=generated,
+        )
+
+    def _release_rows(self, indices: Iterable[int]) -> None:
+        """Removes rows (their KV and mask rows) and releases their adapters."""
+        for i in sorted(set(indices), reverse=True):  # the last row moves into each hole
+            row = self._rows[i]
+            if row.slot != NO_ADAPTER and not row.released and row.handle.adapter is not None:
+                assert self.pool is not None
+                row.released = True
+                self.pool.release(row.handle.adapter)
+            last = len(self._rows) - 1
+            if self._cache.rows > i:
+                self._cache.remove_row(i)
+            self._mask[i] = self._mask[last]
+            self._rows[i] = self._rows[last]
+            self._rows.pop()
+            self._mask = self._mask[:last]
+        if not self._rows:
+            self._mask = self._mask.new_zeros(0, 0)
+
+    def _trim(self) -> None:
+        if not self._rows:
+            return
+        used = self._mask.any(dim=0)  # [length]
+        leading = int(used.to(torch.int8).argmax()) if bool(used.any()) else used.shape[0]
+        if leading >= TRIM_MIN_COLUMNS and leading * TRIM_FRACTION >= self._mask.shape[1]:
+            self._cache.trim_left(leading)
+            self._mask = self._mask[:, leading:]
+
+    def _fail_all(self, error: GenerationError) -> None:
+        for row in self._rows:
+            row.handle._push(error)
+        self._release_rows(range(len(self._rows)))
+        self._cache = BatchKVCache(self.model.model.config, self.max_batch)
+        self._mask = self._mask.new_zeros(0, 0)
