@@ -1,0 +1,1 @@
+"""The node's OpenAI-compatible HTTP server and its payment gate."""
