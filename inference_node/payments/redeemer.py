@@ -23,6 +23,7 @@ flight, sends again.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,7 @@ class Redeemer:
     ) -> None:
         self.chain, self.ledger, self.store, self.sender = chain, ledger, store, sender
         self.policy = policy or RedeemPolicy()
+        self._started = int(time.time())
 
     def due(self, now: int) -> bool:
         """Whether a redemption is due at ``now``: over the threshold, or the interval passed."""
@@ -70,8 +72,8 @@ class Redeemer:
             return False
         if unredeemed >= self.policy.threshold:
             return True
-        last = self.ledger.last_redemption_at()
-        return last is None or now - last >= self.policy.interval
+        last = self.ledger.last_redemption_at() or self._started  # the first: from start
+        return now - last >= self.policy.interval
 
     def maybe_redeem(self, now: int) -> Redemption | None:
         """Runs :meth:`redeem_now` when :meth:`due`."""
