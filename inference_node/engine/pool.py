@@ -3,7 +3,8 @@
 Three tiers, as in vLLM's two-tier LRU plus a disk cache:
 
 - registry: name -> CID, free (thousands of adapters cost a dict entry each);
-- disk: unpacked adapter folders in ``cache_dir``, fetched verified from the content store;
+- disk: unpacked adapter folders in ``cache_dir``, fetched verified from the content store,
+  LRU, bounded by ``disk_capacity_bytes`` when set (found again after a restart);
 - CPU: validated :class:`LoraAdapter` objects, LRU, bounded by ``cpu_capacity_bytes``;
 - device: the model's preallocated slots, LRU over slots that are neither pinned nor in use.
 
@@ -16,6 +17,7 @@ lock; on-evict callbacks run under it and must not block.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -51,11 +53,14 @@ class PoolStats:
     device_evictions: int
     cpu_evictions: int
     refusals: int
+    disk_evictions: int
     registered: int
     cpu_adapters: int
     cpu_bytes: int  # bytes of tensors in the CPU tier
     device_adapters: int
     device_bytes: int  # bytes of the adapter tensors copied into slots
+    disk_adapters: int
+    disk_bytes: int  # bytes of unpacked adapters in the disk cache
 
 
 @dataclass
@@ -80,9 +85,13 @@ class AdapterPool:
         cache_dir: str | Path,
         cpu_capacity_bytes: int,
         max_weights_bytes: int = MAX_WEIGHTS_BYTES,
+        disk_capacity_bytes: int | None = None,
     ) -> None:
         if cpu_capacity_bytes < 0:
             raise ValueError(f"cpu_capacity_bytes={cpu_capacity_bytes} must be >= 0")
+        if disk_capacity_bytes is not None and disk_capacity_bytes < 0:
+            raise ValueError(f"disk_capacity_bytes={disk_capacity_bytes} must be >= 0")
+        self.disk_capacity_bytes = disk_capacity_bytes
         self.model = model
         self.store = store
         self.cache_dir = Path(cache_dir)
@@ -98,6 +107,7 @@ class AdapterPool:
         self._slots: list[_Slot | None] = [None] * model.slots
         self._device: OrderedDict[str, int] = OrderedDict()  # name -> slot, LRU first
         self._callbacks: list[EvictCallback] = []
+        self._disk = self._scan_disk()  # CID -> bytes of its unpacked folder, LRU first
         self._counts = dict.fromkeys(
             (
                 "hits",
@@ -108,6 +118,7 @@ class AdapterPool:
                 "device_evictions",
                 "cpu_evictions",
                 "refusals",
+                "disk_evictions",
             ),
             0,
         )
@@ -223,6 +234,8 @@ class AdapterPool:
                 cpu_bytes=self._cpu_bytes,
                 device_adapters=len(states),
                 device_bytes=sum(state.num_bytes for state in states),
+                disk_adapters=len(self._disk),
+                disk_bytes=sum(self._disk.values()),
             )
 
     def _held_state(self, name: str) -> _Slot:
@@ -268,6 +281,7 @@ class AdapterPool:
             if not adapter_cache_path(self.cache_dir, cid).is_dir():
                 self._counts["fetches"] += 1
             folder = fetch_adapter(self.store, cid, self.cache_dir, self.max_weights_bytes)
+            self._touch_disk(cid, folder)
             adapter = load_adapter(
                 folder, self.model.spec, self.model.max_rank, self.dtype, name=name
             )
@@ -283,6 +297,30 @@ class AdapterPool:
         self._counts["loads"] += 1
         self._admit_cpu(name, adapter)
         return adapter
+
+    def _scan_disk(self) -> OrderedDict[str, int]:
+        """The disk cache left by earlier runs, least recently used (oldest mtime) first."""
+        found = []
+        if self.cache_dir.is_dir():
+            for folder in self.cache_dir.iterdir():
+                if folder.is_dir() and not folder.name.startswith("."):
+                    size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+                    found.append((folder.stat().st_mtime, folder.name, size))
+        return OrderedDict((cid, size) for _, cid, size in sorted(found))
+
+    def _touch_disk(self, cid: str, folder: Path) -> None:
+        """Marks ``cid`` used and keeps the disk cache within ``disk_capacity_bytes``."""
+        if cid not in self._disk:
+            self._disk[cid] = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        self._disk.move_to_end(cid)
+        if self.disk_capacity_bytes is None:
+            return
+        while len(self._disk) > 1 and sum(self._disk.values()) > self.disk_capacity_bytes:
+            oldest = next(iter(self._disk))
+            del self._disk[oldest]
+            shutil.rmtree(self.cache_dir / oldest, ignore_errors=True)
+            self._counts["disk_evictions"] += 1
+            log.debug("adapter %s removed from the disk cache", oldest)
 
     def _refuse(self, name: str, cid: str, reason: str) -> None:
         self._refused[cid] = reason

@@ -96,7 +96,13 @@ class NodeRuntime:
                 interval=settings.redeem_interval, threshold=settings.redeem_threshold_wei
             ),
         )
-        self.pool = AdapterPool(model, store, settings.adapter_cache, settings.cpu_cache_bytes)
+        self.pool = AdapterPool(
+            model,
+            store,
+            settings.adapter_cache,
+            settings.cpu_cache_bytes,
+            disk_capacity_bytes=settings.disk_cache_bytes,
+        )
         self.engine = Scheduler(
             model,
             tokenizer,  # type: ignore[arg-type]

@@ -37,6 +37,7 @@ class NodeSettings(BaseSettings):
     slots: int = 32  # adapters resident on the device at once
     max_rank: int = 64
     cpu_cache_bytes: int = 2 * 1024**3  # adapters kept decoded in RAM
+    disk_cache_bytes: int = 50 * 1024**3  # unpacked adapters kept on disk
     max_batch: int = 32
     max_tokens: int = 256  # default max_tokens of a chat completion
     max_tokens_limit: int = 2_048

@@ -377,3 +377,40 @@ def test_pool_is_consistent_under_concurrent_acquire_and_release(
             assert pool.model.slot_adapters[slot] == name
     stats = pool.stats()
     assert stats.device_adapters == 2 and stats.fetches == len(NAMES)
+
+
+# disk cache bound
+
+
+def test_disk_cache_keeps_the_most_recent_adapters_within_its_capacity(
+    base_folder: Path, store: CountingStore, cids: dict[str, str], tmp_path: Path
+) -> None:
+    def pool_with(capacity: int | None) -> AdapterPool:
+        model = MultiLoraModel(load_base(base_folder), slots=1, max_rank=MAX_RANK)
+        pool = AdapterPool(model, store, tmp_path / "cache", cpu_capacity_bytes=0,
+                           disk_capacity_bytes=capacity)  # fmt: skip
+        for name, cid in cids.items():
+            pool.register(name, cid)
+        return pool
+
+    unbounded = pool_with(None)
+    for name in NAMES:
+        use(unbounded, name)
+    folder_bytes = {
+        name: sum(f.stat().st_size for f in (tmp_path / "cache" / cid).iterdir())
+        for name, cid in cids.items()
+    }
+    assert unbounded.stats().disk_bytes == sum(folder_bytes.values())
+    # a restarted pool finds the cache; a bound of the two largest evicts the least recent
+    capacity = sum(sorted(folder_bytes.values())[-2:])
+    pool = pool_with(capacity)
+    assert pool.stats().disk_adapters == len(NAMES)
+    reads = store.reads
+    use(pool, "all_r8")  # cached: no read; then the cache shrinks to its capacity
+    stats = pool.stats()
+    assert store.reads == reads and stats.disk_bytes <= capacity and stats.disk_evictions >= 2
+    assert (tmp_path / "cache" / cids["all_r8"]).is_dir()
+    evicted = [name for name in NAMES if not (tmp_path / "cache" / cids[name]).is_dir()]
+    assert evicted and "all_r8" not in evicted
+    use(pool, evicted[0])  # fetched again from the store, verified
+    assert store.reads == reads + 1 and pool.stats().disk_bytes <= capacity
