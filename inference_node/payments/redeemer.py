@@ -82,7 +82,8 @@ class Redeemer:
     def redeem_now(self) -> Redemption | None:
         """Reconciles, then redeems every channel with unredeemed value; returns the new
         redemption as recorded, or None when there was nothing to redeem."""
-        self.reconcile()
+        if not self.reconcile():
+            return None  # an earlier redemption is still in flight: wait for it first
         vouchers = self._redeemable()
         if not vouchers:
             return None
@@ -94,8 +95,9 @@ class Redeemer:
         redemption_id = self.ledger.prepare_redemption(vouchers, [i for i, _ in pending], root, cid)
         return self._send(self._redemption(redemption_id))
 
-    def reconcile(self) -> None:
-        """Settles the ``pending`` redemptions a crash left behind, from the chain's state."""
+    def reconcile(self) -> bool:
+        """Settles the ``pending`` redemptions a crash left behind, from the chain's state;
+        False when one of them still has a transaction in flight."""
         for redemption in self.ledger.redemptions("pending"):
             event = self._find_proof(redemption)
             if event is not None:
@@ -103,10 +105,11 @@ class Redeemer:
                 self._confirm(redemption, event)
             elif self._in_flight():
                 log.info("redemption %d: a transaction is still in flight", redemption.id)
-                return
+                return False
             else:
                 log.warning("redemption %d never landed; sending it again", redemption.id)
                 self._send(redemption)
+        return True
 
     # ------------------------------------------------------------------ steps
 
