@@ -93,18 +93,25 @@ class BatchedLoraLinear(nn.Module):
 
     @torch.no_grad()
     def set_slot(self, slot: int, a: torch.Tensor, b: torch.Tensor) -> None:
-        """Copy ``a: [rank, in]`` and scaled ``b: [out, rank]`` into ``slot`` in place."""
-        rank = a.shape[0]
-        self.lora_a[slot].zero_()
-        self.lora_b[slot].zero_()
+        """Copy ``a: [rank, in]`` and scaled ``b: [out, rank]`` into ``slot`` in place.
+
+        Only the ranks in use are touched (the rest of the slot is zero already): a load costs
+        O(rank), not O(max_rank), and stays below the size at which torch spreads an op over
+        threads — on a busy CPU each such op waits for a time slice of its second thread.
+        """
+        rank, old = a.shape[0], self.ranks[slot]
+        if old > rank:
+            self.lora_a[slot, rank:old].zero_()
+            self.lora_b[slot, :, rank:old].zero_()
         self.lora_a[slot, :rank].copy_(a)
         self.lora_b[slot, :, :rank].copy_(b)
         self.ranks[slot] = rank
 
     @torch.no_grad()
     def clear_slot(self, slot: int) -> None:
-        self.lora_a[slot].zero_()
-        self.lora_b[slot].zero_()
+        old = self.ranks[slot]
+        self.lora_a[slot, :old].zero_()
+        self.lora_b[slot, :, :old].zero_()
         self.ranks[slot] = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -351,18 +351,21 @@ class AdapterPool:
         for slot in self._device.values():
             state = self._slots[slot]
             if state is not None and not state.held:
-                self._evict_slot(slot)
+                self._evict_slot(slot, clear=False)  # the next load overwrites every layer
                 return slot
         raise PoolExhaustedError(
             f"cannot load adapter {name}: all {len(self._slots)} slots are pinned or in use "
             f"({', '.join(self._device)})"
         )
 
-    def _evict_slot(self, slot: int) -> None:
+    def _evict_slot(self, slot: int, clear: bool = True) -> None:
         state = self._slots[slot]
         if state is None:
             return
-        self.model.evict(slot)
+        if clear:
+            self.model.evict(slot)
+        else:
+            self.model.slot_adapters[slot] = None
         self._slots[slot] = None
         del self._device[state.name]
         self._counts["device_evictions"] += 1
