@@ -114,6 +114,51 @@ def _serve_and_query(stack: LocalStack, demo_run: DatanetDemo, data_dir: Path, p
         )
 
 
+def _inference(
+    stack: LocalStack, demo_run: DatanetDemo, data_dir: Path, port: int, train_steps: int
+) -> None:
+    """Trains/reuses the demo adapter, registers the model, serves it on a node, pays for chat
+    completions through the SDK and redeems them with a usage proof on-chain."""
+    from backend.devnet.datanet_demo import DATASET
+    from inference_node.demo import prepare, serve_and_pay
+
+    p, pub = stack.protocol, demo_run.publication
+    approved = [DATASET / f.file for f in demo_run.files if f.status == "approved"]
+    click.secho("Inference node (OpenLoRA)", bold=True)
+    node_demo = prepare(
+        p, stack.store, stack.roles, data_dir,
+        (demo_run.datanet.datanet_id, pub.version, pub.manifest_cid), approved, train_steps,
+    )  # fmt: skip
+    how = "trained now" if node_demo.adapter_trained_now else "reused"
+    click.echo(f"  adapter {node_demo.adapter_cid} ({how}, LoRA r8 on SmolLM2-135M-Instruct, "
+               f"{len(approved)} approved files of version {pub.version})")  # fmt: skip
+    how = "registered now" if node_demo.model_registered_now else "already registered"
+    click.echo(f"  model {node_demo.model_id} ({how}); node "
+               f"{stack.roles['node operator'].address} "
+               f"{'staked now' if node_demo.staked_now else 'already staked'}; payer deposited "
+               f"{_open(node_demo.deposited_now)} now")  # fmt: skip
+    serve_and_pay(node_demo, p, stack.store, stack.roles, stack.anvil.url, data_dir, port)
+    click.echo(f"  node served at {node_demo.node_url} (log in {data_dir / 'node' / 'node.log'})")
+    for a in node_demo.answers:
+        click.echo(f"  Q: {a['question']}")
+        click.echo(f"  A: {a['answer']!r}  [{a['tokens'][0]}+{a['tokens'][1]} tokens, "
+                   f"{_open(a['price'])}, receipt {a['receipt']}]")  # fmt: skip
+    r, checks = node_demo.redemption, node_demo.checks
+    if not r.get("redeemed"):
+        raise click.ClickException(f"the redemption did not land: {r}")
+    click.echo(f"  redeemed in tx {r['tx_hash']}: usage proof {r['usage_proof_id']}, "
+               f"{r['receipts']} receipts, {_open(int(r['paid']))} paid")  # fmt: skip
+    click.echo(f"  receipts log {r['receipts_cid']}: Merkle root {checks['root_on_chain']} "
+               f"recomputed from the log matches the chain: {checks['root_matches']}")  # fmt: skip
+    if not checks["root_matches"]:
+        raise click.ClickException("the usage proof's root does not match its receipts log")
+    model = p.models.model(node_demo.model_id)
+    funded = p.rewards.pool(node_demo.model_id).funded
+    click.echo(f"  model {node_demo.model_id}'s contributors' pool: {_open(funded)} funded in all; "
+               f"developer earnings {_open(p.payments.earnings(model.developer))}, node earnings "
+               f"{_open(p.payments.earnings(stack.roles['node operator']))}")  # fmt: skip
+
+
 @click.group()
 def cli() -> None:
     """The local OpenLedger stack (anvil on 127.0.0.1, state under .data/)."""
@@ -129,16 +174,30 @@ def cli() -> None:
 )
 @click.option("--port", type=int, default=8545, show_default=True)
 @click.option("--api-port", type=int, default=8000, show_default=True)
-def demo(data_dir: Path, port: int, api_port: int) -> None:
+@click.option("--node-port", type=int, default=8100, show_default=True)
+@click.option(
+    "--train-steps", type=int, default=12, show_default=True,
+    help="Optimizer steps of the demo adapter (batch 8) when it is trained.",
+)  # fmt: skip
+@click.option(
+    "--inference/--no-inference", default=True, show_default=True,
+    help="Also train, register, serve and pay for the demo model.",
+)  # fmt: skip
+def demo(
+    data_dir: Path, port: int, api_port: int, node_port: int, train_steps: int, inference: bool
+) -> None:
     """Start the chain, deploy or reuse the protocol, fund accounts, run the Datanet flow on the
-    project's dataset (create, contribute, review, publish, audit), summarise, stop."""
+    project's dataset (create, contribute, review, publish, audit), then train or reuse a LoRA
+    adapter on it, serve it on an inference node and pay for answers; summarise, stop."""
     with local_stack(data_dir, port) as stack:
         _summary(stack)
         logger.set_level(LogLevel.WARNING)  # not a line per confirmed transaction
         demo_run = run_datanet_demo(stack.protocol, stack.store, stack.roles)
         _datanet_summary(demo_run, stack)
         _serve_and_query(stack, demo_run, data_dir, api_port)
-    click.echo("Stopped the local chain and the API; state is kept in " + str(data_dir))
+        if inference:
+            _inference(stack, demo_run, data_dir, node_port, train_steps)
+    click.echo("Stopped the node, the API and the local chain; state is kept in " + str(data_dir))
 
 
 @cli.command()

@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 APE = str(Path(sys.executable).with_name("ape"))
 
 
-def run_demo(data_dir: Path, port: int) -> str:
+def run_demo(data_dir: Path, port: int, *options: str) -> str:
     result = subprocess.run(
         [APE, "run", "devnet", "demo", "--data-dir", str(data_dir), "--port", str(port),
-         "--api-port", str(free_port())],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=os.environ.copy(),
+         "--api-port", str(free_port()), "--node-port", str(free_port()), *options],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, env=os.environ.copy(),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -32,7 +32,7 @@ def run_demo(data_dir: Path, port: int) -> str:
 
 def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
     port = free_port()
-    first = run_demo(tmp_path, port)
+    first = run_demo(tmp_path, port, "--train-steps", "2")
     assert "(deployed now)" in first
     assert "1,000,000,000 OPEN" in first
     assert first.count("funded 10,000 OPEN now") == 4
@@ -56,9 +56,16 @@ def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
     assert "from the API verifies on-chain: True" in first
     root = re.search(r"root (0x[0-9a-f]{64})", first)
     assert root is not None
-    assert len(list((tmp_path / "store" / "blocks").iterdir())) == 7  # metadata, 5 files, manifest
+    # metadata, 5 files, manifest; the adapter, the model's metadata, the receipts log
+    assert len(list((tmp_path / "store" / "blocks").iterdir())) == 10
+    # The inference node: adapter trained, model registered, three paid answers redeemed.
+    assert re.search(r"adapter \S+ \(trained now, LoRA r8", first)
+    assert "model 1 (registered now); node" in first and "staked now" in first
+    assert first.count("  A: ") == 3 and first.count("receipt ") == 3
+    assert re.search(r"usage proof 1, 3 receipts, [\d.]+ OPEN paid", first)
+    assert "recomputed from the log matches the chain: True" in first
 
-    second = run_demo(tmp_path, port)
+    second = run_demo(tmp_path, port, "--train-steps", "2")
     assert "(reused from the persisted chain state)" in second
     assert "funded 10,000" not in second  # only the bonds spent by the first run are topped up
     assert (
@@ -73,16 +80,20 @@ def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
     assert f"version 1 (unchanged, not republished): 4 contributions, root {root[1]}" in second
     assert "audit passed: 1 version(s)" in second
     assert "from the API verifies on-chain: True" in second
-    assert "Confirmed" not in second.split("Datanet 1:")[1]  # nothing sent by the flow
+    assert "Confirmed" not in second.split("Datanet 1:")[1].split("Inference node")[0]
+    assert "(reused, LoRA r8" in second and "model 1 (already registered)" in second
+    assert "already staked" in second and second.count("  A: ") == 3
+    assert re.search(r"usage proof 2, 3 receipts, [\d.]+ OPEN paid", second)
+    assert "recomputed from the log matches the chain: True" in second
     # Every process the demo started is gone: nothing answers on its port.
     assert not Anvil(port=port).is_up()
 
 
 def test_demo_redeploys_when_the_recorded_deployment_has_no_code(tmp_path):
     port = free_port()
-    run_demo(tmp_path, port)
+    run_demo(tmp_path, port, "--no-inference")
     (tmp_path / "chain" / "anvil-state.json").unlink()  # the chain is reset, the record is not
-    assert "(deployed now)" in run_demo(tmp_path, port)
+    assert "(deployed now)" in run_demo(tmp_path, port, "--no-inference")
 
 
 def test_anvil_keeps_state_across_restart(tmp_path):
