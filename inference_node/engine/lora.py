@@ -141,7 +141,8 @@ class BatchedLoraLinear(nn.Module):
 
     def _gather(self, x: torch.Tensor, batch: LoraBatch) -> torch.Tensor:
         idx = torch.where(batch.indices < 0, self.slots, batch.indices)  # [tokens]
-        a = self.lora_a.index_select(0, idx)  # [tokens, max_rank, in]
-        b = self.lora_b.index_select(0, idx)  # [tokens, out, max_rank]
-        shrink = torch.bmm(a, x.unsqueeze(-1))  # [tokens, max_rank, 1]
+        rank = max(self.ranks[slot] for _, _, slot in batch.segments)  # the batch's, not max_rank
+        a = self.lora_a[:, :rank].index_select(0, idx)  # [tokens, rank, in]
+        b = self.lora_b[:, :, :rank].index_select(0, idx)  # [tokens, out, rank]
+        shrink = torch.bmm(a, x.unsqueeze(-1))  # [tokens, rank, 1]
         return torch.bmm(b, shrink).squeeze(-1)  # [tokens, out]
