@@ -5,17 +5,24 @@ requests and adapters in the same run, so every ratio compares numbers of one ru
 1. Throughput: 32 concurrent chat requests x 64 greedy tokens (stop tokens off: every request
    generates exactly 64) through the Scheduler with no adapter, 1 shared adapter, 8 and 32
    distinct adapters (request i on adapter i mod n, so neighbouring rows differ as with random
-   arrivals), 32 distinct with both LoRA kernels. Baselines: PEFT's mixed batch
-   (``generate(adapter_names=...)``, one left-padded batch), PEFT one request at a time with
-   ``set_adapter``, and the plain base model's ``generate``.
+   arrivals), all on the engine's default LoRA kernel, and 32 distinct on each other kernel.
+   Baselines: PEFT's mixed batch (``generate(adapter_names=...)``, one left-padded batch), PEFT
+   one request at a time with ``set_adapter`` (8 requests spread over the adapters, its rate
+   scaled to all 32), and the plain base model's ``generate``. The engine's runs are
+   interleaved in rounds; no adapter and 32 distinct report the median of 3, the others 1
+   (to keep the run near 15 minutes on 2 cores).
 2. Cold load: ``pool.acquire`` of an adapter that is registered and whose archive is in the
-   local content store but was never loaded, at 1/10/100/1000 adapters resident in the CPU tier,
-   with the split measured from outside; vs ``PeftModel.load_adapter`` at 1/10/50 loaded.
+   local content store but was never loaded, at 1/10/100/1000 adapters resident in the CPU tier
+   (every device slot taken from 32 on, so a slot is reused), with the stages timed from outside
+   on other adapters; vs ``PeftModel.load_adapter`` at 1/10/50 adapters loaded.
 3. Memory: RSS growth per adapter resident in the CPU tier vs ``LoraAdapter.num_bytes``.
 
 Adapters are real PEFT LoRA adapters (rank 8, alpha 16, q/k/v/o): one saved by PEFT, the others
 written with its config, keys and shapes and seeded random weights. The engine is configured
 with the node's defaults (``NodeSettings``: slots, max rank, max batch, every projection wrapped).
+
+On a 2-core machine any other busy process slows torch's threaded ops by several ms each; the
+load average and a small probe are recorded around every phase to show when that happened.
 
 Writes bench/results/serving.json (``--out``) and prints tables; ``--quick`` is a smoke run of
 every part with fewer tokens, samples and adapters (written to a temporary file by default).
@@ -37,14 +44,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 import transformers
 from common import RESULTS_DIR, machine, table
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from backend.protocol.deployments import PROJECT_ROOT
 from backend.storage.local import DirectoryStore
@@ -53,12 +60,12 @@ from inference_node.engine import (
     MultiLoraModel,
     SamplingParams,
     Scheduler,
-    load_adapter,
+    parse_adapter,
 )
 from inference_node.engine.adapters import CONFIG_FILE, WEIGHTS_FILE
 from inference_node.engine.base_models import ensure_smollm2
 from inference_node.engine.lora import Kernel
-from inference_node.engine.packaging import put_adapter, unpack_adapter
+from inference_node.engine.packaging import cache_adapter_files, put_adapter, unpack_adapter
 from inference_node.server.settings import NodeSettings
 
 RANK, ALPHA = 8, 16
@@ -116,7 +123,7 @@ class Plan:
     """How much of each measurement to run."""
 
     runs: int  # timed runs of the target configurations (no adapter, 32 distinct): the median
-    secondary_runs: int  # timed runs of 1 shared and 8 distinct (the gather kernel gets one)
+    secondary_runs: int  # timed runs of 1 shared, 8 distinct and the other kernels
     new_tokens: int
     warmup_tokens: int
     cold_levels: tuple[int, ...]  # adapters resident in the CPU tier
@@ -175,6 +182,36 @@ def phase(name: str, phases: dict[str, dict[str, Any]]) -> Iterator[None]:
         "probe_ms_after": contention_probe_ms(),
     }
     log.info("%s: %.0f s", name, phases[name]["seconds"])
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def accelerator(device: str) -> dict[str, Any]:
+    if torch.device(device).type != "cuda":
+        return {}
+    props = torch.cuda.get_device_properties(torch.device(device))
+    return {
+        "gpu": props.name,
+        "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+    }
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def random_weights_copy(base_dir: Path, folder: Path) -> Path:
+    """``base_dir``'s architecture and tokenizer with seeded random weights: the same compute
+    where the checkpoint itself cannot be brought (the GPU machine takes 64 MiB of files)."""
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(base_dir)
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(folder)
+    return folder
 
 
 def p95(values: Sequence[float]) -> float:
@@ -288,18 +325,21 @@ class EngineConfig:
     runs: int
 
 
-def engine_configs(n: int, plan: Plan) -> dict[str, EngineConfig]:
+def engine_configs(n: int, plan: Plan, default: Kernel) -> dict[str, EngineConfig]:
+    """The configurations on the engine's default kernel, then 32 distinct on the others."""
     distinct = [f"a{i}" for i in range(n)]
-    return {
-        "no adapter": EngineConfig([None] * n, "segments", plan.runs),
-        "1 adapter shared": EngineConfig(["a0"] * n, "segments", plan.secondary_runs),
-        "8 distinct": EngineConfig(
-            [f"a{i % 8}" for i in range(n)], "segments", plan.secondary_runs
-        ),
-        "32 distinct": EngineConfig(distinct, "segments", plan.runs),
-        # gather copies max_rank weights per token: slow enough that one run has to do
-        "32 distinct, gather kernel": EngineConfig(distinct, "gather", 1),
+    configs = {
+        "no adapter": EngineConfig([None] * n, default, plan.runs),
+        "1 adapter shared": EngineConfig(["a0"] * n, default, plan.secondary_runs),
+        "8 distinct": EngineConfig([f"a{i % 8}" for i in range(n)], default, plan.secondary_runs),
+        "32 distinct": EngineConfig(distinct, default, plan.runs),
     }
+    for kernel in get_args(Kernel):
+        if kernel != default:
+            configs[f"32 distinct, {kernel} kernel"] = EngineConfig(
+                distinct, kernel, plan.secondary_runs
+            )
+    return configs
 
 
 def measure_engine(
@@ -317,7 +357,8 @@ def measure_engine(
     pool = AdapterPool(model, store, work / "cache-serving", settings["cpu_cache_bytes"])
     for i, folder in enumerate(folders):
         pool.register(f"a{i}", put_adapter(store, folder))
-    configs = engine_configs(len(prompts), plan)
+    default: Kernel = next(iter(model.lora_layers.values())).kernel
+    configs = engine_configs(len(prompts), plan, default)
     runs: dict[str, list[tuple[float, list[list[int]], int, int]]] = {name: [] for name in configs}
     scheduler = Scheduler(
         model, NoStopTokenizer(tokenizer), pool, max_batch=settings["max_batch"]
@@ -338,7 +379,7 @@ def measure_engine(
                     log.info("engine %s, run %d: %.1f s", name, round_ + 1, runs[name][-1][0])
     finally:
         scheduler.close()
-        model.set_kernel("segments")
+        model.set_kernel(default)
     results = {}
     for name, config in configs.items():
         seconds = [r[0] for r in runs[name]]
@@ -374,13 +415,14 @@ def hf_generate(
 ) -> tuple[float, list[list[int]]]:
     """One greedy ``generate`` of every prompt in one left-padded batch."""
     ids, mask = left_padded(prompts, pad_id)
+    ids, mask = ids.to(model.device), mask.to(model.device)
     started = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=tokens, do_sample=False, **kwargs
         )
+    new = out[:, ids.shape[1] :].cpu()  # [batch, tokens]
     seconds = time.perf_counter() - started
-    new = out[:, ids.shape[1] :]  # [batch, tokens]
     if new.shape[1] != tokens:
         raise RuntimeError(f"generate gave {new.shape[1]} new tokens, expected {tokens}")
     return seconds, new.tolist()
@@ -405,9 +447,15 @@ def timed_load(model: PeftModel, folder: Path, name: str) -> float:
 
 
 def measure_peft(
-    base_dir: Path, prompts: list[list[int]], folders: list[Path], pad_id: int, plan: Plan
+    base_dir: Path,
+    prompts: list[list[int]],
+    folders: list[Path],
+    pad_id: int,
+    plan: Plan,
+    device: str,
+    dtype: torch.dtype,
 ) -> dict[str, Any]:
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).to(device).eval()
     base.generation_config.eos_token_id = None  # stop tokens off, as in the engine runs
     n, tokens = len(prompts), plan.new_tokens
     throughput: dict[str, dict[str, Any]] = {}
@@ -474,29 +522,30 @@ def measure_peft(
 def cold_split(
     model: MultiLoraModel, store: DirectoryStore, cids: list[str], cache: Path
 ) -> dict[str, float]:
-    """The stages of a cold load timed one by one (the pool does the same steps in one call)."""
+    """The stages of a cold load timed one by one (the pool does the same steps in one call;
+    it writes the disk cache afterwards on a background thread, timed here last)."""
     stages: dict[str, list[float]] = {
         "fetch + verify": [],
-        "unpack to disk": [],
-        "validate + load": [],
-        "evict a slot": [],
+        "unpack in memory": [],
+        "validate + stack": [],
         "copy into slot": [],
+        "disk cache write (background)": [],
     }
     dtype = next(iter(model.lora_layers.values())).lora_a.dtype
     for cid in cids:
         t0 = time.perf_counter()
-        data = b"".join(store.iter_verified(cid))
+        data = store.get(cid)
         t1 = time.perf_counter()
-        folder = cache / cid
-        folder.mkdir(parents=True)
-        for name, content in unpack_adapter(data).items():
-            (folder / name).write_bytes(content)
+        files = unpack_adapter(data)
         t2 = time.perf_counter()
-        adapter = load_adapter(folder, model.spec, model.max_rank, dtype, name=cid)
+        adapter = parse_adapter(
+            files[CONFIG_FILE], files[WEIGHTS_FILE], model.spec, model.max_rank, dtype, cid
+        )
         t3 = time.perf_counter()
-        model.evict(0)  # a full device tier frees its LRU slot first
+        model.load_adapter(0, adapter)  # over the previous one, as the pool reuses a slot
+        synchronize()
         t4 = time.perf_counter()
-        model.load_adapter(0, adapter)
+        cache_adapter_files(cache, cid, files)
         t5 = time.perf_counter()
         for stage, seconds in zip(
             stages.values(), (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True
@@ -504,7 +553,9 @@ def cold_split(
             stage.append(seconds * 1000)
     model.evict(0)
     split = {name: round(statistics.median(ms), 2) for name, ms in stages.items()}
-    split["sum of medians"] = round(sum(split.values()), 2)
+    split["sum of medians (served)"] = round(
+        sum(v for k, v in split.items() if "background" not in k), 2
+    )
     return split
 
 
@@ -516,6 +567,7 @@ def cold_loads(pool: AdapterPool, cids: list[str], prefix: str) -> list[float]:
         pool.register(name, cid)
         started = time.perf_counter()
         pool.acquire(name)
+        synchronize()  # on a GPU the slot copy is asynchronous: count it
         times.append((time.perf_counter() - started) * 1000)
         pool.release(name)
         pool.unregister(name)  # keeps the resident count at the level being measured
@@ -559,10 +611,13 @@ def measure_cold(
     loaded = 0
     for level in levels:
         if level == levels[-1]:
+            pool.flush()  # files waiting for the disk writer are not resident adapters
             rss_from = rss_bytes()
             populate(pool, resident, loaded, memory_from + plan.memory_n)
+            pool.flush()
             rss_n = rss_bytes()
             populate(pool, resident, memory_from + plan.memory_n, level)
+            pool.flush()
             rss_all = rss_bytes()
             num_bytes = pool.stats().cpu_bytes // pool.stats().cpu_adapters
             memory = {
@@ -616,6 +671,7 @@ def targets_of(
 ) -> list[dict[str, Any]]:
     none = engine["no adapter"]["tokens_per_s"]
     distinct = engine["32 distinct"]["tokens_per_s"]
+    kernel = engine["32 distinct"]["kernel"]
     peft_mixed = peft["throughput"]["PEFT mixed batch, 32 distinct"]["tokens_per_s"]
     levels = cold["levels"]
     first, last = levels[min(levels)]["p50_ms"], levels[max(levels)]["p50_ms"]
@@ -623,13 +679,13 @@ def targets_of(
     memory = cold["memory"]["points"][-1]["ratio_to_num_bytes"]
     rows = [
         (
-            "engine 32 distinct / engine no adapter",
+            f"engine 32 distinct / engine no adapter ({kernel} kernel)",
             distinct / none,
             f">= {TARGET_LORA_VS_BASE}",
             distinct / none >= TARGET_LORA_VS_BASE,
         ),
         (
-            "engine 32 distinct / PEFT mixed batch 32 distinct",
+            f"engine 32 distinct ({kernel} kernel) / PEFT mixed batch 32 distinct",
             distinct / peft_mixed,
             f">= {TARGET_VS_PEFT}",
             distinct / peft_mixed >= TARGET_VS_PEFT,
@@ -785,12 +841,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run of every part")
     parser.add_argument(
-        "--out", type=Path, help="results JSON (default bench/results/serving.json)"
+        "--out", type=Path, help="results JSON (default bench/results/serving[-DEVICE].json)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 ...")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument(
+        "--base", type=Path, help="base model folder (default: SmolLM2, converted if needed)"
+    )
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="the base's architecture with random weights (where its checkpoint cannot be)",
     )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
-    default_out = Path(tempfile.gettempdir()) / "serving-quick.json"
-    out: Path = args.out or (default_out if args.quick else RESULTS_DIR / "serving.json")
+    dtype = DTYPES[args.dtype]
+    device_kind = torch.device(args.device).type
+    name = "serving" if device_kind == "cpu" else f"serving-{device_kind}"
+    default_out = Path(tempfile.gettempdir()) / f"{name}-quick.json"
+    out: Path = args.out or (default_out if args.quick else RESULTS_DIR / f"{name}.json")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     log.setLevel(logging.INFO)
     transformers.logging.set_verbosity_error()
@@ -807,21 +876,27 @@ def main() -> int:
 
     fields = NodeSettings.model_fields
     settings = {k: fields[k].default for k in ("slots", "max_rank", "max_batch", "cpu_cache_bytes")}
-    base_dir = ensure_smollm2(PROJECT_ROOT / ".data")
+    base_dir = args.base or ensure_smollm2(PROJECT_ROOT / ".data")
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     prompts = prompts_of(tokenizer)
     pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         work = Path(tmp)
+        if args.random_weights:
+            base_dir = random_weights_copy(base_dir, work / base_dir.name)
         factory = AdapterFactory(base_dir, work / "peft-template")
         folders = [factory.write(work / "adapters" / f"a{i}", seed=i) for i in range(REQUESTS)]
         model = MultiLoraModel.from_pretrained(
-            base_dir, slots=settings["slots"], max_rank=settings["max_rank"]
+            base_dir,
+            slots=settings["slots"],
+            max_rank=settings["max_rank"],
+            dtype=dtype,
+            device=args.device,
         )
         with phase("engine throughput", phases):
             engine = measure_engine(model, tokenizer, prompts, folders, work, plan, settings)
         with phase("PEFT baselines", phases):
-            peft = measure_peft(base_dir, prompts, folders, pad_id, plan)
+            peft = measure_peft(base_dir, prompts, folders, pad_id, plan, args.device, dtype)
         with phase("cold load and memory", phases):
             cold = measure_cold(model, factory, work, plan)
     hf = peft["throughput"]
@@ -842,11 +917,15 @@ def main() -> int:
     strip_tokens(hf)
     lengths = [len(p) for p in prompts]
     result = {
-        "machine": machine(),
+        "machine": {**machine(), **accelerator(args.device)},
         "quick": args.quick,
         "setup": {
             "base_model": base_dir.name,
-            "dtype": "float32",
+            "weights": "random (seeded), same architecture"
+            if args.random_weights
+            else "pretrained",
+            "device": args.device,
+            "dtype": args.dtype,
             "torch_threads": torch.get_num_threads(),
             "engine": {**settings, "wrapped_modules": sorted(model.target_modules)},
             "adapters": {

@@ -33,6 +33,15 @@ class CIDMismatchError(ContentStoreError):
         self.actual = actual
 
 
+class ContentTooLargeError(ContentStoreError):
+    """Content under a CID is larger than the caller accepts: refused before it is read."""
+
+    def __init__(self, cid: str, limit: int) -> None:
+        super().__init__(f"content stored under {cid} exceeds {limit} bytes")
+        self.cid = cid
+        self.limit = limit
+
+
 def iter_chunks(source: Source, size: int = CHUNK_SIZE) -> Iterator[bytes]:
     """Chunks of ``source``: bytes, a binary file object, a path, or an iterable of chunks."""
     if isinstance(source, bytes | bytearray | memoryview):
@@ -71,9 +80,16 @@ class ContentStore(ABC):
     def pin(self, cid: str) -> None:
         """Keeps ``cid`` from garbage collection. Raises :class:`ContentNotFoundError`."""
 
-    def get(self, cid: str) -> bytes:
-        """The verified content of ``cid``."""
-        return b"".join(self.iter_verified(cid))
+    def get(self, cid: str, max_bytes: int | None = None) -> bytes:
+        """The verified content of ``cid``; :class:`ContentTooLargeError` past ``max_bytes``."""
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in self.iter_verified(cid):
+            size += len(chunk)
+            if max_bytes is not None and size > max_bytes:
+                raise ContentTooLargeError(cid, max_bytes)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     @staticmethod
     def verify(cid: str, data: bytes) -> None:

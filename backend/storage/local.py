@@ -17,6 +17,7 @@ from backend.storage.base import (
     CIDMismatchError,
     ContentNotFoundError,
     ContentStore,
+    ContentTooLargeError,
     Source,
     iter_chunks,
 )
@@ -24,6 +25,8 @@ from backend.storage.cid import CID
 from backend.storage.unixfs import CHUNK_SIZE, UnixFSHasher
 
 log = logging.getLogger(__name__)
+
+READ_ONCE_BYTES = 64 << 20  # content up to this size is read into memory once, then hashed
 
 
 class DirectoryStore(ContentStore):
@@ -70,15 +73,49 @@ class DirectoryStore(ContentStore):
         except FileNotFoundError:
             raise ContentNotFoundError(cid) from None
         with f:
+            if os.fstat(f.fileno()).st_size <= READ_ONCE_BYTES:
+                yield from self._verified_in_memory(cid, f.read())
+                return
             hasher = UnixFSHasher()
             for chunk in iter(lambda: f.read(CHUNK_SIZE), b""):
                 hasher.update(chunk)
-            actual = hasher.finalize()
-            if actual != cid:
-                log.error("content under %s hashes to %s", cid, actual)
-                raise CIDMismatchError(cid, actual)
+            self._check(cid, hasher.finalize())
             f.seek(0)
             yield from iter(lambda: f.read(CHUNK_SIZE), b"")
+
+    def get(self, cid: str, max_bytes: int | None = None) -> bytes:
+        """Reads the file once and hashes it in memory (no chunk copies, no second read)."""
+        path = self._path(cid)
+        try:
+            f = path.open("rb")
+        except FileNotFoundError:
+            raise ContentNotFoundError(cid) from None
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            if max_bytes is not None and size > max_bytes:
+                raise ContentTooLargeError(cid, max_bytes)
+            if size > READ_ONCE_BYTES:
+                return super().get(cid, max_bytes)
+            data = f.read()
+        hasher = UnixFSHasher()
+        hasher.update(data)
+        self._check(cid, hasher.finalize())
+        return data
+
+    def _verified_in_memory(self, cid: str, data: bytes) -> Iterator[bytes]:
+        """Small content is read once and hashed in memory (one read, not two)."""
+        hasher = UnixFSHasher()
+        hasher.update(data)
+        self._check(cid, hasher.finalize())
+        view = memoryview(data)
+        for start in range(0, len(data), CHUNK_SIZE):
+            yield bytes(view[start : start + CHUNK_SIZE])
+
+    @staticmethod
+    def _check(cid: str, actual: str) -> None:
+        if actual != cid:
+            log.error("content under %s hashes to %s", cid, actual)
+            raise CIDMismatchError(cid, actual)
 
     def has(self, cid: str) -> bool:
         return self._path(cid).exists()

@@ -63,13 +63,23 @@ class UnixFSHasher:
     def update(self, data: bytes | bytearray | memoryview) -> None:
         if self._done:
             raise ValueError("update() after finalize()")
-        self.size += len(data)
-        self._buffer += data
-        while len(self._buffer) > CHUNK_SIZE:  # keep the last chunk until finalize()
-            self._add_leaf(bytes(self._buffer[:CHUNK_SIZE]))
-            del self._buffer[:CHUNK_SIZE]
+        view = memoryview(data).cast("B")
+        self.size += len(view)
+        if self._buffer:  # complete the pending chunk first
+            take = CHUNK_SIZE - len(self._buffer)
+            self._buffer += view[:take]
+            view = view[take:]
+            if not view:
+                return  # a full chunk is kept until more data (or finalize) says it is a leaf
+            self._add_leaf(self._buffer)
+            self._buffer = bytearray()
+        # whole chunks are hashed in place (no copies: hashing dominates cold adapter loads)
+        while len(view) > CHUNK_SIZE:  # keep the last chunk until finalize()
+            self._add_leaf(view[:CHUNK_SIZE])
+            view = view[CHUNK_SIZE:]
+        self._buffer += view
 
-    def _add_leaf(self, chunk: bytes) -> None:
+    def _add_leaf(self, chunk: bytes | bytearray | memoryview) -> None:
         self._push(0, _Link(CID(RAW, hashlib.sha256(chunk).digest()), len(chunk), len(chunk)))
 
     def _push(self, level: int, link: _Link) -> None:

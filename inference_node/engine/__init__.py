@@ -1,7 +1,14 @@
 """Serving engine: one base model, many LoRA adapters in one batched forward, continuously
 batched requests with streaming."""
 
-from inference_node.engine.adapters import AdapterError, BaseModelSpec, LoraAdapter, load_adapter
+from inference_node.engine.adapters import (
+    AdapterError,
+    BaseModelSpec,
+    LoraAdapter,
+    ModuleWeights,
+    load_adapter,
+    parse_adapter,
+)
 from inference_node.engine.kv_cache import BatchKVCache
 from inference_node.engine.lora import BatchedLoraLinear, LoraBatch, LoraContext
 from inference_node.engine.model import MultiLoraModel
@@ -27,6 +34,7 @@ __all__ = [
     "LoraAdapter",
     "LoraBatch",
     "LoraContext",
+    "ModuleWeights",
     "MultiLoraModel",
     "PoolExhaustedError",
     "PoolStats",
@@ -36,4 +44,5 @@ __all__ = [
     "SchedulerStats",
     "TextDelta",
     "load_adapter",
+    "parse_adapter",
 ]

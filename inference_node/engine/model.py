@@ -32,7 +32,7 @@ class MultiLoraModel(nn.Module):
         slots: int,
         max_rank: int,
         target_modules: tuple[str, ...] = LLAMA_PROJECTIONS,
-        kernel: Kernel = "segments",
+        kernel: Kernel = "auto",
     ) -> None:
         super().__init__()
         unknown = sorted(set(target_modules) - set(LLAMA_PROJECTIONS))
@@ -46,11 +46,39 @@ class MultiLoraModel(nn.Module):
         self.target_modules = frozenset(target_modules)
         self.context = LoraContext()
         self.lora_layers: dict[tuple[int, str], BatchedLoraLinear] = {}
-        for index, layer in enumerate(model.model.layers):
-            for name in target_modules:
+        # per projection, every layer's slots in one buffer: [layers, slots + 1, max_rank, dim],
+        # so that loading or evicting an adapter is a few copies per projection, not per layer
+        self.stacked: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        weight = model.model.layers[0].self_attn.q_proj.weight
+        layers = model.model.layers
+        for name in target_modules:
+            in_features, out_features = self.spec.projections[name]
+            stack_a = torch.zeros(
+                len(layers),
+                slots + 1,
+                max_rank,
+                in_features,
+                dtype=weight.dtype,
+                device=weight.device,
+            )
+            stack_b = torch.zeros(
+                len(layers),
+                slots + 1,
+                max_rank,
+                out_features,
+                dtype=weight.dtype,
+                device=weight.device,
+            )
+            self.stacked[name] = (stack_a, stack_b)
+            for index, layer in enumerate(layers):
                 parent = layer.self_attn if name in ATTENTION_PROJECTIONS else layer.mlp
                 wrapped = BatchedLoraLinear(
-                    getattr(parent, name), slots, max_rank, self.context, kernel=kernel
+                    getattr(parent, name),
+                    slots,
+                    max_rank,
+                    self.context,
+                    kernel=kernel,
+                    buffers=(stack_a[index], stack_b[index]),
                 )
                 setattr(parent, name, wrapped)
                 self.lora_layers[(index, name)] = wrapped
@@ -94,19 +122,40 @@ class MultiLoraModel(nn.Module):
                 f"adapter {adapter.name}: targets {missing}, which this engine does not wrap "
                 f"(wrapped: {sorted(self.target_modules)})"
             )
-        for key, layer in self.lora_layers.items():
-            weights = adapter.weights.get(key)
+        rank = adapter.rank
+        for module, (stack_a, stack_b) in self.stacked.items():
+            weights = adapter.modules.get(module)
+            every_layer = weights is not None and len(weights.layers) == stack_a.shape[0]
+            # an adapter on every layer overwrites ranks [0, rank) of all of them: clear above
+            self._clear_module(slot, module, keep=rank if every_layer else 0)
             if weights is None:
-                layer.clear_slot(slot)
+                continue
+            if every_layer:
+                stack_a[:, slot, :rank].copy_(weights.a)
+                stack_b[:, slot, :rank].copy_(weights.b_t)
             else:
-                a, b = weights
-                layer.set_slot(slot, a.to(layer.lora_a.dtype), b.to(layer.lora_b.dtype))
+                index = torch.tensor(weights.layers, device=stack_a.device)
+                stack_a[index, slot, :rank] = weights.a.to(stack_a.device, stack_a.dtype)
+                stack_b[index, slot, :rank] = weights.b_t.to(stack_b.device, stack_b.dtype)
+            for layer in weights.layers:
+                self.lora_layers[(layer, module)].ranks[slot] = rank
         self.slot_adapters[slot] = adapter.name
+
+    def _clear_module(self, slot: int, module: str, keep: int) -> None:
+        """Zeroes ``slot``'s ranks from ``keep`` up to the largest in use, in every layer."""
+        layers = [self.lora_layers[(i, module)] for i in range(self.spec.num_layers)]
+        stale = max(layer.ranks[slot] for layer in layers)
+        if stale > keep:
+            stack_a, stack_b = self.stacked[module]
+            stack_a[:, slot, keep:stale].zero_()
+            stack_b[:, slot, keep:stale].zero_()
+        for layer in layers:
+            layer.ranks[slot] = min(layer.ranks[slot], keep)
 
     def evict(self, slot: int) -> None:
         self._check_slot(slot)
-        for layer in self.lora_layers.values():
-            layer.clear_slot(slot)
+        for module in self.stacked:
+            self._clear_module(slot, module, keep=0)
         self.slot_adapters[slot] = None
 
     def _token_slots(self, slots: torch.Tensor, shape: torch.Size) -> torch.Tensor:

@@ -16,7 +16,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from backend.storage.base import CIDMismatchError, ContentStore
+from backend.storage.base import CIDMismatchError, ContentStore, ContentTooLargeError
 from backend.storage.cid import CID, InvalidCIDError
 from inference_node.engine.adapters import CONFIG_FILE, WEIGHTS_FILE, AdapterError
 
@@ -103,44 +103,45 @@ def unpack_adapter(
 
 
 def _read_verified(store: ContentStore, cid: str, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
     try:
-        for chunk in store.iter_verified(cid):
-            size += len(chunk)
-            if size > limit:
-                raise AdapterError(f"adapter {cid}: archive exceeds {limit} bytes")
-            chunks.append(chunk)
+        return store.get(cid, max_bytes=limit)
+    except ContentTooLargeError as exc:
+        raise AdapterError(f"adapter {cid}: archive exceeds {limit} bytes") from exc
     except CIDMismatchError as exc:
         raise AdapterError(f"adapter {cid}: content failed verification: {exc}") from exc
-    return b"".join(chunks)
 
 
-def adapter_cache_path(cache_dir: str | Path, cid: str) -> Path:
-    """Where ``fetch_adapter`` keeps the unpacked adapter of ``cid``."""
+def _parse_cid(cid: str) -> str:
     try:
-        return Path(cache_dir) / str(CID.parse(cid))
+        return str(CID.parse(cid))
     except InvalidCIDError as exc:
         raise AdapterError(f"adapter {cid!r}: {exc}") from exc
 
 
-def fetch_adapter(
-    store: ContentStore,
-    cid: str,
-    cache_dir: str | Path,
-    max_weights_bytes: int = MAX_WEIGHTS_BYTES,
-) -> Path:
-    """The adapter folder of ``cid`` in ``cache_dir``, fetched verified and unpacked if absent.
+def adapter_cache_path(cache_dir: str | Path, cid: str) -> Path:
+    """Where ``fetch_adapter`` keeps the unpacked adapter of ``cid``."""
+    return Path(cache_dir) / _parse_cid(cid)
 
-    A folder appears in the cache only complete (unpacked aside, then renamed into place), so
-    an existing one is reused as is. Raises :class:`AdapterError` for content that fails
-    verification or is not an adapter archive; a missing CID raises the store's error.
+
+def fetch_adapter_files(
+    store: ContentStore, cid: str, max_weights_bytes: int = MAX_WEIGHTS_BYTES
+) -> dict[str, bytes]:
+    """The two files of the adapter archive ``cid``, read from ``store`` and verified.
+
+    Raises :class:`AdapterError` for content that fails verification or is not an adapter
+    archive; a missing CID raises the store's error.
     """
+    cid = _parse_cid(cid)
+    limit = MAX_CONFIG_BYTES + max_weights_bytes + _TAR_OVERHEAD
+    return unpack_adapter(_read_verified(store, cid, limit), max_weights_bytes, source=cid)
+
+
+def cache_adapter_files(cache_dir: str | Path, cid: str, files: dict[str, bytes]) -> Path:
+    """Writes an adapter's files into its cache folder, which appears only complete
+    (written aside, then renamed into place); an existing folder is kept as is."""
     final = adapter_cache_path(cache_dir, cid)
     if final.is_dir():
         return final
-    limit = MAX_CONFIG_BYTES + max_weights_bytes + _TAR_OVERHEAD
-    files = unpack_adapter(_read_verified(store, cid, limit), max_weights_bytes, source=cid)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=".incoming-"))
     try:
@@ -157,3 +158,16 @@ def fetch_adapter(
         raise
     log.debug("cached adapter %s in %s", cid, final)
     return final
+
+
+def fetch_adapter(
+    store: ContentStore,
+    cid: str,
+    cache_dir: str | Path,
+    max_weights_bytes: int = MAX_WEIGHTS_BYTES,
+) -> Path:
+    """The adapter folder of ``cid`` in ``cache_dir``, fetched verified and unpacked if absent."""
+    final = adapter_cache_path(cache_dir, cid)
+    if final.is_dir():
+        return final
+    return cache_adapter_files(cache_dir, cid, fetch_adapter_files(store, cid, max_weights_bytes))

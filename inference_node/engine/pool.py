@@ -4,7 +4,8 @@ Three tiers, as in vLLM's two-tier LRU plus a disk cache:
 
 - registry: name -> CID, free (thousands of adapters cost a dict entry each);
 - disk: unpacked adapter folders in ``cache_dir``, fetched verified from the content store,
-  LRU, bounded by ``disk_capacity_bytes`` when set (found again after a restart);
+  LRU, bounded by ``disk_capacity_bytes`` when set (found again after a restart); written by
+  a background thread after the adapter is served from memory (``flush`` waits for it);
 - CPU: validated :class:`LoraAdapter` objects, LRU, bounded by ``cpu_capacity_bytes``;
 - device: the model's preallocated slots, LRU over slots that are neither pinned nor in use.
 
@@ -21,15 +22,28 @@ import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from backend.storage.base import ContentStore
 from backend.storage.cid import CID, InvalidCIDError
-from inference_node.engine.adapters import AdapterError, LoraAdapter, load_adapter
+from inference_node.engine.adapters import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    AdapterError,
+    LoraAdapter,
+    load_adapter,
+    parse_adapter,
+)
 from inference_node.engine.model import MultiLoraModel
-from inference_node.engine.packaging import MAX_WEIGHTS_BYTES, adapter_cache_path, fetch_adapter
+from inference_node.engine.packaging import (
+    MAX_WEIGHTS_BYTES,
+    adapter_cache_path,
+    cache_adapter_files,
+    fetch_adapter_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +122,8 @@ class AdapterPool:
         self._device: OrderedDict[str, int] = OrderedDict()  # name -> slot, LRU first
         self._callbacks: list[EvictCallback] = []
         self._disk = self._scan_disk()  # CID -> bytes of its unpacked folder, LRU first
+        self._pending_disk: dict[str, dict[str, bytes]] = {}  # CID -> files being written
+        self._disk_writer = ThreadPoolExecutor(1, thread_name_prefix="adapter-disk-cache")
         self._counts = dict.fromkeys(
             (
                 "hits",
@@ -278,13 +294,7 @@ class AdapterPool:
             self._cpu.move_to_end(name)
             return adapter
         try:
-            if not adapter_cache_path(self.cache_dir, cid).is_dir():
-                self._counts["fetches"] += 1
-            folder = fetch_adapter(self.store, cid, self.cache_dir, self.max_weights_bytes)
-            self._touch_disk(cid, folder)
-            adapter = load_adapter(
-                folder, self.model.spec, self.model.max_rank, self.dtype, name=name
-            )
+            adapter = self._read_adapter(name, cid)
             unwrapped = sorted(adapter.target_modules - self.model.target_modules)
             if unwrapped:
                 raise AdapterError(
@@ -297,6 +307,49 @@ class AdapterPool:
         self._counts["loads"] += 1
         self._admit_cpu(name, adapter)
         return adapter
+
+    def _read_adapter(self, name: str, cid: str) -> LoraAdapter:
+        """From the disk cache, or fetched from the store and parsed in memory.
+
+        The cold path does no disk round trip before serving: the files are written to the
+        disk cache in the background, and read from memory until they are there.
+        """
+        spec, max_rank = self.model.spec, self.model.max_rank
+        files = self._pending_disk.get(cid)
+        if files is None:
+            folder = adapter_cache_path(self.cache_dir, cid)
+            if folder.is_dir():
+                self._touch_disk(cid, folder)
+                return load_adapter(folder, spec, max_rank, self.dtype, name=name)
+            self._counts["fetches"] += 1
+            files = fetch_adapter_files(self.store, cid, self.max_weights_bytes)
+        adapter = parse_adapter(
+            files[CONFIG_FILE], files[WEIGHTS_FILE], spec, max_rank, self.dtype, name, cid
+        )
+        if cid not in self._pending_disk:  # only adapters that validated are cached
+            self._pending_disk[cid] = files
+            self._disk_writer.submit(self._write_disk_cache, cid, files)
+        return adapter
+
+    def _write_disk_cache(self, cid: str, files: dict[str, bytes]) -> None:
+        folder: Path | None = None
+        try:
+            folder = cache_adapter_files(self.cache_dir, cid, files)
+        except OSError as exc:  # a full disk costs a later re-fetch, never a request
+            log.warning("adapter %s not written to the disk cache: %s", cid, exc)
+        finally:
+            with self._lock:
+                del self._pending_disk[cid]
+                if folder is not None:
+                    self._touch_disk(cid, folder)
+
+    def flush(self) -> None:
+        """Waits until every adapter fetched so far is in the disk cache."""
+        self._disk_writer.submit(lambda: None).result()
+
+    def close(self) -> None:
+        """Finishes the pending disk cache writes and stops the writer thread."""
+        self._disk_writer.shutdown(wait=True)
 
     def _scan_disk(self) -> OrderedDict[str, int]:
         """The disk cache left by earlier runs, least recently used (oldest mtime) first."""

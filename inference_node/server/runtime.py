@@ -163,6 +163,7 @@ class NodeRuntime:
             self._loop.join()
             self._loop = None
         self.engine.close()
+        self.pool.flush()  # adapters fetched this run are on disk for the next
         self.ledger.close()
 
     def _background(self) -> None:

@@ -20,6 +20,7 @@ class AdapterRecipe:
     alpha: int
     targets: tuple[str, ...]
     rslora: bool = False
+    layers: tuple[int, ...] | None = None  # PEFT's layers_to_transform; None = every layer
 
 
 RECIPES = {
@@ -61,6 +62,7 @@ def build_adapter(base_folder: Path, folder: Path, recipe: AdapterRecipe, seed: 
         lora_alpha=recipe.alpha,
         target_modules=list(recipe.targets),
         use_rslora=recipe.rslora,
+        layers_to_transform=list(recipe.layers) if recipe.layers is not None else None,
         init_lora_weights=False,
         lora_dropout=0.0,
         task_type="CAUSAL_LM",

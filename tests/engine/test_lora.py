@@ -1,4 +1,4 @@
-"""BatchedLoraLinear: per-token slots, both kernels, in-place slot updates."""
+"""BatchedLoraLinear: per-token slots, every kernel, in-place slot updates."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from inference_node.engine import BatchedLoraLinear, LoraBatch, LoraContext
 
 IN, OUT, SLOTS, MAX_RANK = 24, 40, 4, 8
 RANKS = (8, 3, 5, 1)
+LOADED: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # slot -> the (A, B) given to set_slot
 
 
 @pytest.fixture
@@ -17,7 +18,9 @@ def layer() -> BatchedLoraLinear:
     torch.manual_seed(0)
     wrapped = BatchedLoraLinear(nn.Linear(IN, OUT), SLOTS, MAX_RANK, LoraContext())
     for slot, rank in enumerate(RANKS):
-        wrapped.set_slot(slot, torch.randn(rank, IN), torch.randn(OUT, rank))
+        a, b = torch.randn(rank, IN), torch.randn(OUT, rank)
+        wrapped.set_slot(slot, a, b)
+        LOADED[slot] = (a, b)
     return wrapped
 
 
@@ -26,8 +29,7 @@ def reference(layer: BatchedLoraLinear, x: torch.Tensor, indices: list[int]) -> 
     for token, slot in zip(x, indices, strict=True):
         y = layer.base(token)
         if slot >= 0:
-            rank = RANKS[slot]
-            a, b = layer.lora_a[slot, :rank], layer.lora_b[slot, :, :rank]
+            a, b = LOADED[slot]
             y = y + b @ (a @ token)
         rows.append(y)
     return torch.stack(rows)
@@ -38,7 +40,7 @@ def test_lora_batch_segments_are_contiguous_runs_without_no_adapter() -> None:
     assert batch.segments == [(0, 3, 2), (6, 7, 2), (7, 9, 0)]
 
 
-@pytest.mark.parametrize("kernel", ["segments", "gather"])
+@pytest.mark.parametrize("kernel", ["auto", "segments", "gather"])
 def test_forward_matches_per_token_reference(layer: BatchedLoraLinear, kernel: str) -> None:
     layer.kernel = kernel  # type: ignore[assignment]
     indices = [0, 0, 1, -1, 3, 2, 2, 0, -1, 1]
@@ -48,6 +50,20 @@ def test_forward_matches_per_token_reference(layer: BatchedLoraLinear, kernel: s
     assert y.shape == (2, 5, OUT)
     expected = reference(layer, x.reshape(-1, IN), indices).reshape(2, 5, OUT)
     torch.testing.assert_close(y, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_slot_weights_returns_what_set_slot_stored(layer: BatchedLoraLinear) -> None:
+    for slot, (a, b) in LOADED.items():
+        stored_a, stored_b = layer.slot_weights(slot)
+        assert torch.equal(stored_a, a) and torch.equal(stored_b, b)
+
+
+def test_auto_kernel_gathers_only_for_short_runs() -> None:
+    decode = LoraBatch.from_indices(torch.tensor([0, 1, 2, 3, -1, 0]))  # one token per run
+    prefill = LoraBatch.from_indices(torch.tensor([0] * 8 + [1] * 8))  # long runs
+    single = LoraBatch.from_indices(torch.tensor([2]))
+    assert decode.prefers_gather
+    assert not prefill.prefers_gather and not single.prefers_gather
 
 
 def test_forward_without_batch_is_base(layer: BatchedLoraLinear) -> None:
@@ -61,7 +77,7 @@ def test_set_slot_updates_buffers_in_place_and_zero_pads(layer: BatchedLoraLinea
     assert (layer.lora_a.data_ptr(), layer.lora_b.data_ptr()) == storage
     assert layer.ranks[0] == 2
     assert layer.lora_a[0, 2:].abs().sum() == 0
-    assert layer.lora_b[0, :, 2:].abs().sum() == 0
+    assert layer.lora_b[0, 2:].abs().sum() == 0
     layer.clear_slot(0)
     assert layer.ranks[0] == 0 and layer.lora_a[0].abs().sum() == 0
 

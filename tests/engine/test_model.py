@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from inference_node.engine import MultiLoraModel, load_adapter
-from tests.engine.conftest import MAX_RANK, VOCAB, load_base, peft_reference
+from tests.engine.conftest import (
+    MAX_RANK,
+    VOCAB,
+    AdapterRecipe,
+    build_adapter,
+    load_base,
+    peft_reference,
+)
 
 ADAPTER_ORDER = ("attn_qv_r4", "all_r8", "mlp_r2_rslora", "ko_r16")
 # row -> slot; -1 = base model; slot 0 appears twice, not adjacent
@@ -112,12 +119,13 @@ def test_greedy_right_padding_equals_left_padding(engine: MultiLoraModel) -> Non
 def test_gather_kernel_matches_segments_kernel(engine: MultiLoraModel) -> None:
     ids, mask = pad_batch(make_prompts(), "left")
     slots = torch.tensor(ROW_SLOTS)
-    segments = engine(ids, mask, slots)
-    engine.set_kernel("gather")
+    engine.set_kernel("segments")
     try:
+        segments = engine(ids, mask, slots)
+        engine.set_kernel("gather")
         gathered = engine(ids, mask, slots)
     finally:
-        engine.set_kernel("segments")
+        engine.set_kernel("auto")
     torch.testing.assert_close(gathered, segments, atol=ATOL, rtol=0)
 
 
@@ -140,3 +148,33 @@ def test_evicted_slot_serves_base_and_reload_restores(
     with pytest.raises(ValueError, match="slot 1 holds no adapter"):
         model(prompt, mask, torch.tensor([1]))
     torch.testing.assert_close(model(prompt, mask, torch.tensor([-1])), base, atol=ATOL, rtol=0)
+
+
+def test_adapter_on_some_layers_replaces_a_full_one_in_its_slot(
+    base_folder: Path, adapter_folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """Slots are loaded a projection at a time over all layers; an adapter on layer 1 only
+    must leave layer 0 of the slot clean after a full-rank adapter held it."""
+    recipe = AdapterRecipe(8, 16, ("q_proj", "down_proj"), layers=(1,))
+    folder = build_adapter(base_folder, tmp_path / "layer1", recipe, seed=9)
+    model = MultiLoraModel(load_base(base_folder), slots=2, max_rank=MAX_RANK)
+    partial = load_adapter(folder, model.spec, MAX_RANK)
+    assert {module: w.layers for module, w in partial.modules.items()} == {
+        "q_proj": (1,),
+        "down_proj": (1,),
+    }
+    model.load_adapter(0, load_adapter(adapter_folders["ko_r16"], model.spec, MAX_RANK))
+    model.load_adapter(0, load_adapter(adapter_folders["all_r8"], model.spec, MAX_RANK))
+    model.load_adapter(0, partial)
+    prompt = torch.tensor([make_prompts()[2]])  # [1, len]
+    with torch.no_grad():
+        expected = peft_reference(base_folder, folder)(input_ids=prompt).logits
+    got = model(prompt, torch.ones_like(prompt), torch.tensor([0]))
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+    assert model.lora_layers[(0, "q_proj")].ranks[0] == 0
+    assert model.lora_layers[(1, "q_proj")].ranks[0] == 8
+    assert model.lora_layers[(1, "k_proj")].ranks[0] == 0
+    for module, (stack_a, stack_b) in model.stacked.items():
+        rows = 8 if module in {"q_proj", "down_proj"} else 0
+        assert stack_a[0, 0].abs().sum() == 0 and stack_b[0, 0].abs().sum() == 0
+        assert stack_a[1, 0, rows:].abs().sum() == 0 and stack_b[1, 0, rows:].abs().sum() == 0

@@ -17,6 +17,7 @@ import torch
 from backend.storage.local import DirectoryStore
 from backend.storage.unixfs import compute_cid
 from inference_node.engine import AdapterError, MultiLoraModel, load_adapter
+from inference_node.engine import pool as pool_module
 from inference_node.engine.adapters import CONFIG_FILE, WEIGHTS_FILE
 from inference_node.engine.packaging import fetch_adapter, pack_adapter, put_adapter
 from inference_node.engine.pool import AdapterPool, PoolExhaustedError
@@ -37,6 +38,10 @@ class CountingStore(DirectoryStore):
     def iter_verified(self, cid: str) -> Iterator[bytes]:
         self.reads += 1
         return super().iter_verified(cid)
+
+    def get(self, cid: str, max_bytes: int | None = None) -> bytes:
+        self.reads += 1
+        return super().get(cid, max_bytes)
 
 
 def make_tar(entries: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
@@ -176,6 +181,12 @@ MALFORMED = {
         "limit 4096",
     ),
 }
+
+
+def test_fetch_refuses_an_archive_over_the_size_limit(store: CountingStore, tmp_path: Path) -> None:
+    cid = store.put(b"\0" * (4096 + 1024 + (16 << 10) + (1 << 20) + 1))
+    with pytest.raises(AdapterError, match="archive exceeds"):
+        fetch_adapter(store, cid, tmp_path / "cache", max_weights_bytes=4096)
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
@@ -396,6 +407,7 @@ def test_disk_cache_keeps_the_most_recent_adapters_within_its_capacity(
     unbounded = pool_with(None)
     for name in NAMES:
         use(unbounded, name)
+    unbounded.flush()  # the disk cache is written in the background
     folder_bytes = {
         name: sum(f.stat().st_size for f in (tmp_path / "cache" / cid).iterdir())
         for name, cid in cids.items()
@@ -413,4 +425,54 @@ def test_disk_cache_keeps_the_most_recent_adapters_within_its_capacity(
     evicted = [name for name in NAMES if not (tmp_path / "cache" / cids[name]).is_dir()]
     assert evicted and "all_r8" not in evicted
     use(pool, evicted[0])  # fetched again from the store, verified
+    pool.flush()
     assert store.reads == reads + 1 and pool.stats().disk_bytes <= capacity
+
+
+def test_cold_load_serves_from_memory_while_the_disk_write_is_pending(
+    make_pool: Callable[..., AdapterPool],
+    store: CountingStore,
+    cids: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = threading.Event()
+    written = pool_module.cache_adapter_files
+
+    def slow_disk(cache_dir: Path, cid: str, files: dict[str, bytes]) -> Path:
+        release.wait(timeout=30)
+        return written(cache_dir, cid, files)
+
+    monkeypatch.setattr(pool_module, "cache_adapter_files", slow_disk)
+    pool = make_pool(slots=1, cpu_capacity_bytes=0)
+    first, second = NAMES[:2]
+    use(pool, first)  # served while its files are still in flight to the disk
+    use(pool, second)  # takes the only slot; the CPU tier holds nothing
+    use(pool, first)  # again: from the pending files, not a second read of the store
+    assert store.reads == 2
+    assert not (tmp_path / "cache" / cids[first]).exists()
+    release.set()
+    pool.flush()
+    assert (tmp_path / "cache" / cids[first]).is_dir()
+    assert pool.stats().disk_adapters == 2
+
+
+def test_a_failed_disk_write_costs_a_refetch_not_a_request(
+    make_pool: Callable[..., AdapterPool],
+    store: CountingStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def full_disk(cache_dir: Path, cid: str, files: dict[str, bytes]) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pool_module, "cache_adapter_files", full_disk)
+    pool = make_pool(slots=1, cpu_capacity_bytes=0)
+    first, second = NAMES[:2]
+    use(pool, first)
+    pool.flush()
+    assert "not written to the disk cache" in caplog.text
+    use(pool, second)
+    use(pool, first)  # neither memory nor disk holds it: read from the store again
+    pool.flush()
+    assert store.reads == 3 and pool.stats().disk_adapters == 0

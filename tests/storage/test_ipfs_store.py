@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from backend.storage.base import ContentNotFoundError, copy_content
+from backend.storage.base import ContentNotFoundError, ContentTooLargeError, copy_content
 from backend.storage.local import DirectoryStore
 from backend.storage.unixfs import CHUNK_SIZE, compute_cid
 
@@ -38,6 +38,9 @@ def test_ipfs_store_reads_back_verified_bytes(ipfs_store, ipfs_daemon):
     assert ipfs_store.has(cid)
     assert ipfs_store.get(cid) == data
     assert cat_over_http(ipfs_daemon.api_url, cid) == data  # the node itself serves it
+    assert ipfs_store.get(cid, max_bytes=len(data)) == data
+    with pytest.raises(ContentTooLargeError):
+        ipfs_store.get(cid, max_bytes=len(data) - 1)
 
 
 def test_content_added_through_one_store_is_readable_through_the_other(ipfs_store, local_store):

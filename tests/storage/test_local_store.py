@@ -8,14 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from backend.storage.base import CIDMismatchError, ContentNotFoundError
+from backend.storage import local
+from backend.storage.base import CIDMismatchError, ContentNotFoundError, ContentTooLargeError
 from backend.storage.cid import InvalidCIDError
 from backend.storage.local import DirectoryStore
 from backend.storage.unixfs import CHUNK_SIZE, compute_cid
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> DirectoryStore:
+@pytest.fixture(params=["read once", "streamed"])
+def store(request, tmp_path: Path, monkeypatch) -> DirectoryStore:
+    """Small content is read into memory once; larger content is hashed, then streamed."""
+    if request.param == "streamed":
+        monkeypatch.setattr(local, "READ_ONCE_BYTES", 0)
     return DirectoryStore(tmp_path / "store")
 
 
@@ -51,10 +55,20 @@ def test_get_refuses_bytes_that_do_not_match_their_cid(store):
     cid = store.put(b"original content")
     (store.root / "blocks" / cid).write_bytes(b"tampered content")
     with pytest.raises(CIDMismatchError) as caught:
+        next(store.iter_verified(cid))  # before the first chunk
+    with pytest.raises(CIDMismatchError) as caught:
         store.get(cid)
     assert caught.value.expected == cid
     assert caught.value.actual == compute_cid(b"tampered content")
     assert cid in str(caught.value) and caught.value.actual in str(caught.value)
+
+
+def test_get_refuses_content_over_max_bytes(store):
+    data = random.Random(3).randbytes(CHUNK_SIZE + 10)
+    cid = store.put(data)
+    assert store.get(cid, max_bytes=len(data)) == data
+    with pytest.raises(ContentTooLargeError, match=f"{cid} exceeds {len(data) - 1} bytes"):
+        store.get(cid, max_bytes=len(data) - 1)
 
 
 def test_get_of_unknown_cid_raises_not_found(store):
