@@ -14,7 +14,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__)" | tee -a "$OUT/gpu.txt"
-python3 -m pytest -q -p no:cacheprovider --confcutdir=tests/engine tests/engine/test_cuda.py \
+python3 -m pytest -q --confcutdir=tests/engine tests/engine/test_cuda.py \
   2>&1 | tee "$OUT/cuda-tests.log"
 python3 bench/serving.py --device cuda --base .gpu/SmolLM2-135M-Instruct --random-weights \
   --out "$OUT/serving-cuda.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
