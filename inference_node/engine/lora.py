@@ -43,10 +43,13 @@ class LoraBatch:
 
     indices: torch.Tensor  # [tokens] slot per token, -1 = no adapter
     segments: list[tuple[int, int, int]]  # (start, end, slot) contiguous runs, slot >= 0
+    # the largest adapter rank among the batch's slots (None: each layer finds its own); the
+    # gather kernel copies this many rows, which past a layer's own rank are zeros
+    max_rank: int | None = None
     _gather_indices: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_indices(cls, indices: torch.Tensor) -> LoraBatch:
+    def from_indices(cls, indices: torch.Tensor, slot_ranks: list[int] | None = None) -> LoraBatch:
         flat = indices.reshape(-1).to(torch.long)  # [tokens]
         slots, counts = torch.unique_consecutive(flat, return_counts=True)
         segments: list[tuple[int, int, int]] = []
@@ -55,7 +58,10 @@ class LoraBatch:
             if slot != NO_ADAPTER:
                 segments.append((start, start + count, slot))
             start += count
-        return cls(indices=flat, segments=segments)
+        max_rank = None
+        if slot_ranks is not None and segments:
+            max_rank = max(slot_ranks[slot] for slot in {slot for _, _, slot in segments})
+        return cls(indices=flat, segments=segments, max_rank=max_rank)
 
     @property
     def prefers_gather(self) -> bool:
@@ -178,12 +184,16 @@ class BatchedLoraLinear(nn.Module):
             y[start:end].addmm_(shrink, self.lora_b[slot, :rank])  # [run, out]
 
     def _gather(self, x: torch.Tensor, y: torch.Tensor, batch: LoraBatch) -> None:
-        rank = max(self.ranks[slot] for _, _, slot in batch.segments)  # the batch's, not max_rank
+        rank = batch.max_rank  # the batch's largest, not max_rank
+        if rank is None:
+            rank = max(self.ranks[slot] for _, _, slot in batch.segments)
         if rank == 0:
             return
         idx = batch.gather_indices(self.slots)  # [tokens]
         a = self.lora_a[:, :rank].index_select(0, idx)  # [tokens, rank, in]
-        # a broadcast multiply-sum beats bmm's per-matrix overhead for [rank, in] @ [in, 1]
-        shrink = (a * x.unsqueeze(1)).sum(-1)  # [tokens, rank]
+        if x.is_cuda:  # one kernel
+            shrink = torch.bmm(a, x.unsqueeze(-1)).transpose(1, 2)  # [tokens, 1, rank]
+        else:  # a broadcast multiply-sum beats bmm's per-matrix overhead on CPU
+            shrink = (a * x.unsqueeze(1)).sum(-1).unsqueeze(1)  # [tokens, 1, rank]
         b = self.lora_b[:, :rank].index_select(0, idx)  # [tokens, rank, out]
-        y += torch.bmm(shrink.unsqueeze(1), b).squeeze(1)  # [tokens, out]
+        y.unsqueeze(1).baddbmm_(shrink, b)  # y[t] += shrink[t] @ B[t], in place

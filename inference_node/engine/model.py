@@ -83,6 +83,7 @@ class MultiLoraModel(nn.Module):
                 setattr(parent, name, wrapped)
                 self.lora_layers[(index, name)] = wrapped
         self.slot_adapters: list[str | None] = [None] * slots
+        self.slot_ranks: list[int] = [0] * slots  # rank of the adapter in each slot
 
     @classmethod
     def from_pretrained(
@@ -140,6 +141,7 @@ class MultiLoraModel(nn.Module):
             for layer in weights.layers:
                 self.lora_layers[(layer, module)].ranks[slot] = rank
         self.slot_adapters[slot] = adapter.name
+        self.slot_ranks[slot] = rank
 
     def _clear_module(self, slot: int, module: str, keep: int) -> None:
         """Zeroes ``slot``'s ranks from ``keep`` up to the largest in use, in every layer."""
@@ -157,6 +159,7 @@ class MultiLoraModel(nn.Module):
         for module in self.stacked:
             self._clear_module(slot, module, keep=0)
         self.slot_adapters[slot] = None
+        self.slot_ranks[slot] = 0
 
     def _token_slots(self, slots: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         slots = slots.to(torch.long).cpu()
@@ -193,7 +196,9 @@ class MultiLoraModel(nn.Module):
         if position_ids is None:
             positions = attention_mask.to(torch.long).cumsum(-1) - 1  # [batch, past + seq]
             position_ids = positions.clamp(min=0)[:, -input_ids.shape[1] :]  # [batch, seq]
-        self.context.batch = LoraBatch.from_indices(token_slots.to(input_ids.device))
+        self.context.batch = LoraBatch.from_indices(
+            token_slots.to(input_ids.device), self.slot_ranks
+        )
         try:
             out = self.model(
                 input_ids=input_ids,

@@ -4,6 +4,7 @@ on a lent GPU machine (see README: benchmarks and GPU checks)."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -76,20 +77,25 @@ def test_greedy_decoding_on_cuda_equals_cpu(
     assert on_gpu.cpu().tolist() == cpu.generate_greedy(ids, mask, slots, 12).tolist()
 
 
-def test_bfloat16_engine_tracks_the_fp32_reference(
+def test_bfloat16_engine_is_as_close_to_fp32_as_peft_in_bfloat16(
     base_folder: Path, adapter_folders: dict[str, Path], references: dict[int, torch.nn.Module]
 ) -> None:
+    """bf16 rounds every op, so neither matches fp32 closely: the engine's error against the
+    fp32 reference must stay within twice PEFT's own bf16 error on the same rows."""
     model = cuda_engine(base_folder, adapter_folders, torch.bfloat16)
     assert next(iter(model.lora_layers.values())).lora_a.dtype == torch.bfloat16
     batch = make_prompts()
     ids, mask = pad_batch(batch, "left")
     logits = model(ids.to(CUDA), mask.to(CUDA), torch.tensor(ROW_SLOTS)).float()
     for row, (prompt, slot) in enumerate(zip(batch, ROW_SLOTS, strict=True)):
+        ids_row = torch.tensor([prompt], device=CUDA)
         with torch.no_grad():
-            expected = references[slot](input_ids=torch.tensor([prompt], device=CUDA)).logits[0]
-        got = logits[row, -len(prompt) :]
-        scale = expected.abs().max().item()
-        assert (got - expected).abs().max().item() < 0.05 * scale, (row, slot)
+            expected = references[slot](input_ids=ids_row).logits[0]
+            peft_bf16 = copy.deepcopy(references[slot]).to(torch.bfloat16)
+            theirs = peft_bf16(input_ids=ids_row).logits[0].float()
+        ours = logits[row, -len(prompt) :]
+        peft_error = (theirs - expected).abs().max().item()
+        assert (ours - expected).abs().max().item() <= 2 * peft_error + 1e-3, (row, slot)
 
 
 def test_scheduler_on_cuda_serves_a_mixed_batch_through_the_pool(
