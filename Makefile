@@ -43,7 +43,7 @@ $(BIN)/anvil: | node_modules/.installed $(VENV)/.installed
 SMOLLM2 := .data/models/SmolLM2-135M-Instruct/.converted
 
 $(SMOLLM2): | $(VENV)/.installed
-	$(BIN)/python -m inference_node.engine.base_models --data-dir .data
+	$(BIN)/python -m backend.models.base_models --data-dir .data
 
 setup: $(VENV)/.installed node_modules/.installed $(SOLC_SHIM) $(BIN)/anvil  ## install everything (idempotent)
 

@@ -53,6 +53,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from backend.models.base_models import ensure_smollm2
 from backend.protocol.deployments import PROJECT_ROOT
 from backend.storage.local import DirectoryStore
 from inference_node.engine import (
@@ -63,7 +64,6 @@ from inference_node.engine import (
     parse_adapter,
 )
 from inference_node.engine.adapters import CONFIG_FILE, WEIGHTS_FILE
-from inference_node.engine.base_models import ensure_smollm2
 from inference_node.engine.lora import Kernel
 from inference_node.engine.packaging import cache_adapter_files, put_adapter, unpack_adapter
 from inference_node.server.settings import NodeSettings

@@ -23,13 +23,13 @@ from typing import Any
 
 import httpx
 
+from backend.models.base_models import ensure_smollm2
 from backend.protocol.contracts import Protocol
 from backend.protocol.deployments import PROJECT_ROOT
 from backend.protocol.eip712 import SignedVoucher
 from backend.protocol.inference_client import VoucherWallet, openai_client
 from backend.storage.base import ContentStore
 from backend.storage.unixfs import compute_cid
-from inference_node.engine.base_models import ensure_smollm2
 from inference_node.engine.demo_adapter import train_demo_adapter
 from inference_node.engine.packaging import put_adapter
 from inference_node.payments.receipts import parse_receipts_log, receipts_tree

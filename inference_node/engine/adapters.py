@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from backend.models.adapter_archive import CONFIG_FILE, WEIGHTS_FILE
 from inference_node.engine.safetensors_view import (
     SafetensorsFormatError,
     TensorView,
@@ -26,9 +27,6 @@ from inference_node.engine.safetensors_view import (
     read_views,
     to_torch,
 )
-
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
 
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")

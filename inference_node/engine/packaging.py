@@ -1,62 +1,35 @@
-"""An adapter as one content-addressed file: a deterministic tar of its PEFT folder.
-
-The archive holds exactly ``adapter_config.json`` and ``adapter_model.safetensors``, in that
-(sorted) order, uncompressed, as USTAR entries with mtime 0, uid/gid 0, no owner names and
-mode 0644, so the same folder always packs to the same bytes and so to the same CID.
-Unpacking accepts nothing else: no other names, no paths, no links, bounded sizes.
-"""
+"""Adapters by CID for the node: the archive format (``backend.models.adapter_archive``) with
+its errors as :class:`AdapterError`, verified fetches from the content store, and the
+unpacked disk cache."""
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
-import tarfile
 import tempfile
 from pathlib import Path
 
+from backend.models import adapter_archive as archive
+from backend.models.adapter_archive import AdapterArchiveError
 from backend.storage.base import CIDMismatchError, ContentStore, ContentTooLargeError
 from backend.storage.cid import CID, InvalidCIDError
-from inference_node.engine.adapters import CONFIG_FILE, WEIGHTS_FILE, AdapterError
+from inference_node.engine.adapters import AdapterError
 
 log = logging.getLogger(__name__)
 
-ARCHIVE_FILES = (CONFIG_FILE, WEIGHTS_FILE)  # sorted
-MAX_CONFIG_BYTES = 1 << 20  # bytes
-MAX_WEIGHTS_BYTES = 4 << 30  # bytes
-_FILE_MODE = 0o644
-_TAR_OVERHEAD = 16 << 10  # bytes: headers and end-of-archive padding
-
-
-def _limits(max_weights_bytes: int) -> dict[str, int]:
-    return {CONFIG_FILE: MAX_CONFIG_BYTES, WEIGHTS_FILE: max_weights_bytes}
+ARCHIVE_FILES = archive.ARCHIVE_FILES
+MAX_CONFIG_BYTES = archive.MAX_CONFIG_BYTES
+MAX_WEIGHTS_BYTES = archive.MAX_WEIGHTS_BYTES
+_TAR_OVERHEAD = archive.TAR_OVERHEAD
 
 
 def pack_adapter(folder: str | Path, max_weights_bytes: int = MAX_WEIGHTS_BYTES) -> bytes:
     """The deterministic archive of the PEFT adapter in ``folder``."""
-    folder = Path(folder)
-    limits = _limits(max_weights_bytes)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name in ARCHIVE_FILES:
-            path = folder / name
-            if not path.is_file():
-                raise AdapterError(f"adapter {folder}: missing {name}")
-            data = path.read_bytes()
-            if len(data) > limits[name]:
-                raise AdapterError(
-                    f"adapter {folder}: {name} is {len(data)} bytes, limit {limits[name]}"
-                )
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = 0
-            info.mode = _FILE_MODE
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.type = tarfile.REGTYPE
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    try:
+        return archive.pack_adapter(folder, max_weights_bytes)
+    except AdapterArchiveError as exc:
+        raise AdapterError(str(exc)) from exc
 
 
 def put_adapter(store: ContentStore, folder: str | Path) -> str:
@@ -68,38 +41,10 @@ def unpack_adapter(
     data: bytes, max_weights_bytes: int = MAX_WEIGHTS_BYTES, source: str = "archive"
 ) -> dict[str, bytes]:
     """The two files of an adapter archive, by name; anything else is an :class:`AdapterError`."""
-    limits = _limits(max_weights_bytes)
-    files: dict[str, bytes] = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            for member in tar:
-                if member.name not in limits:
-                    raise AdapterError(
-                        f"adapter {source}: unexpected archive entry {member.name!r}, "
-                        f"expected only {list(ARCHIVE_FILES)}"
-                    )
-                if not member.isreg():
-                    raise AdapterError(
-                        f"adapter {source}: archive entry {member.name!r} is not a regular file"
-                    )
-                if member.name in files:
-                    raise AdapterError(f"adapter {source}: duplicate archive entry {member.name!r}")
-                if member.size > limits[member.name]:
-                    raise AdapterError(
-                        f"adapter {source}: {member.name} is {member.size} bytes, "
-                        f"limit {limits[member.name]}"
-                    )
-                reader = tar.extractfile(member)
-                content = reader.read() if reader is not None else b""
-                if len(content) != member.size:
-                    raise AdapterError(f"adapter {source}: archive entry {member.name} truncated")
-                files[member.name] = content
-    except (tarfile.TarError, EOFError) as exc:
-        raise AdapterError(f"adapter {source}: not a valid adapter archive: {exc}") from exc
-    missing = [name for name in ARCHIVE_FILES if name not in files]
-    if missing:
-        raise AdapterError(f"adapter {source}: archive lacks {missing}")
-    return files
+        return archive.unpack_adapter(data, max_weights_bytes, source)
+    except AdapterArchiveError as exc:
+        raise AdapterError(str(exc)) from exc
 
 
 def _read_verified(store: ContentStore, cid: str, limit: int) -> bytes:

@@ -124,7 +124,7 @@ class NodeRuntime:
         protocol, sender = connect(settings)
         base = settings.base_model
         if base is None:
-            from inference_node.engine.base_models import ensure_smollm2
+            from backend.models.base_models import ensure_smollm2
 
             base = ensure_smollm2(DATA_DIR)
         import torch

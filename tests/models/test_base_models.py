@@ -22,8 +22,8 @@ from tokenizers import models
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
 
-from inference_node.engine import base_models
-from inference_node.engine.base_models import (
+from backend.models import base_models
+from backend.models.base_models import (
     MARKER,
     REQUIRED_FILES,
     SMOLLM2_NAME,

@@ -10,7 +10,7 @@ The folder appears only complete: it is written into a temporary sibling, synced
 renamed into place under a file lock. A folder without a matching marker is converted again.
 
 transformers 4.57 gets four things of this GGUF's tokenizer wrong; they are fixed here and the
-fixes are checked against the GGUF's own metadata in ``tests/engine/test_base_models.py``:
+fixes are checked against the GGUF's own metadata in ``tests/models/test_base_models.py``:
 
 - eos is set to the *bos* token (``<|im_start|>``); the GGUF says eos is ``<|im_end|>``;
 - a bos token is prepended to every encoding; the GGUF says ``add_bos_token = false``;
