@@ -1,0 +1,453 @@
+"""Direct Preference Optimization of a LoRA adapter on preference pairs (Rafailov et al. 2023).
+
+The policy is the base model with a trainable LoRA adapter: the model's current adapter when
+given (DPO then produces its next version), else a fresh one. The reference is the same starting
+point, frozen. Since the policy equals the reference before the first step, the reference
+log-probabilities are computed once, up front, by the policy itself (no second model in memory).
+
+Each pair is two chats formatted by the base model's chat template (user = prompt, assistant =
+answer); ``log p(answer | prompt)`` sums the answer tokens through the end-of-turn token, and
+
+    loss = -log sigmoid(beta * ((log pi(chosen) - log ref(chosen))
+                                - (log pi(rejected) - log ref(rejected))))
+
+Chosen and rejected rows of a batch go through the model together; their common prefix (the
+template's system text, and the whole prompt when a batch holds one pair) is computed once.
+Seeded and deterministic on CPU: the same inputs give the same adapter bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional name
+from peft import LoraConfig, PeftModel, get_peft_model
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from backend.modelfactory.spec import JobSpecError, LoraSettings, TrainSettings
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100  # label of tokens that are not part of an answer
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+MAX_GRAD_NORM = 1.0  # as trl's DPOTrainer default: one outlier pair cannot blow up a step
+
+Example = tuple[list[int], list[int]]  # (input_ids, labels) of one chat
+
+
+class DPOError(ValueError):
+    """Preference data or settings that DPO cannot train on; the message says which."""
+
+
+class PairLike(Protocol):
+    """Anything with a prompt and a chosen and a rejected answer (read-only is enough)."""
+
+    @property
+    def prompt(self) -> str: ...
+    @property
+    def chosen(self) -> str: ...
+    @property
+    def rejected(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A preference pair (any object with these three attributes will do)."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+@dataclass(frozen=True)
+class DPOResult:
+    adapter_dir: Path
+    losses: list[float]  # per optimizer step
+    reward_accuracies: list[float]  # per step: share of the batch's pairs the policy ranks right
+    steps: int
+    pairs: int  # pairs trained on
+    skipped: int  # pairs with no answer token within max_length (left out)
+    tokens: int  # tokens through the model per epoch (chosen and rejected rows)
+    seconds: float
+    lora: LoraSettings  # what the adapter is (the initial adapter's own settings when given)
+    beta: float
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["adapter_dir"] = str(self.adapter_dir)
+        data["lora"]["target_modules"] = list(self.lora.target_modules)
+        return data
+
+
+# ---------------------------------------------------------------- data
+
+
+def encode_chat(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str, max_length: int
+) -> Example:
+    """``(input_ids, labels)`` of one chat, labels ``IGNORE`` outside the answer.
+
+    The answer runs through the first end-of-turn (eos) token; the whole is cut to
+    ``max_length`` tokens from the right, so a long answer loses its tail first.
+    """
+    user = {"role": "user", "content": prompt}
+    prompt_ids = list(tokenizer.apply_chat_template([user], add_generation_prompt=True))
+    full_ids = list(tokenizer.apply_chat_template([user, {"role": "assistant", "content": answer}]))
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        raise DPOError("the chat template does not render the prompt as a prefix of the chat")
+    answer_ids = full_ids[len(prompt_ids) :]
+    eos = tokenizer.eos_token_id
+    if eos is not None and eos in answer_ids:
+        answer_ids = answer_ids[: answer_ids.index(eos) + 1]
+    input_ids = (prompt_ids + answer_ids)[:max_length]
+    labels = ([IGNORE] * len(prompt_ids) + answer_ids)[:max_length]
+    return input_ids, labels
+
+
+def encode_pairs(
+    tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PairLike], max_length: int
+) -> tuple[list[tuple[Example, Example]], int]:
+    """The (chosen, rejected) chats of ``pairs`` that keep an answer token within
+    ``max_length``, and how many pairs were left out for lack of one."""
+    if tokenizer.chat_template is None:
+        raise DPOError("the base model's tokenizer has no chat template")
+    encoded, skipped = [], 0
+    for i, pair in enumerate(pairs):
+        texts = [getattr(pair, name, None) for name in ("prompt", "chosen", "rejected")]
+        if not all(isinstance(t, str) and t.strip() for t in texts):
+            raise DPOError(f"pair {i}: prompt, chosen and rejected must be non-empty strings")
+        if pair.chosen == pair.rejected:
+            raise DPOError(f"pair {i}: chosen and rejected are the same answer")
+        chosen = encode_chat(tokenizer, pair.prompt, pair.chosen, max_length)
+        rejected = encode_chat(tokenizer, pair.prompt, pair.rejected, max_length)
+        if all(any(label != IGNORE for label in ex[1][1:]) for ex in (chosen, rejected)):
+            encoded.append((chosen, rejected))
+        else:
+            skipped += 1
+    if skipped:
+        log.warning("%d of %d pairs have no answer within %d tokens, left out",
+                    skipped, len(pairs), max_length)  # fmt: skip
+    return encoded, skipped
+
+
+def _collate(rows: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, ...]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels``, each [rows, longest]."""
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    for row, (ids, row_labels) in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        labels[row, : len(row_labels)] = torch.tensor(row_labels)
+    return input_ids, attention_mask, labels
+
+
+# ---------------------------------------------------------------- log-probabilities
+
+
+def _shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
+    """How many leading tokens every row has in common (at most all but the last one)."""
+    same = (input_ids == input_ids[:1]).all(dim=0) & attention_mask.bool().all(dim=0)  # [seq]
+    differing = (~same).nonzero()
+    length = int(differing[0]) if len(differing) else input_ids.shape[1]
+    return min(length, input_ids.shape[1] - 1)
+
+
+def _hidden_states(
+    decoder: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """The decoder's last hidden states [rows, seq, hidden], the shared prefix computed once
+    (its keys and values repeated for every row: same result, less work)."""
+    rows = input_ids.shape[0]
+    prefix = _shared_prefix_length(input_ids, attention_mask)
+    if rows == 1 or prefix == 0:
+        return decoder(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
+    first = decoder(input_ids=input_ids[:1, :prefix], use_cache=True)
+    cache = first.past_key_values
+    cache.batch_repeat_interleave(rows)
+    rest = decoder(
+        input_ids=input_ids[:, prefix:],
+        attention_mask=attention_mask,  # [rows, seq]: covers the cached prefix too
+        past_key_values=cache,
+        use_cache=True,
+    )
+    shared = first.last_hidden_state.expand(rows, -1, -1)  # [rows, prefix, hidden]
+    return torch.cat([shared, rest.last_hidden_state], dim=1)
+
+
+def answer_logprobs(model: torch.nn.Module, rows: Sequence[Example], pad_id: int) -> torch.Tensor:
+    """[rows] the summed log-probability of each row's answer tokens; logits only there."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    decoder, head = base.get_decoder(), base.get_output_embeddings()
+    input_ids, attention_mask, labels = _collate(rows, pad_id)
+    hidden = _hidden_states(decoder, input_ids, attention_mask)  # [rows, seq, hidden]
+    targets = labels[:, 1:]  # [rows, seq - 1]: token t + 1 is predicted at position t
+    scored = targets != IGNORE
+    logits = head(hidden[:, :-1][scored]).float()  # [answer tokens, vocab], row-major
+    token_logps = -F.cross_entropy(logits, targets[scored], reduction="none")  # [answer tokens]
+    counts = scored.sum(dim=1).tolist()
+    return torch.stack([part.sum() for part in token_logps.split(counts)])
+
+
+def _pair_logps(
+    model: torch.nn.Module, batch: Sequence[tuple[Example, Example]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """([pairs] chosen, [pairs] rejected) answer log-probs, all rows in one forward pass."""
+    logps = answer_logprobs(model, [c for c, _ in batch] + [r for _, r in batch], pad_id)
+    return logps[: len(batch)], logps[len(batch) :]
+
+
+def dpo_loss(
+    pi_chosen: torch.Tensor,
+    pi_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean loss, [pairs] reward margins) of the sigmoid DPO loss."""
+    margins = beta * ((pi_chosen - ref_chosen) - (pi_rejected - ref_rejected))  # [pairs]
+    return -F.logsigmoid(margins).mean(), margins
+
+
+# ---------------------------------------------------------------- training
+
+
+def train_dpo(
+    base_dir: str | Path,
+    init_adapter_dir: str | Path | None,
+    pairs_train: Sequence[PairLike],
+    lora: LoraSettings,
+    settings: TrainSettings,
+    out_dir: str | Path,
+    progress: bool = True,
+) -> DPOResult:
+    """Trains a LoRA adapter of ``base_dir`` by DPO on ``pairs_train``; saves it (PEFT format)
+    to ``out_dir`` and returns what happened.
+
+    With ``init_adapter_dir`` the adapter starts from (and is judged against) that adapter, whose
+    own rank, alpha and targets then apply (``lora`` is used only for a fresh adapter); without
+    it, a fresh adapter of ``lora`` starts as the identity, so the reference is the base model.
+    ``settings``: epochs, batch_size (pairs per step), learning_rate, max_length, seed,
+    max_steps, beta. Deterministic on CPU.
+    """
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    if not pairs_train:
+        raise DPOError("no preference pairs to train on")
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    examples, skipped = encode_pairs(tokenizer, pairs_train, settings.max_length)
+    if not examples:
+        raise DPOError(
+            f"no pair keeps an answer token within max_length={settings.max_length}: raise it"
+        )
+    batch_size = min(settings.batch_size, len(examples))
+    per_epoch = math.ceil(len(examples) / batch_size)
+    steps = per_epoch * settings.epochs
+    if settings.max_steps is not None:
+        steps = min(steps, settings.max_steps)
+    tokens = sum(len(c[0]) + len(r[0]) for c, r in examples)
+
+    started = time.perf_counter()
+    with _deterministic(settings.seed):
+        model = _policy(base_dir, init_adapter_dir, lora, settings.seed)
+        used_lora = _lora_of(model)
+        if init_adapter_dir is not None and used_lora != lora:
+            log.warning("DPO continues adapter %s with its own settings %s, not %s",
+                        init_adapter_dir, used_lora, lora)  # fmt: skip
+        model.eval()  # the reference: the starting point, without dropout
+        with torch.no_grad():
+            ref = [_pair_logps(model, examples[i : i + batch_size], pad_id)
+                   for i in range(0, len(examples), batch_size)]  # fmt: skip
+        ref_chosen = torch.cat([c for c, _ in ref])  # [pairs]
+        ref_rejected = torch.cat([r for _, r in ref])  # [pairs]
+
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+        generator = torch.Generator().manual_seed(settings.seed)
+        losses: list[float] = []
+        accuracies: list[float] = []
+        bar = tqdm(total=steps, desc="dpo", unit="step", disable=not progress)
+        for indices in _batches(len(examples), batch_size, steps, generator):
+            pi_chosen, pi_rejected = _pair_logps(model, [examples[i] for i in indices], pad_id)
+            loss, margins = dpo_loss(
+                pi_chosen, pi_rejected, ref_chosen[indices], ref_rejected[indices], settings.beta
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+            optimizer.step()
+            losses.append(loss.item())
+            accuracies.append((margins > 0).float().mean().item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        bar.close()
+        model.peft_config["default"].base_model_name_or_path = base_dir.name
+        _save(model, out_dir)
+    seconds = time.perf_counter() - started
+    log.info("DPO: %d steps of %d pairs in %.1f s, loss %.4f -> %.4f; saved to %s",
+             steps, batch_size, seconds, losses[0], losses[-1], out_dir)  # fmt: skip
+    return DPOResult(
+        adapter_dir=out_dir, losses=losses, reward_accuracies=accuracies, steps=steps,
+        pairs=len(examples), skipped=skipped, tokens=tokens, seconds=seconds, lora=used_lora,
+        beta=settings.beta,
+    )  # fmt: skip
+
+
+def _policy(
+    base_dir: Path, init_adapter_dir: str | Path | None, lora: LoraSettings, seed: int
+) -> PeftModel:
+    """The base model (float32) with a trainable LoRA adapter named ``default``."""
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    if init_adapter_dir is not None:
+        init = Path(init_adapter_dir)
+        if not (init / CONFIG_FILE).is_file() or not (init / WEIGHTS_FILE).is_file():
+            raise DPOError(f"initial adapter {init} lacks {CONFIG_FILE} or {WEIGHTS_FILE}")
+        return PeftModel.from_pretrained(base, init, is_trainable=True)
+    config = LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        target_modules=list(lora.target_modules),
+        lora_dropout=lora.dropout,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(seed)  # LoRA's A matrices are drawn at random; B starts at zero
+    return get_peft_model(base, config)
+
+
+def _lora_of(model: PeftModel) -> LoraSettings:
+    """The settings of the adapter being trained (those of the initial adapter, if any)."""
+    config = model.peft_config["default"]
+    targets = config.target_modules
+    try:
+        return LoraSettings(
+            rank=config.r,
+            alpha=float(config.lora_alpha),
+            dropout=float(config.lora_dropout),
+            target_modules=(targets,) if isinstance(targets, str) else tuple(targets),
+        )
+    except JobSpecError as exc:
+        raise DPOError(f"the initial adapter is not one ModelFactory trains: {exc}") from None
+
+
+def _batches(
+    count: int, batch_size: int, steps: int, generator: torch.Generator
+) -> Iterator[list[int]]:
+    """``steps`` batches of indices: each epoch a fresh permutation, cut into batches."""
+    done = 0
+    while done < steps:
+        order = torch.randperm(count, generator=generator).tolist()
+        for start in range(0, count, batch_size):
+            if done == steps:
+                return
+            yield order[start : start + batch_size]
+            done += 1
+
+
+@contextmanager
+def _deterministic(seed: int) -> Iterator[None]:
+    """Seeded, deterministic kernels; restores the caller's global torch state afterwards."""
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    rng_state = torch.get_rng_state()
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+        torch.set_rng_state(rng_state)
+
+
+def _save(model: PeftModel, out_dir: Path) -> None:
+    """Writes the two PEFT files aside, then moves them into ``out_dir`` (config last)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".incoming-"))
+    try:
+        # The embeddings are not trained; "auto" would ask the Hugging Face hub to be sure.
+        model.save_pretrained(staging, save_embedding_layers=False)
+        config_path = staging / CONFIG_FILE
+        config = json.loads(config_path.read_text())
+        if isinstance(config.get("target_modules"), list):  # PEFT writes them in set order
+            config["target_modules"] = sorted(config["target_modules"])
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def preference_metrics(
+    base_dir: str | Path,
+    adapter_dir: str | Path | None,
+    reference_adapter_dir: str | Path | None,
+    pairs: Sequence[PairLike],
+    beta: float,
+    max_length: int = 256,
+    batch_size: int = 8,
+) -> dict[str, float | int]:
+    """How the policy (base + ``adapter_dir``; the base when None) ranks ``pairs`` against the
+    reference (base + ``reference_adapter_dir``; the base when None).
+
+    The implicit reward of an answer is ``beta * (log pi(answer) - log ref(answer))``:
+    ``accuracy`` is the share of pairs whose chosen answer gets the strictly higher reward
+    (0 when the policy is the reference: nothing learned yet), ``mean_margin`` the mean reward
+    difference. ``likelihood_accuracy`` needs no reference: the share of pairs whose chosen
+    answer is the more probable one under the policy. ``pairs``: how many were scored.
+    """
+    base_dir = Path(base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    examples, _ = encode_pairs(tokenizer, pairs, max_length)
+    if not examples:
+        raise DPOError(f"no pair to score within max_length={max_length}")
+    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    names = {"policy": adapter_dir, "reference": reference_adapter_dir}
+    loaded = {role: Path(path) for role, path in names.items() if path is not None}
+    for role, path in loaded.items():
+        if isinstance(model, PeftModel):
+            model.load_adapter(path, adapter_name=role)
+        else:
+            model = PeftModel.from_pretrained(model, path, adapter_name=role)
+    model.eval()
+
+    def logps(role: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if role in loaded:
+            model.set_adapter(role)
+            context = nullcontext()
+        else:
+            context = model.disable_adapter() if isinstance(model, PeftModel) else nullcontext()
+        with context, torch.no_grad():
+            parts = [_pair_logps(model, examples[i : i + batch_size], pad_id)
+                     for i in range(0, len(examples), batch_size)]  # fmt: skip
+        return torch.cat([c for c, _ in parts]), torch.cat([r for _, r in parts])
+
+    pi_chosen, pi_rejected = logps("policy")
+    ref_chosen, ref_rejected = logps("reference")
+    _, margins = dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta)
+    return {
+        "accuracy": (margins > 0).double().mean().item(),
+        "mean_margin": margins.double().mean().item(),
+        "likelihood_accuracy": (pi_chosen > pi_rejected).double().mean().item(),
+        "pairs": len(examples),
+    }

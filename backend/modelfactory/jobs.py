@@ -1,0 +1,261 @@
+"""A ModelFactory job end to end: published Datanet version -> verified data -> examples with
+provenance -> LoRA SFT or DPO -> evaluation -> artifacts in the work folder.
+
+:func:`run_job` trains and writes everything a publication needs into ``workdir`` (adapter,
+training manifest, eval report, loss curve JSON + PNG, the job spec); :func:`publish_job` puts
+them into the content store and registers the model (or its next version) on-chain. The two are
+separate so a job can be inspected before anything is published, and a publication that
+crashed can be repeated from the work folder without training again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backend.datanets.formats import DataFormat
+from backend.datanets.registry import Send, send_direct
+from backend.modelfactory.chain import current_model, published_version
+from backend.modelfactory.dataset import (
+    DatasetError,
+    Example,
+    build_examples,
+    load_version_data,
+    split_examples,
+)
+from backend.modelfactory.dpo import Pair, preference_metrics, train_dpo
+from backend.modelfactory.evaluate import evaluate
+from backend.modelfactory.provenance import build_training_manifest
+from backend.modelfactory.publish import (
+    Artifacts,
+    Pricing,
+    Published,
+    Split,
+    publish_model,
+    store_artifacts,
+)
+from backend.modelfactory.sft import save_loss_curve, train_sft
+from backend.modelfactory.spec import BUILTIN_BASE, JobSpec, JobSpecError
+from backend.models.adapter_archive import unpack_adapter
+from backend.protocol.contracts import Protocol
+from backend.storage.base import ContentStore
+from backend.storage.unixfs import compute_cid
+
+log = logging.getLogger(__name__)
+
+ADAPTER_DIR = "adapter"
+TRAINING_MANIFEST = "training_manifest.json"
+EVAL_REPORT = "eval_report.json"
+LOSS_CURVE = "loss_curve.json"
+LOSS_PLOT = "loss_curve.png"
+JOB_FILE = "job.json"
+
+
+class JobError(RuntimeError):
+    """A job that cannot go on; the message says which input was wrong."""
+
+
+@dataclass(frozen=True)
+class TrainedJob:
+    """What :func:`run_job` left in ``workdir``, with the numbers a caller shows."""
+
+    spec: JobSpec
+    workdir: Path
+    base_model_cid: str
+    datanet_manifest_cid: str
+    examples: int
+    skipped_rows: int
+    train_examples: int
+    eval_examples: int
+    tokens_per_second: float
+    eval_report: dict[str, Any]
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.workdir / ADAPTER_DIR
+
+
+def resolve_base(base_model: str, data_dir: Path) -> tuple[Path, str]:
+    """The base model's folder and the CID of its weights (what the model registers as its
+    base; nodes check that they serve the same bytes)."""
+    if base_model == BUILTIN_BASE:
+        from backend.models.base_models import ensure_smollm2
+
+        folder = ensure_smollm2(data_dir)
+    else:
+        folder = Path(base_model)
+        if not (folder / "config.json").is_file():
+            raise JobSpecError(f"base_model {base_model!r} is not a model folder (no config.json)")
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise JobSpecError(f"base model {folder} has no single model.safetensors to name by CID")
+    return folder, compute_cid(_chunks(weights))
+
+
+def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(size):
+            yield chunk
+
+
+def run_job(
+    spec: JobSpec,
+    p: Protocol,
+    store: ContentStore,
+    workdir: Path,
+    data_dir: Path,
+    progress: bool = True,
+) -> TrainedJob:
+    """Trains ``spec`` and writes its artifacts into ``workdir`` (created; must be empty)."""
+    workdir = Path(workdir)
+    if workdir.exists() and any(workdir.iterdir()):
+        raise JobError(f"work folder {workdir} is not empty; give a new one")
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    ref = published_version(p, spec.datanet_id, spec.version)
+    data = load_version_data(store, spec.datanet_id, spec.version, ref.manifest_cid,
+                             ref.metadata_cid)  # fmt: skip
+    if data.manifest.root != ref.merkle_root:
+        raise DatasetError(
+            f"the manifest {ref.manifest_cid} of Datanet {spec.datanet_id} version "
+            f"{spec.version} does not have the Merkle root recorded on-chain"
+        )
+    examples, report = build_examples(data)
+    log.info("Datanet %d v%d: %d examples, %d malformed rows skipped", spec.datanet_id,
+             spec.version, len(examples), report.skipped)  # fmt: skip
+    if len(examples) < 2:
+        raise JobError(
+            f"Datanet {spec.datanet_id} version {spec.version} gives {len(examples)} usable "
+            f"examples ({report.skipped} malformed rows skipped); a job needs at least 2"
+        )
+    train, held = split_examples(examples, spec.train.eval_fraction, spec.train.seed)
+    base_dir, base_cid = resolve_base(spec.base_model, data_dir)
+    adapter_dir = workdir / ADAPTER_DIR
+    if spec.method == "sft":
+        result = _sft(spec, base_dir, train, held, adapter_dir, workdir, progress)
+    else:
+        result = _dpo(spec, p, store, data.metadata.format, base_dir, train, held, adapter_dir,
+                      workdir, progress)  # fmt: skip
+    eval_report, tokens_per_second, unused = result
+    manifest = build_training_manifest(
+        spec, data, report, train, held, spec.base_model, base_cid, unused=unused
+    )
+    manifest.verify_against(data.manifest)
+    (workdir / TRAINING_MANIFEST).write_bytes(manifest.to_json_bytes())
+    eval_report = {**eval_report, "build": report.to_json(),
+                   "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+    (workdir / EVAL_REPORT).write_text(json.dumps(eval_report, indent=2, sort_keys=True) + "\n")
+    job = {"spec": spec.to_json(), "base_model_cid": base_cid,
+           "datanet_manifest_cid": ref.manifest_cid}  # fmt: skip
+    (workdir / JOB_FILE).write_text(json.dumps(job, indent=2, sort_keys=True) + "\n")
+    return TrainedJob(
+        spec, workdir, base_cid, ref.manifest_cid, len(examples), report.skipped, len(train),
+        len(held), tokens_per_second, eval_report,
+    )  # fmt: skip
+
+
+def _sft(
+    spec: JobSpec,
+    base_dir: Path,
+    train: list[Example],
+    held: list[Example],
+    adapter_dir: Path,
+    workdir: Path,
+    progress: bool,
+) -> tuple[dict[str, Any], float, tuple[int, ...]]:
+    result = train_sft(base_dir, train, spec.lora, spec.train, adapter_dir, progress=progress)
+    save_loss_curve(result.loss_curve, workdir / LOSS_CURVE, workdir / LOSS_PLOT)
+    report = evaluate(base_dir, adapter_dir, held, spec.train.max_length)
+    log.info("held-out loss %.3f -> %.3f (%.0f%% lower)", report.base_loss, report.adapter_loss,
+             100 * report.relative_loss_reduction)  # fmt: skip
+    data = {"method": "sft", "training": {"steps": result.steps, "tokens": result.tokens,
+            "seconds": result.seconds, "tokens_per_second": result.tokens_per_second},
+            **report.to_json()}  # fmt: skip
+    return data, result.tokens_per_second, result.dropped
+
+
+def _pairs(examples: list[Example]) -> list[Pair]:
+    return [Pair(e.prompt or "", e.chosen or "", e.rejected or "") for e in examples]
+
+
+def _dpo(
+    spec: JobSpec,
+    p: Protocol,
+    store: ContentStore,
+    data_format: DataFormat,
+    base_dir: Path,
+    train: list[Example],
+    held: list[Example],
+    adapter_dir: Path,
+    workdir: Path,
+    progress: bool,
+) -> tuple[dict[str, Any], float, tuple[int, ...]]:
+    if data_format is not DataFormat.PREFERENCE:
+        raise JobError(
+            f"method 'dpo' needs a Datanet of preference pairs; Datanet {spec.datanet_id} "
+            f"holds {data_format.value} data"
+        )
+    assert spec.model_id is not None  # JobSpec checks it
+    model = current_model(p, spec.model_id)
+    init_dir = workdir / "initial_adapter"
+    init_dir.mkdir()
+    for name, content in unpack_adapter(store.get(model.adapter_cid)).items():
+        (init_dir / name).write_bytes(content)
+    beta = spec.train.beta
+    before = preference_metrics(base_dir, init_dir, init_dir, _pairs(held), beta,
+                                spec.train.max_length)  # fmt: skip
+    result = train_dpo(base_dir, init_dir, _pairs(train), spec.lora, spec.train, adapter_dir,
+                       progress=progress)  # fmt: skip
+    after = preference_metrics(base_dir, adapter_dir, init_dir, _pairs(held), beta,
+                               spec.train.max_length)  # fmt: skip
+    curve = [{"step": i + 1, "epoch": 0, "loss": loss} for i, loss in enumerate(result.losses)]
+    save_loss_curve(curve, workdir / LOSS_CURVE, workdir / LOSS_PLOT)
+    log.info("held-out preference accuracy %.2f -> %.2f", before["accuracy"], after["accuracy"])
+    data = {"method": "dpo", "improves": {"model_id": model.model_id, "version": model.version,
+            "adapter": model.adapter_cid}, "training": result.to_json(),
+            "held_out_preferences": {"before": before, "after": after}}  # fmt: skip
+    tokens_per_second = result.tokens * spec.train.epochs / max(result.seconds, 1e-9)
+    return data, tokens_per_second, ()
+
+
+def publish_job(
+    job: Path | TrainedJob,
+    p: Protocol,
+    store: ContentStore,
+    developer: Any,
+    *,
+    name: str,
+    description: str = "",
+    license: str = "",
+    pricing: Pricing | None = None,
+    split: Split | None = None,
+    attributor: str | None = None,
+    send: Send = send_direct,
+) -> tuple[Artifacts, Published]:
+    """Stores a trained job's artifacts and registers the model, or (the spec names a model)
+    publishes its next version. Safe to repeat: see :mod:`backend.modelfactory.publish`."""
+    workdir = job.workdir if isinstance(job, TrainedJob) else Path(job)
+    try:
+        record = json.loads((workdir / JOB_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise JobError(f"{workdir} holds no finished job ({JOB_FILE}: {exc})") from None
+    spec = JobSpec.from_json(record["spec"])
+    metadata = {"name": name, "description": description, "license": license,
+                "method": spec.method, "base_model": spec.base_model,
+                "datanet": {"id": spec.datanet_id, "version": spec.version},
+                "prompt_format": "chat_template"}  # fmt: skip
+    artifacts = store_artifacts(
+        store, workdir / ADAPTER_DIR, (workdir / TRAINING_MANIFEST).read_bytes(),
+        json.loads((workdir / EVAL_REPORT).read_text()), workdir / LOSS_CURVE,
+        workdir / LOSS_PLOT, metadata,
+    )  # fmt: skip
+    published = publish_model(
+        p, artifacts, record["base_model_cid"], spec.datanet_id, spec.version, developer,
+        model_id=spec.model_id, pricing=pricing, split=split, attributor=attributor, send=send,
+    )  # fmt: skip
+    return artifacts, published

@@ -1,0 +1,182 @@
+"""Publish a trained adapter: its files to the content store, then the model on-chain.
+
+Everything goes to the store first (adapter archive, training manifest, eval report, loss curve,
+model metadata) and the chain last, in one transaction: a crash before it leaves only content
+nobody points to, and a re-run stores the same bytes under the same CIDs. Before sending, the
+chain is read for a version of this model that already names the same adapter and training
+manifest (a re-run after a crash that followed the transaction): it is reported, not repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from backend.datanets.registry import Send, send_direct
+from backend.models.adapter_archive import pack_adapter
+from backend.protocol.contracts import Protocol
+from backend.storage.base import ContentStore
+
+log = logging.getLogger(__name__)
+
+BPS = 10_000
+
+
+class PublishError(RuntimeError):
+    """The model cannot be published as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class Pricing:
+    per_request: int  # OPEN wei per inference
+    per_token: int  # OPEN wei per token in or out
+
+    def __post_init__(self) -> None:
+        for name, value in (("per_request", self.per_request), ("per_token", self.per_token)):
+            if not 0 <= value < 2**96:
+                raise PublishError(f"pricing.{name} must be in [0, 2^96), not {value}")
+
+
+@dataclass(frozen=True)
+class Split:
+    developer: int  # basis points
+    contributors: int
+    node: int
+    protocol: int
+
+    def __post_init__(self) -> None:
+        parts = (self.developer, self.contributors, self.node, self.protocol)
+        if any(p < 0 for p in parts) or sum(parts) != BPS:
+            raise PublishError(f"split {parts} must be non-negative basis points summing to {BPS}")
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """CIDs of what a job produced, all in the content store."""
+
+    adapter: str  # the PEFT adapter archive (what nodes serve)
+    training_manifest: str  # every example -> its contribution (what attribution scores)
+    eval_report: str
+    loss_curve: str  # JSON
+    loss_plot: str  # PNG
+    metadata: str  # the model's metadata: name, description, and the CIDs above
+
+
+@dataclass(frozen=True)
+class Published:
+    model_id: int
+    version: int
+    registered_now: bool  # a new model (False: a new version of an existing one)
+    sent_now: bool  # False when the chain already held this version (a re-run)
+
+
+def store_artifacts(
+    store: ContentStore,
+    adapter_dir: Path,
+    training_manifest: bytes,
+    eval_report: dict[str, Any],
+    loss_curve_json: Path,
+    loss_plot_png: Path,
+    metadata: dict[str, Any],
+) -> Artifacts:
+    """Puts every artifact into ``store``; the metadata names all the others by CID."""
+    adapter = store.put(pack_adapter(adapter_dir))
+    manifest = store.put(training_manifest)
+    report = store.put(_canonical(eval_report))
+    curve = store.put(loss_curve_json.read_bytes())
+    plot = store.put(loss_plot_png.read_bytes())
+    links = {"adapter": adapter, "training_manifest": manifest, "eval_report": report,
+             "loss_curve": curve, "loss_plot": plot}  # fmt: skip
+    meta = store.put(_canonical({**metadata, "artifacts": links}))
+    log.info("stored adapter %s, training manifest %s, eval report %s", adapter, manifest, report)
+    return Artifacts(adapter, manifest, report, curve, plot, meta)
+
+
+def _canonical(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+def publish_model(
+    p: Protocol,
+    artifacts: Artifacts,
+    base_model_cid: str,
+    datanet_id: int,
+    datanet_version: int,
+    developer: Any,
+    *,
+    model_id: int | None = None,
+    pricing: Pricing | None = None,
+    split: Split | None = None,
+    attributor: str | None = None,
+    send: Send = send_direct,
+) -> Published:
+    """Registers a new model (``model_id`` None: needs pricing, split and attributor) or
+    publishes a new version of ``model_id`` (its developer only)."""
+    if model_id is not None:
+        return _publish_version(p, artifacts, datanet_id, datanet_version, developer, model_id,
+                                send)  # fmt: skip
+    if pricing is None or split is None or attributor is None:
+        raise PublishError("a new model needs pricing, split and attributor")
+    existing = _find_version(p, artifacts, developer)
+    if existing is not None:
+        log.info("model %d version %d already holds adapter %s", *existing, artifacts.adapter)
+        return Published(existing[0], existing[1], registered_now=False, sent_now=False)
+    spec = (
+        artifacts.metadata, base_model_cid, artifacts.adapter, artifacts.training_manifest,
+        datanet_id, datanet_version, (pricing.per_request, pricing.per_token),
+        tuple(asdict(split).values()), attributor,
+    )  # fmt: skip
+    receipt = send("register model", p.models.registerModel, spec, sender=developer)
+    model = int(receipt.events.filter(p.models.ModelRegistered)[0].modelId)
+    log.info("registered model %d with adapter %s", model, artifacts.adapter)
+    return Published(model, 1, registered_now=True, sent_now=True)
+
+
+def _publish_version(
+    p: Protocol,
+    artifacts: Artifacts,
+    datanet_id: int,
+    datanet_version: int,
+    developer: Any,
+    model_id: int,
+    send: Send,
+) -> Published:
+    if not 1 <= model_id <= int(p.models.modelCount()):
+        raise PublishError(f"model {model_id} does not exist")
+    model = p.models.model(model_id)
+    if str(model.developer).lower() != str(getattr(developer, "address", developer)).lower():
+        raise PublishError(
+            f"model {model_id} belongs to {model.developer}; only its developer publishes versions"
+        )
+    count = int(model.versionCount)
+    for version in range(count, 0, -1):
+        held = p.models.modelVersion(model_id, version)
+        if (held.adapterCID, held.trainingManifestCID) == (
+            artifacts.adapter,
+            artifacts.training_manifest,
+        ):
+            return Published(model_id, version, registered_now=False, sent_now=False)
+    args = (model_id, artifacts.adapter, artifacts.training_manifest, datanet_id, datanet_version)
+    send(f"publish model {model_id} version {count + 1}", p.models.publishVersion, *args,
+         sender=developer)  # fmt: skip
+    log.info("model %d version %d: adapter %s", model_id, count + 1, artifacts.adapter)
+    return Published(model_id, count + 1, registered_now=False, sent_now=True)
+
+
+def _find_version(p: Protocol, artifacts: Artifacts, developer: Any) -> tuple[int, int] | None:
+    """A model of ``developer`` whose version 1 already holds these artifacts (a re-run)."""
+    address = str(getattr(developer, "address", developer)).lower()
+    for model_id in range(int(p.models.modelCount()), 0, -1):
+        model = p.models.model(model_id)
+        if str(model.developer).lower() != address:
+            continue
+        first = p.models.modelVersion(model_id, 1)
+        if (first.adapterCID, first.trainingManifestCID) == (
+            artifacts.adapter,
+            artifacts.training_manifest,
+        ):
+            return model_id, 1
+    return None

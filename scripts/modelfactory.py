@@ -1,0 +1,195 @@
+"""ModelFactory from the command line: train a LoRA adapter on a published Datanet version
+(SFT, or DPO from a Datanet of preference pairs), then publish it as a model on-chain.
+
+    ape run modelfactory train 1 1 --workdir .data/jobs/first --steps 40 \
+        --network ethereum:local:foundry
+    ape run modelfactory publish .data/jobs/first --name unit-conversions \
+        --price-per-request 0.01 --price-per-token 0.0001 --split 5000,3000,1500,500 \
+        --attributor 0x... --network ethereum:local:foundry --account TEST::3
+    ape run modelfactory train 2 1 --method dpo --model 1 --workdir .data/jobs/dpo ...
+
+``train`` reads the chain and the content store and writes everything into the work folder
+(adapter, training manifest, eval report, loss curve JSON + PNG); ``publish`` stores those by
+CID and sends one transaction; re-running it after a crash sends nothing twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from ape.cli import ConnectedProviderCommand, account_option
+
+from backend.datanets.store import STORE_ENV, default_store_spec, open_store
+from backend.modelfactory.chain import ChainLookupError
+from backend.modelfactory.dataset import DatasetError
+from backend.modelfactory.jobs import JobError, publish_job, run_job
+from backend.modelfactory.publish import Pricing, PublishError, Split
+from backend.modelfactory.spec import (
+    BUILTIN_BASE,
+    METHODS,
+    PROJECTIONS,
+    JobSpec,
+    JobSpecError,
+    LoraSettings,
+    TrainSettings,
+)
+from backend.protocol.cli_support import ADDRESS, AMOUNT_OR_ZERO, ID, load_protocol, transact
+from backend.protocol.deployments import PROJECT_ROOT
+
+ERRORS = (JobSpecError, JobError, DatasetError, ChainLookupError, PublishError)
+
+
+@click.group()
+def cli() -> None:
+    """ModelFactory: train (SFT / DPO) on a Datanet version, publish the model."""
+
+
+def command(name: str, short_help: str, *, signs: bool) -> Callable[..., click.Command]:
+    """A subcommand on an ape network with ``--store``; our errors become ``Error: ...``."""
+
+    def decorate(f: Callable[..., Any]) -> click.Command:
+        @functools.wraps(f)
+        def run(*args: Any, **kwargs: Any) -> None:
+            try:
+                f(*args, **kwargs)
+            except ERRORS as why:
+                raise click.ClickException(str(why)) from None
+
+        run = click.option(
+            "--store", "store_spec", default=default_store_spec, envvar=STORE_ENV,
+            show_default=".data/devnet/store",
+            help="Content store: a directory, or an IPFS HTTP RPC API (http://127.0.0.1:5001).",
+        )(run)  # fmt: skip
+        if signs:
+            run = account_option()(run)
+        return cli.command(name, cls=ConnectedProviderCommand, short_help=short_help)(run)
+
+    return decorate
+
+
+def _targets(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+@command("train", "Train an adapter on a published Datanet version", signs=False)
+@click.argument("datanet_id", type=ID)
+@click.argument("version", type=ID)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="A new folder for the adapter, manifest, eval report and loss curve.",
+)
+@click.option("--method", type=click.Choice(METHODS), default="sft", show_default=True)
+@click.option("--model", "model_id", type=ID, help="DPO: the model whose adapter it improves.")
+@click.option(
+    "--base",
+    "base_model",
+    default=BUILTIN_BASE,
+    show_default=True,
+    help=f"'{BUILTIN_BASE}' or a Hugging Face model folder.",
+)
+@click.option("--rank", type=int, default=8, show_default=True)
+@click.option("--alpha", type=float, default=16.0, show_default=True)
+@click.option("--dropout", type=float, default=0.0, show_default=True)
+@click.option(
+    "--targets",
+    default="q_proj,k_proj,v_proj,o_proj",
+    show_default=True,
+    help=f"Comma-separated, among {', '.join(PROJECTIONS)}.",
+)
+@click.option("--epochs", type=int, default=1, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--lr", "learning_rate", type=float, default=2e-4, show_default=True)
+@click.option("--max-length", type=int, default=256, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-fraction", type=float, default=0.1, show_default=True)
+@click.option("--steps", "max_steps", type=int, help="Stop after this many steps.")
+@click.option("--beta", type=float, default=0.1, show_default=True, help="DPO's beta.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(store_spec: str, datanet_id: int, version: int, workdir: Path, method: str,
+          model_id: int | None, base_model: str, rank: int, alpha: float, dropout: float,
+          targets: str, quiet: bool, **settings: Any) -> None:  # fmt: skip
+    """Train on DATANET_ID's published VERSION and write the results into --workdir."""
+    spec = JobSpec(
+        datanet_id, version, method, base_model,  # type: ignore[arg-type]
+        LoraSettings(rank, alpha, dropout, _targets(targets)), TrainSettings(**settings),
+        model_id,
+    )  # fmt: skip
+    job = run_job(spec, load_protocol(), open_store(store_spec), workdir,
+                  PROJECT_ROOT / ".data", progress=not quiet)  # fmt: skip
+    click.echo(
+        f"trained on {job.train_examples} examples ({job.skipped_rows} malformed rows "
+        f"skipped, {job.eval_examples} held out) at {job.tokens_per_second:.0f} tokens/s"
+    )
+    report = job.eval_report
+    if spec.method == "sft":
+        click.echo(
+            f"held-out loss {report['base_loss']:.3f} (base) -> "
+            f"{report['adapter_loss']:.3f} (adapter), perplexity "
+            f"{report['base_perplexity']:.1f} -> {report['adapter_perplexity']:.1f}"
+        )
+    else:
+        before, after = (report["held_out_preferences"][k] for k in ("before", "after"))
+        click.echo(
+            f"held-out preference accuracy {before['accuracy']:.2f} -> "
+            f"{after['accuracy']:.2f}, reward margin {before['mean_margin']:.3f} -> "
+            f"{after['mean_margin']:.3f}"
+        )
+    click.echo(f"work folder {workdir}: adapter/, training_manifest.json, eval_report.json, "
+               f"loss_curve.json, loss_curve.png")  # fmt: skip
+
+
+def _split(text: str) -> Split:
+    try:
+        parts = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: four basis points, e.g. 5000,3000,1500,500") from None
+    if len(parts) != 4:
+        raise click.BadParameter(f"{text!r}: developer,contributors,node,protocol basis points")
+    return Split(*parts)
+
+
+@command("publish", "Store a trained job's artifacts and register the model", signs=True)
+@click.argument("workdir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", required=True, help="The model's name in its metadata.")
+@click.option("--description", default="")
+@click.option("--license", "license_", default="", help="SPDX identifier of the adapter.")
+@click.option("--price-per-request", type=AMOUNT_OR_ZERO, default="0")
+@click.option("--price-per-token", type=AMOUNT_OR_ZERO, default="0")
+@click.option(
+    "--split",
+    "split_text",
+    default="5000,3000,1500,500",
+    show_default=True,
+    help="developer,contributors,node,protocol basis points (sum 10000).",
+)
+@click.option("--attributor", type=ADDRESS, help="Posts attribution epochs (a staked node).")
+def publish(account: Any, store_spec: str, workdir: Path, name: str, description: str,
+            license_: str, price_per_request: int, price_per_token: int, split_text: str,
+            attributor: str | None) -> None:  # fmt: skip
+    """Store WORKDIR's adapter, manifest and reports by CID and register the model (or, for a
+    job that names a model, publish its next version)."""
+    p = load_protocol()
+    spec = json.loads((workdir / "job.json").read_text())["spec"] if (
+        workdir / "job.json").is_file() else {}  # fmt: skip
+    new_model = spec.get("model_id") is None
+    if new_model and attributor is None:
+        raise click.UsageError("a new model needs --attributor (a staked node's address)")
+    artifacts, published = publish_job(
+        workdir, p, open_store(store_spec), account, name=name, description=description,
+        license=license_, pricing=Pricing(price_per_request, price_per_token),
+        split=_split(split_text), attributor=attributor,
+        send=functools.partial(transact, protocol=p),
+    )  # fmt: skip
+    what = "registered" if published.registered_now else "published"
+    if not published.sent_now:
+        what = "already on-chain as"
+    click.echo(f"{what} model {published.model_id} version {published.version}: adapter "
+               f"{artifacts.adapter}, training manifest {artifacts.training_manifest}, "
+               f"eval report {artifacts.eval_report}")  # fmt: skip
