@@ -206,19 +206,21 @@ def _dpo(
     init_dir.mkdir()
     for name, content in unpack_adapter(store.get(model.adapter_cid)).items():
         (init_dir / name).write_bytes(content)
-    beta = spec.train.beta
-    before = preference_metrics(base_dir, init_dir, init_dir, _pairs(held), beta,
-                                spec.train.max_length)  # fmt: skip
+    beta, held_pairs, length = spec.train.beta, _pairs(held), spec.train.max_length
+    # implicit rewards against the base model: "before" is the current adapter, "after" the new
+    # one (against the current adapter itself "before" would be 0 by definition)
+    before = preference_metrics(base_dir, init_dir, None, held_pairs, beta, length)
     result = train_dpo(base_dir, init_dir, _pairs(train), spec.lora, spec.train, adapter_dir,
                        progress=progress)  # fmt: skip
-    after = preference_metrics(base_dir, adapter_dir, init_dir, _pairs(held), beta,
-                               spec.train.max_length)  # fmt: skip
+    after = preference_metrics(base_dir, adapter_dir, None, held_pairs, beta, length)
+    after_vs_current = preference_metrics(base_dir, adapter_dir, init_dir, held_pairs, beta, length)
     curve = [{"step": i + 1, "epoch": 0, "loss": loss} for i, loss in enumerate(result.losses)]
     save_loss_curve(curve, workdir / LOSS_CURVE, workdir / LOSS_PLOT)
     log.info("held-out preference accuracy %.2f -> %.2f", before["accuracy"], after["accuracy"])
     data = {"method": "dpo", "improves": {"model_id": model.model_id, "version": model.version,
             "adapter": model.adapter_cid}, "training": result.to_json(),
-            "held_out_preferences": {"before": before, "after": after}}  # fmt: skip
+            "held_out_preferences": {"before": before, "after": after,
+                                     "after_vs_current": after_vs_current}}  # fmt: skip
     tokens_per_second = result.tokens * spec.train.epochs / max(result.seconds, 1e-9)
     return data, tokens_per_second, ()
 

@@ -169,3 +169,53 @@ def test_bad_settings_are_refused_before_any_work(
     assert "method 'dpo' needs model_id" in out
     out = mf("train", datanet, 1, "--base", tmp_path, "--workdir", tmp_path / "w", code=1)
     assert "is not a model folder (no config.json)" in out
+
+
+def preferences(n: int) -> bytes:
+    rows = ({"prompt": f"what is {i} plus {i}?", "chosen": f"It is {2 * i}.",
+             "rejected": f"It is {2 * i + 3}."} for i in range(n))  # fmt: skip
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def test_dpo_on_a_preference_datanet_publishes_the_models_next_version(
+    mf: Run, datanet: int, datanet_cli: Run, base: Path, protocol: Any, store: Any,
+    accounts: list[Any], tmp_path: Path,
+) -> None:  # fmt: skip
+    sft = tmp_path / "sft"
+    mf("train", datanet, 1, "--base", base, "--workdir", sft, *TRAIN_ARGS)
+    out = mf("publish", sft, "--name", "to-improve", "--seed-note", "x",
+             "--attributor", accounts[4].address, account=DEVELOPER, code=2)  # fmt: skip
+    assert "No such option: --seed-note" in out  # a typo is refused, nothing is sent
+    model_id = number("registered model", mf("publish", sft, "--name", "to-improve",
+                      "--attributor", accounts[4].address, account=DEVELOPER))  # fmt: skip
+
+    meta = tmp_path / "prefs.json"
+    meta.write_bytes(
+        DatanetMetadata("prefs", "feedback", "CC0-1.0", DataFormat.PREFERENCE).to_json_bytes()
+    )
+    prefs = number("datanet", datanet_cli("create", meta, account=CURATOR))
+    (tmp_path / "p.jsonl").write_bytes(preferences(16))
+    datanet_cli("contribute", prefs, tmp_path / "p.jsonl", account=BOB)
+    ids = ",".join(str(c.id) for c in read_history(protocol, prefs).pending())
+    datanet_cli("review", prefs, "--approve", ids, account=CURATOR)
+    datanet_cli("publish", prefs, account=CURATOR)
+
+    out = mf("train", datanet, 1, "--method", "dpo", "--model", model_id, "--base", base,
+             "--workdir", tmp_path / "wrong", code=1)  # fmt: skip
+    assert "needs a Datanet of preference pairs" in out and "holds instruction data" in out
+
+    dpo = tmp_path / "dpo"
+    out = mf("train", prefs, 1, "--method", "dpo", "--model", model_id, "--base", base,
+             "--workdir", dpo, "--eval-fraction", "0.25", *TRAIN_ARGS)  # fmt: skip
+    assert "held-out preference accuracy" in out
+    report = json.loads((dpo / "eval_report.json").read_text())
+    held = report["held_out_preferences"]
+    assert set(held) == {"before", "after", "after_vs_current"}
+    assert held["after"]["pairs"] == held["before"]["pairs"] > 0
+    assert report["improves"]["adapter"] == protocol.models.modelVersion(model_id, 1).adapterCID
+    out = mf("publish", dpo, "--name", "to-improve", account=DEVELOPER)
+    assert f"published model {model_id} version 2" in out
+    v2 = protocol.models.modelVersion(model_id, 2)
+    assert (int(v2.datanetId), int(v2.datanetVersion)) == (prefs, 1)
+    training = TrainingManifest.from_json(store.get(v2.trainingManifestCID))
+    assert {r.contribution_id for r in training.examples} == {int(i) for i in ids.split(",")}
