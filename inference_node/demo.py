@@ -1,10 +1,11 @@
-"""The inference part of ``make demo``: a LoRA adapter trained on the Datanet's approved data,
-registered as a priced model, served by a staked node (its own process, started like an
-operator would), paid per chat completion through the client SDK, and redeemed on-chain with
-the receipts as usage proof — then checked from the chain and the content store.
+"""The inference part of ``make demo``: the model ModelFactory registered, served by a staked
+node (its own process, started like an operator would), paid per chat completion through the
+client SDK (each question asked twice, sampled, so the payer can say which answer is better),
+and redeemed on-chain with the receipts as usage proof — then checked from the chain and the
+content store.
 
-Every step reads its state first, so a second run reuses the adapter, the model, the stake and
-the deposit, and its payments continue the same channel.
+Every step reads its state first, so a second run reuses the stake and the deposit, and its
+payments continue the same channel.
 """
 
 from __future__ import annotations
@@ -23,15 +24,11 @@ from typing import Any
 
 import httpx
 
-from backend.models.base_models import ensure_smollm2
 from backend.protocol.contracts import Protocol
 from backend.protocol.deployments import PROJECT_ROOT
 from backend.protocol.eip712 import SignedVoucher
 from backend.protocol.inference_client import VoucherWallet, openai_client
 from backend.storage.base import ContentStore
-from backend.storage.unixfs import compute_cid
-from inference_node.engine.demo_adapter import train_demo_adapter
-from inference_node.engine.packaging import put_adapter
 from inference_node.payments.receipts import parse_receipts_log, receipts_tree
 
 log = logging.getLogger(__name__)
@@ -39,22 +36,23 @@ log = logging.getLogger(__name__)
 OPEN = 10**18
 STAKE = 2_000 * OPEN
 DEPOSIT = 100 * OPEN  # the payer keeps at least this much deposited
-PRICING = (OPEN // 100, OPEN // 10_000)  # per request, per token (OPEN wei)
-SPLIT = (5_000, 3_000, 1_500, 500)  # developer, contributors, node, protocol (bps)
-QUESTIONS = (
-    "How many metres are in 3 kilometres?",
-    "Convert 2 hours to minutes.",
-    "How many grams are in 5 kilograms?",
-)
+# the demo's questions, with the exact answers the payer judges the node's answers by
+QUESTIONS = {
+    "How many metres are in 3 kilometres?": "3 kilometres is exactly 3000 metres.",
+    "What is 10 feet in metres?": "10 feet is exactly 3.048 metres (1 foot = 0.3048 m).",
+    "How many grams are in 5 kilograms?": "5 kilograms is exactly 5000 grams.",
+    "What is 100 degrees Celsius in kelvins?": "100 degrees Celsius is exactly 373.15 kelvins.",
+    "What is 2 pounds in kilograms?": "2 pounds is exactly 0.90718474 kilograms.",
+    "What is 10 yards in metres?": "10 yards is exactly 9.144 metres (1 yard = 0.9144 m).",
+}
+ASKED = 2  # times each question is asked (sampled: the answers differ)
 
 
 @dataclass
 class NodeDemo:
-    adapter_dir: Path
-    adapter_cid: str
-    adapter_trained_now: bool
     model_id: int
-    model_registered_now: bool
+    adapter_cid: str
+    adapter_version: int
     staked_now: bool
     deposited_now: int
     node_url: str = ""
@@ -63,76 +61,23 @@ class NodeDemo:
     checks: dict[str, Any] = field(default_factory=dict)
 
 
-def _adapter(
-    data_dir: Path, dataset_files: list[Path], base: Path, steps: int
-) -> tuple[Path, bool]:
-    out = data_dir / "adapters" / "unit-conversions-r8"
-    if (out / "adapter_model.safetensors").exists():
-        return out, False
-    pairs = [
-        (row["prompt"], row["response"])
-        for f in dataset_files
-        for row in map(json.loads, f.read_text(encoding="utf-8").splitlines())
-    ]
-    log.info("training the demo adapter on %d approved pairs", len(pairs))
-    train_demo_adapter(base, pairs, out, steps=steps, seed=0)  # 12 steps: ~1-2 min on 2 cores
-    return out, True
-
-
-def _model(p: Protocol, store: ContentStore, developer: Any, node: Any, spec: dict[str, Any]):
-    """The model serving ``spec['adapter']`` (registered now if none does)."""
-    for model_id in range(1, int(p.models.modelCount()) + 1):
-        count = p.models.model(model_id).versionCount
-        if p.models.modelVersion(model_id, count).adapterCID == spec["adapter"]:
-            return model_id, False
-    metadata = json.dumps(
-        {"name": "unit-conversions-r8", "description": "SmolLM2 LoRA that converts units",
-         "license": "CC0-1.0", "prompt_format": "chatml"}, sort_keys=True
-    ).encode()  # fmt: skip
-    metadata_cid = store.put(metadata)
-    tx = p.models.registerModel(
-        (metadata_cid, spec["base_cid"], spec["adapter"], spec["manifest"], spec["datanet"],
-         spec["version"], PRICING, SPLIT, node.address),
-        sender=developer,
-    )  # fmt: skip
-    return int(tx.events.filter(p.models.ModelRegistered)[0].modelId), True
-
-
-def prepare(
-    p: Protocol,
-    store: ContentStore,
-    roles: dict[str, Any],
-    data_dir: Path,
-    datanet: tuple[int, int, str],
-    dataset_files: list[Path],
-    train_steps: int = 12,
-) -> NodeDemo:
-    """Trains or reuses the adapter, registers or reuses the model, stakes and deposits."""
-    base = ensure_smollm2(PROJECT_ROOT / ".data")
-    adapter_dir, trained = _adapter(data_dir, dataset_files, base, train_steps)
-    adapter_cid = put_adapter(store, adapter_dir)
-    node, developer, payer = roles["node operator"], roles["developer"], roles["payer"]
+def prepare(p: Protocol, roles: dict[str, Any], model_id: int) -> NodeDemo:
+    """Stakes the node and tops up the payer's deposit for serving ``model_id``."""
+    node, payer = roles["node operator"], roles["payer"]
     staked = False
     if not p.nodes.isActive(node):
         p.token.approve(p.nodes.address, STAKE, sender=node)
         p.nodes.stake(STAKE, sender=node)
         staked = True
-    datanet_id, version, manifest_cid = datanet
-    spec = {
-        "adapter": adapter_cid,
-        "base_cid": compute_cid(_chunks(base / "model.safetensors")),
-        "manifest": manifest_cid,  # the Datanet version it learned from (ModelFactory will
-        "datanet": datanet_id,  # write a per-example training manifest here)
-        "version": version,
-    }
-    model_id, registered = _model(p, store, developer, node, spec)
     balance = int(p.payments.accountOf(payer).balance)
     deposited = 0
     if balance < DEPOSIT:
         deposited = DEPOSIT - balance
         p.token.approve(p.payments.address, deposited, sender=payer)
         p.payments.deposit(deposited, sender=payer)
-    return NodeDemo(adapter_dir, adapter_cid, trained, model_id, registered, staked, deposited)
+    version = int(p.models.model(model_id).versionCount)
+    adapter = str(p.models.modelVersion(model_id, version).adapterCID)
+    return NodeDemo(model_id, adapter, version, staked, deposited)
 
 
 def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
@@ -213,20 +158,23 @@ def serve_and_pay(
         demo.node_url = url
         client = openai_client(f"{url}/v1", wallet)
         for question in QUESTIONS:
-            answer = client.chat.completions.create(
-                model=str(demo.model_id),
-                messages=[{"role": "user", "content": question}],
-                max_tokens=24,
-                temperature=0,
-            )
-            extension = answer.model_extra["openledger"]
-            demo.answers.append({
-                "question": question,
-                "answer": answer.choices[0].message.content,
-                "tokens": (answer.usage.prompt_tokens, answer.usage.completion_tokens),
-                "price": int(extension["price"]),
-                "receipt": extension["receipt_id"],
-            })  # fmt: skip
+            for attempt in range(ASKED):
+                answer = client.chat.completions.create(
+                    model=str(demo.model_id),
+                    messages=[{"role": "user", "content": question}],
+                    max_tokens=32,
+                    temperature=0.9,
+                    seed=attempt,
+                )
+                extension = answer.model_extra["openledger"]
+                demo.answers.append({
+                    "question": question,
+                    "answer": answer.choices[0].message.content,
+                    "tokens": (answer.usage.prompt_tokens, answer.usage.completion_tokens),
+                    "price": int(extension["price"]),
+                    "receipt": extension["receipt_id"],
+                    "request_hash": extension["request_hash"],
+                })  # fmt: skip
         latest = wallet.latest(node.address, demo.model_id)
         if latest is not None:
             saved.parent.mkdir(parents=True, exist_ok=True)

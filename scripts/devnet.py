@@ -6,6 +6,7 @@ import contextlib
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from ape import chain
@@ -16,6 +17,9 @@ from backend.devnet.services import api_server, following_indexer, index_chain
 from backend.devnet.stack import DEFAULT_DATA_DIR, LocalStack, local_stack
 
 OPEN = 10**18
+
+if TYPE_CHECKING:
+    from backend.devnet.factory_demo import Trained
 
 
 def _open(wei: int) -> str:
@@ -117,27 +121,30 @@ def _serve_and_query(stack: LocalStack, demo_run: DatanetDemo, data_dir: Path, p
 def _inference(
     stack: LocalStack, demo_run: DatanetDemo, data_dir: Path, port: int, train_steps: int
 ) -> None:
-    """Trains/reuses the demo adapter, registers the model, serves it on a node, pays for chat
-    completions through the SDK and redeems them with a usage proof on-chain."""
-    from backend.devnet.datanet_demo import DATASET
-    from inference_node.demo import prepare, serve_and_pay
+    """ModelFactory trains (or reuses) an adapter on the Datanet's version and registers it; a
+    node serves it and is paid per answer; the payer's preferences become a Datanet; DPO on it
+    publishes the model's next version."""
+    from backend.devnet.factory_demo import dpo_model, feedback_datanet, sft_model
+    from inference_node.demo import QUESTIONS, prepare, serve_and_pay
 
-    p, pub = stack.protocol, demo_run.publication
-    approved = [DATASET / f.file for f in demo_run.files if f.status == "approved"]
+    p, pub, store, roles = stack.protocol, demo_run.publication, stack.store, stack.roles
+    datanet_id = demo_run.datanet.datanet_id
+    click.secho("ModelFactory: LoRA SFT on the Datanet's version", bold=True)
+    sft = sft_model(p, store, roles, data_dir, datanet_id, pub.version, train_steps)
+    _trained(sft, "trained now" if sft.trained_now else "reused the finished job")
+    report = sft.eval_report
+    click.echo(f"  held-out loss {report['base_loss']:.3f} (SmolLM2) -> "
+               f"{report['adapter_loss']:.3f} (adapter), {report['examples']} examples, "
+               f"{report['build']['skipped']} malformed rows skipped")  # fmt: skip
+    model_id = sft.published.model_id
+
     click.secho("Inference node (OpenLoRA)", bold=True)
-    node_demo = prepare(
-        p, stack.store, stack.roles, data_dir,
-        (demo_run.datanet.datanet_id, pub.version, pub.manifest_cid), approved, train_steps,
-    )  # fmt: skip
-    how = "trained now" if node_demo.adapter_trained_now else "reused"
-    click.echo(f"  adapter {node_demo.adapter_cid} ({how}, LoRA r8 on SmolLM2-135M-Instruct, "
-               f"{len(approved)} approved files of version {pub.version})")  # fmt: skip
-    how = "registered now" if node_demo.model_registered_now else "already registered"
-    click.echo(f"  model {node_demo.model_id} ({how}); node "
-               f"{stack.roles['node operator'].address} "
+    node_demo = prepare(p, roles, model_id)
+    click.echo(f"  model {model_id} v{node_demo.adapter_version} (adapter "
+               f"{node_demo.adapter_cid}); node {roles['node operator'].address} "
                f"{'staked now' if node_demo.staked_now else 'already staked'}; payer deposited "
                f"{_open(node_demo.deposited_now)} now")  # fmt: skip
-    serve_and_pay(node_demo, p, stack.store, stack.roles, stack.anvil.url, data_dir, port)
+    serve_and_pay(node_demo, p, store, roles, stack.anvil.url, data_dir, port)
     click.echo(f"  node served at {node_demo.node_url} (log in {data_dir / 'node' / 'node.log'})")
     for a in node_demo.answers:
         click.echo(f"  Q: {a['question']}")
@@ -152,11 +159,34 @@ def _inference(
                f"recomputed from the log matches the chain: {checks['root_matches']}")  # fmt: skip
     if not checks["root_matches"]:
         raise click.ClickException("the usage proof's root does not match its receipts log")
-    model = p.models.model(node_demo.model_id)
-    funded = p.rewards.pool(node_demo.model_id).funded
-    click.echo(f"  model {node_demo.model_id}'s contributors' pool: {_open(funded)} funded in all; "
+    model = p.models.model(model_id)
+    funded = p.rewards.pool(model_id).funded
+    click.echo(f"  model {model_id}'s contributors' pool: {_open(funded)} funded in all; "
                f"developer earnings {_open(p.payments.earnings(model.developer))}, node earnings "
-               f"{_open(p.payments.earnings(stack.roles['node operator']))}")  # fmt: skip
+               f"{_open(p.payments.earnings(roles['node operator']))}")  # fmt: skip
+
+    click.secho("Feedback -> preference Datanet -> DPO", bold=True)
+    feedback = feedback_datanet(p, store, roles, data_dir, model_id, node_demo.answers,
+                                QUESTIONS, [r["receipts_cid"]])  # fmt: skip
+    version = feedback.publication
+    click.echo(f"  the payer signed {feedback.signed_now} preferences now (EIP-712, checked "
+               f"against the redeemed receipts); {feedback.pairs} pairs exported to Datanet "
+               f"{feedback.datanet_id} version {version.version} (manifest "
+               f"{version.manifest_cid})")  # fmt: skip
+    dpo = dpo_model(p, store, roles, data_dir, model_id, feedback, max(2, train_steps // 2))
+    _trained(dpo, "trained now" if dpo.trained_now else "reused the finished job")
+    held = dpo.eval_report["held_out_preferences"]
+    click.echo(f"  held-out preference accuracy {held['before']['accuracy']:.2f} -> "
+               f"{held['after']['accuracy']:.2f} on {held['after']['pairs']} pairs "
+               f"(implicit reward vs SmolLM2)")  # fmt: skip
+
+
+def _trained(t: Trained, how: str) -> None:
+    what = "registered as" if t.published.registered_now else "published as"
+    if not t.published.sent_now:
+        what = "already on-chain as"
+    click.echo(f"  {how} in {t.workdir}; {what} model {t.published.model_id} version "
+               f"{t.published.version}, adapter {t.adapter_cid}")  # fmt: skip
 
 
 @click.group()
@@ -177,7 +207,7 @@ def cli() -> None:
 @click.option("--node-port", type=int, default=8100, show_default=True)
 @click.option(
     "--train-steps", type=int, default=12, show_default=True,
-    help="Optimizer steps of the demo adapter (batch 8) when it is trained.",
+    help="SFT steps (batch 8) of the demo model when it is trained; DPO takes half.",
 )  # fmt: skip
 @click.option(
     "--inference/--no-inference", default=True, show_default=True,

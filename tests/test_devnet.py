@@ -56,14 +56,24 @@ def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
     assert "from the API verifies on-chain: True" in first
     root = re.search(r"root (0x[0-9a-f]{64})", first)
     assert root is not None
-    # metadata, 5 files, manifest; the adapter, the model's metadata, the receipts log
-    assert len(list((tmp_path / "store" / "blocks").iterdir())) == 10
-    # The inference node: adapter trained, model registered, three paid answers redeemed.
-    assert re.search(r"adapter \S+ \(trained now, LoRA r8", first)
-    assert "model 1 (registered now); node" in first and "staked now" in first
-    assert first.count("  A: ") == 3 and first.count("receipt ") == 3
-    assert re.search(r"usage proof 1, 3 receipts, [\d.]+ OPEN paid", first)
+    # Datanet: metadata, 5 files, manifest; SFT and DPO: adapter, training manifest, eval
+    # report, loss curve and plot, model metadata each (two 2-step loss plots can be the same
+    # picture, hence one CID); the receipts log; the feedback Datanet's metadata, file, manifest
+    assert len(list((tmp_path / "store" / "blocks").iterdir())) >= 7 + 2 * 6 - 1 + 1 + 3
+    # ModelFactory: SFT on version 1, the model registered with its provenance
+    assert re.search(r"trained now in \S+sft-d1v1-s2; registered as model 1 version 1", first)
+    assert re.search(r"held-out loss [\d.]+ \(SmolLM2\) -> [\d.]+ \(adapter\)", first)
+    # The inference node: twelve paid answers redeemed.
+    assert "model 1 v1 (adapter" in first and "staked now" in first
+    assert first.count("  A: ") == 12 and first.count("receipt ") == 12
+    assert re.search(r"usage proof 1, 12 receipts, [\d.]+ OPEN paid", first)
     assert "recomputed from the log matches the chain: True" in first
+    # Feedback: signed preferences -> a preference Datanet -> DPO -> model 1 version 2
+    signed = re.search(r"the payer signed (\d+) preferences now", first)
+    assert signed is not None and int(signed[1]) >= 4
+    assert "exported to Datanet 2 version 1" in first
+    assert re.search(r"trained now in \S+dpo-d2v1-s2; published as model 1 version 2", first)
+    assert re.search(r"held-out preference accuracy [\d.]+ -> [\d.]+ on \d+ pairs", first)
 
     second = run_demo(tmp_path, port, "--train-steps", "2")
     assert "(reused from the persisted chain state)" in second
@@ -81,10 +91,14 @@ def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
     assert "audit passed: 1 version(s)" in second
     assert "from the API verifies on-chain: True" in second
     assert "Confirmed" not in second.split("Datanet 1:")[1].split("Inference node")[0]
-    assert "(reused, LoRA r8" in second and "model 1 (already registered)" in second
-    assert "already staked" in second and second.count("  A: ") == 3
-    assert re.search(r"usage proof 2, 3 receipts, [\d.]+ OPEN paid", second)
+    assert re.search(r"reused the finished job in \S+sft-d1v1-s2; already on-chain as model 1 "
+                     r"version 1", second)  # fmt: skip
+    assert "already staked" in second and second.count("  A: ") == 12
+    assert re.search(r"usage proof 2, 12 receipts, [\d.]+ OPEN paid", second)
     assert "recomputed from the log matches the chain: True" in second
+    # the new answers' preferences join the feedback Datanet's next version: the loop goes on
+    assert "exported to Datanet 2 version 2" in second
+    assert re.search(r"trained now in \S+dpo-d2v2-s2; published as model 1 version 3", second)
     # Every process the demo started is gone: nothing answers on its port.
     assert not Anvil(port=port).is_up()
 
