@@ -67,6 +67,7 @@ bench: compile $(SMOLLM2)  ## run the benchmarks; results in bench/results/
 	$(BIN)/python bench/indexer.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/training.py
 
 lint: setup  ## ruff
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

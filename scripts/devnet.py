@@ -206,7 +206,7 @@ def cli() -> None:
 @click.option("--api-port", type=int, default=8000, show_default=True)
 @click.option("--node-port", type=int, default=8100, show_default=True)
 @click.option(
-    "--train-steps", type=int, default=12, show_default=True,
+    "--train-steps", type=int, default=40, show_default=True,
     help="SFT steps (batch 8) of the demo model when it is trained; DPO takes half.",
 )  # fmt: skip
 @click.option(
