@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     content_dir: Path = DEVNET_DIR / "store"  # the embedded content store ...
     ipfs_api: str | None = None  # ... or an IPFS node's HTTP RPC API, when set
     max_upload_bytes: int = 10 * 1024 * 1024  # cap on any upload, whatever the Datanet allows
+    data_dir: Path | None = None  # training jobs and feedback; default: "api" beside db_path
+    rpc_url: str = "http://127.0.0.1:8545"  # the chain that training jobs read
+    models_dir: Path = PROJECT_ROOT / ".data"  # the built-in base model is converted under it
+    max_jobs: int = 1  # training jobs at once (each takes every core); the others wait queued
     cors_origins: list[str] = []
     host: str = "127.0.0.1"
     port: int = 8000
@@ -33,4 +37,11 @@ class Settings(BaseSettings):
             raise ValueError("cors_origins '*' is refused in production: list the origins")
         if self.max_upload_bytes <= 0:
             raise ValueError(f"max_upload_bytes must be positive, not {self.max_upload_bytes}")
+        if self.max_jobs < 1:
+            raise ValueError(f"max_jobs must be at least 1, not {self.max_jobs}")
         return self
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the API keeps its own state (jobs, feedback)."""
+        return self.data_dir or self.db_path.parent / "api"

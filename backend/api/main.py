@@ -11,6 +11,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from backend.api import errors
 from backend.api.config import Settings
 from backend.api.deps import Database
+from backend.api.feedback import FeedbackService
+from backend.api.jobs import JobRunner
 from backend.api.proofs import ProofCache
 from backend.api.routes import api_router
 from backend.storage.base import ContentStore
@@ -42,6 +44,10 @@ def create_app(settings: Settings | None = None, store: ContentStore | None = No
     app.state.store = store or content_store(settings)
     app.state.proofs = ProofCache()
     app.state.metadata = {}
+    app.state.jobs = JobRunner(settings.state_dir / "jobs", max_jobs=settings.max_jobs)
+    app.state.feedback = FeedbackService(
+        settings.state_dir / "feedback", app.state.db, app.state.store
+    )
     errors.install(app)
     if settings.cors_origins:
         app.add_middleware(

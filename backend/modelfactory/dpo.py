@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -237,6 +237,7 @@ def train_dpo(
     settings: TrainSettings,
     out_dir: str | Path,
     progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> DPOResult:
     """Trains a LoRA adapter of ``base_dir`` by DPO on ``pairs_train``; saves it (PEFT format)
     to ``out_dir`` and returns what happened.
@@ -245,7 +246,8 @@ def train_dpo(
     own rank, alpha and targets then apply (``lora`` is used only for a fresh adapter); without
     it, a fresh adapter of ``lora`` starts as the identity, so the reference is the base model.
     ``settings``: epochs, batch_size (pairs per step), learning_rate, max_length, seed,
-    max_steps, beta. Deterministic on CPU.
+    max_steps, beta. Deterministic on CPU. ``on_step(step, total)`` is called after every
+    optimizer step (a job's progress, for those who follow it).
     """
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     if not pairs_train:
@@ -298,6 +300,8 @@ def train_dpo(
             accuracies.append((margins > 0).float().mean().item())
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if on_step is not None:
+                on_step(len(losses), steps)
         bar.close()
         model.peft_config["default"].base_model_name_or_path = base_dir.name
         _save(model, out_dir)

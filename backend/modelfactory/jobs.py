@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from backend.storage.base import ContentStore
 from backend.storage.unixfs import compute_cid
 
 log = logging.getLogger(__name__)
+StepCallback = Callable[[int, int], None]  # (step, total steps)
 
 ADAPTER_DIR = "adapter"
 TRAINING_MANIFEST = "training_manifest.json"
@@ -110,8 +111,10 @@ def run_job(
     workdir: Path,
     data_dir: Path,
     progress: bool = True,
+    on_step: StepCallback | None = None,
 ) -> TrainedJob:
-    """Trains ``spec`` and writes its artifacts into ``workdir`` (created; must be empty)."""
+    """Trains ``spec`` and writes its artifacts into ``workdir`` (created; must be empty).
+    ``on_step(step, total)`` follows the training steps (the API's job status shows them)."""
     workdir = Path(workdir)
     if workdir.exists() and any(workdir.iterdir()):
         raise JobError(f"work folder {workdir} is not empty; give a new one")
@@ -137,10 +140,10 @@ def run_job(
     base_dir, base_cid = resolve_base(spec.base_model, data_dir)
     adapter_dir = workdir / ADAPTER_DIR
     if spec.method == "sft":
-        result = _sft(spec, base_dir, train, held, adapter_dir, workdir, progress)
+        result = _sft(spec, base_dir, train, held, adapter_dir, workdir, progress, on_step)
     else:
         result = _dpo(spec, p, store, data.metadata.format, base_dir, train, held, adapter_dir,
-                      workdir, progress)  # fmt: skip
+                      workdir, progress, on_step)  # fmt: skip
     eval_report, tokens_per_second, unused = result
     manifest = build_training_manifest(
         spec, data, report, train, held, spec.base_model, base_cid, unused=unused
@@ -167,8 +170,10 @@ def _sft(
     adapter_dir: Path,
     workdir: Path,
     progress: bool,
+    on_step: StepCallback | None,
 ) -> tuple[dict[str, Any], float, tuple[int, ...]]:
-    result = train_sft(base_dir, train, spec.lora, spec.train, adapter_dir, progress=progress)
+    result = train_sft(base_dir, train, spec.lora, spec.train, adapter_dir, progress=progress,
+                       on_step=on_step)  # fmt: skip
     save_loss_curve(result.loss_curve, workdir / LOSS_CURVE, workdir / LOSS_PLOT)
     report = evaluate(base_dir, adapter_dir, held, spec.train.max_length)
     log.info("held-out loss %.3f -> %.3f (%.0f%% lower)", report.base_loss, report.adapter_loss,
@@ -194,6 +199,7 @@ def _dpo(
     adapter_dir: Path,
     workdir: Path,
     progress: bool,
+    on_step: StepCallback | None,
 ) -> tuple[dict[str, Any], float, tuple[int, ...]]:
     if data_format is not DataFormat.PREFERENCE:
         raise JobError(
@@ -211,7 +217,7 @@ def _dpo(
     # one (against the current adapter itself "before" would be 0 by definition)
     before = preference_metrics(base_dir, init_dir, None, held_pairs, beta, length)
     result = train_dpo(base_dir, init_dir, _pairs(train), spec.lora, spec.train, adapter_dir,
-                       progress=progress)  # fmt: skip
+                       progress=progress, on_step=on_step)  # fmt: skip
     after = preference_metrics(base_dir, adapter_dir, None, held_pairs, beta, length)
     after_vs_current = preference_metrics(base_dir, adapter_dir, init_dir, held_pairs, beta, length)
     curve = [{"step": i + 1, "epoch": 0, "loss": loss} for i, loss in enumerate(result.losses)]

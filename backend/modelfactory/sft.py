@@ -22,7 +22,7 @@ import struct
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,9 +257,11 @@ def train_sft(
     settings: TrainSettings,
     out_dir: str | Path,
     progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> SFTResult:
     """Trains a LoRA adapter of the model in ``base_dir`` on ``train``; saves it in PEFT
-    format into ``out_dir`` (files appear only once fully written)."""
+    format into ``out_dir`` (files appear only once fully written). ``on_step(step, total)``
+    is called after every optimizer step (a job's progress, for those who follow it)."""
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     if not train:
         raise ValueError("no training examples")
@@ -315,6 +317,8 @@ def train_sft(
                 bar.set_postfix(loss=f"{value:.4f}")
                 if step % LOG_EVERY == 0 or step in (1, total):
                     log.info("sft step %d/%d: loss %.4f", step, total, value)
+                if on_step is not None:
+                    on_step(step, total)
         seconds = time.perf_counter() - started
         peft_model.peft_config["default"].base_model_name_or_path = base_dir.name
         _save(peft_model, out_dir)

@@ -7,6 +7,8 @@ from backend.api.routes import (
     contributions,
     datanets,
     events,
+    feedback,
+    modelfactory,
     models,
     nodes,
     payments,
@@ -19,6 +21,6 @@ from backend.api.routes import (
 api_router = APIRouter()
 for module in (
     status, datanets, versions, contributions, uploads, models, nodes, payments, usage_proofs,
-    attribution, events,
+    attribution, events, modelfactory, feedback,
 ):  # fmt: skip
     api_router.include_router(module.router)

@@ -1,0 +1,345 @@
+"""ModelFactory jobs: start training on a published Datanet version, and follow it.
+
+Publishing a trained job stays in the CLI (``ape run modelfactory publish``): it signs with the
+developer's key, which the API never holds.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
+from web3 import Web3
+
+from backend.api.config import Settings
+from backend.api.deps import MAX_ID, DbDep, IdPath, PageDep, SettingsDep
+from backend.api.errors import APIError, ErrorItem, ErrorResponse, conflict, not_found
+from backend.api.jobs import JobInfo, JobRunner
+from backend.api.queries import fetch_one
+from backend.api.schemas import Page
+from backend.modelfactory.spec import (
+    BUILTIN_BASE,
+    MAX_RANK,
+    PROJECTIONS,
+    JobSpec,
+    JobSpecError,
+    LoraSettings,
+    TrainSettings,
+)
+from backend.modelfactory.worker import JobRequest
+from backend.storage.base import ContentStore
+from backend.storage.ipfs import IPFSStore
+from backend.storage.local import DirectoryStore
+
+JSON = "application/json"
+CHAIN_TIMEOUT = 3.0  # seconds to wait for the chain's answer before refusing a job
+_ERRORS = {
+    400: "The body is not JSON",
+    404: "No such job; or the Datanet version, model or base model folder is not known",
+    409: "The index does not know the deployment yet, or the chain jobs read does not answer",
+    422: "Invalid job specification (the reason names the field and the value)",
+}
+
+
+class _SharedPathRoute(APIRoute):
+    """A route whose 405 answer allows every method its path serves (Starlette's names only
+    the first route that matched the path: POST, for ``/jobs``, hiding GET)."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().handle(scope, receive, send)
+        except StarletteHTTPException as exc:
+            if exc.status_code != 405:
+                raise
+            siblings = [r for r in router.routes if isinstance(r, APIRoute) and r.path == self.path]
+            allow = ", ".join(sorted({m for r in siblings for m in r.methods}))
+            raise StarletteHTTPException(405, headers={"Allow": allow}) from None
+
+
+router = APIRouter(
+    prefix="/modelfactory",
+    tags=["modelfactory"],
+    responses={c: {"model": ErrorResponse, "description": d} for c, d in _ERRORS.items()},
+    route_class=_SharedPathRoute,
+)
+
+# --- the job spec's JSON schema (spec.py checks the same; the API also bounds ids for SQLite)
+
+Projection = Literal[PROJECTIONS]  # type: ignore[valid-type]
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class LoraBody(_Strict):
+    rank: int = Field(8, ge=1, le=MAX_RANK)
+    alpha: float = Field(16.0, gt=0, le=1e6, allow_inf_nan=False)
+    dropout: float = Field(0.0, ge=0, le=0.9, allow_inf_nan=False)
+    target_modules: list[Projection] = Field(  # type: ignore[valid-type]
+        default=["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1
+    )
+
+
+class TrainBody(_Strict):
+    epochs: int = Field(1, ge=1, le=1000)
+    batch_size: int = Field(8, ge=1, le=4096)
+    learning_rate: float = Field(2e-4, gt=0, le=1, allow_inf_nan=False)
+    max_length: int = Field(256, ge=1, le=32768)
+    seed: int = Field(0, ge=0, le=MAX_ID)
+    eval_fraction: float = Field(0.1, gt=0, le=0.5, allow_inf_nan=False)
+    max_steps: int | None = Field(None, ge=1, le=2**31 - 1)
+    beta: float = Field(0.1, gt=0, le=100, allow_inf_nan=False)
+
+
+class _JobBody(_Strict):
+    datanet_id: Id
+    version: Id
+    base_model: str = Field(
+        BUILTIN_BASE, min_length=1, description=f"'{BUILTIN_BASE}' or a model folder on the server"
+    )
+    lora: LoraBody = Field(default_factory=LoraBody)
+    train: TrainBody = Field(default_factory=TrainBody)
+
+
+class SFTJobCreate(_JobBody):
+    """Supervised fine-tuning; with ``model_id``, the result is that model's next version."""
+
+    method: Literal["sft"] = "sft"
+    model_id: Id | None = None
+
+
+class DPOJobCreate(_JobBody):
+    """DPO on a Datanet of preference pairs, improving model ``model_id``'s current adapter."""
+
+    method: Literal["dpo"]
+    model_id: Id
+
+
+JobCreate = TypeAdapter(SFTJobCreate | DPOJobCreate)
+
+
+def _inline(schema: Any, defs: dict[str, Any]) -> Any:
+    """``schema`` with its ``$ref``s to ``$defs`` replaced by the definitions."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline(v, defs) for v in schema]
+    return schema
+
+
+def _job_schema() -> dict[str, Any]:
+    schema = JobCreate.json_schema()
+    return _inline(schema, schema.get("$defs", {}))
+
+
+# --- answers
+
+
+class JobAccepted(BaseModel):
+    id: int
+    state: str
+    status_url: str
+
+
+class Progress(BaseModel):
+    step: int
+    total: int
+
+
+class JobPublic(BaseModel):
+    id: int
+    state: Literal["queued", "running", "succeeded", "failed"]
+    spec: dict[str, Any]
+    submitted_at: float  # unix seconds
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: Progress | None = None  # training steps done, of the total
+    error: str | None = None  # why it failed
+    summary: dict[str, Any] | None = None  # eval summary: data counts, losses or preferences
+    artifacts: list[str] = []  # files in the job's work folder
+
+
+def _public(info: JobInfo) -> JobPublic:
+    return JobPublic.model_validate(info, from_attributes=True)
+
+
+def get_runner(request: Request) -> JobRunner:
+    return request.app.state.jobs
+
+
+RunnerDep = Annotated[JobRunner, Depends(get_runner)]
+
+
+# --- parsing and checking a job before it is queued: one that cannot run is refused now
+
+
+def _parse(raw: bytes) -> JobSpec:
+    """The spec in ``raw``; 422 naming the field: spec.py's message where it has one, else the
+    schema's (bounds the API adds, types spec.py does not expect)."""
+    try:
+        body = _integral_ints(json.loads(raw))
+    except ValueError as why:
+        raise APIError(400, f"the body is not JSON: {why}") from None
+    try:
+        JobCreate.validate_python(body)
+    except ValidationError as invalid:
+        _spec_error(body)
+        raise _schema_error(body, invalid) from None
+    try:
+        return JobSpec.from_json(body)
+    except JobSpecError as why:
+        raise APIError(422, str(why)) from None
+
+
+_INT_FIELDS = {
+    part: {f.name for f in fields(kind) if f.type in ("int", "int | None")}
+    for part, kind in (("", JobSpec), ("lora", LoraSettings), ("train", TrainSettings))
+}
+
+
+def _integral_ints(body: Any) -> Any:
+    """``body`` with integral numbers in integer fields as ints (``8.0`` is ``8`` in JSON)."""
+
+    def fix(part: str, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        ints = _INT_FIELDS[part]
+        return {k: int(v) if k in ints and isinstance(v, float) and v.is_integer() else v
+                for k, v in data.items()}  # fmt: skip
+
+    body = fix("", body)
+    if isinstance(body, dict):
+        body = {k: fix(k, v) if k in ("lora", "train") else v for k, v in body.items()}
+    return body
+
+
+def _spec_error(body: Any) -> None:
+    """Raises spec.py's own refusal of ``body``, if it names what is wrong."""
+    try:
+        JobSpec.from_json(body)
+    except JobSpecError as why:
+        if not isinstance(why.__context__, TypeError):  # not a Python error about a shape
+            raise APIError(422, str(why)) from None
+    except (TypeError, ValueError, AttributeError):
+        pass
+
+
+def _schema_error(body: Any, invalid: ValidationError) -> APIError:
+    method = body.get("method", "sft") if isinstance(body, dict) else "sft"
+    branch = (DPOJobCreate if method == "dpo" else SFTJobCreate).__name__
+    errors = [e for e in invalid.errors() if e["loc"][:1] == (branch,)] or invalid.errors()
+    items = [ErrorItem(reason=str(e["msg"]), loc=[str(p) for p in e["loc"][1:]]) for e in errors]
+    where = ".".join(items[0].loc or ()) or "body"
+    return APIError(422, f"job spec {where}: {items[0].reason}", items)
+
+
+def _deployment(db: sqlite3.Connection) -> tuple[int, dict[str, str]]:
+    """The chain id and contract addresses the index follows."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'deployment'").fetchone()
+    deployment = json.loads(row[0]) if row is not None else {}
+    if "chain_id" not in deployment or not deployment.get("contracts"):
+        raise conflict("the index does not know the deployment yet: run the indexer first")
+    return int(deployment["chain_id"]), dict(deployment["contracts"])
+
+
+def _check_inputs(db: sqlite3.Connection, spec: JobSpec) -> None:
+    """404 unless the index knows the Datanet version and model, and the base model exists."""
+    datanet = db.execute(
+        "SELECT version_count FROM datanets WHERE id = ?", (spec.datanet_id,)
+    ).fetchone()
+    if datanet is None:
+        raise not_found(f"Datanet {spec.datanet_id}")
+    published = int(datanet[0])
+    if spec.version > published:
+        raise APIError(
+            404,
+            f"Datanet {spec.datanet_id} version {spec.version} is not published (published "
+            f"versions: {f'1..{published}' if published else 'none'})",
+        )
+    model = spec.model_id
+    if model is not None and fetch_one(db, "SELECT 1 FROM models WHERE id = ?", model) is None:
+        raise not_found(f"model {model}")
+    if spec.base_model != BUILTIN_BASE and not (Path(spec.base_model) / "config.json").is_file():
+        raise APIError(
+            404, f"base model folder {spec.base_model!r} not found on the server (no config.json)"
+        )
+
+
+def _check_chain(rpc_url: str, chain_id: int) -> None:
+    """Refuses a job now if its worker could not read the chain (down, or another chain)."""
+    try:
+        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": CHAIN_TIMEOUT}))
+        actual = w3.eth.chain_id
+    except Exception as why:  # connection errors of requests, bad URLs, JSON-RPC errors
+        raise conflict(
+            f"the chain at {rpc_url} does not answer ({type(why).__name__}); a job reads it, "
+            "so none can start"
+        ) from None
+    if actual != chain_id:
+        raise conflict(
+            f"the chain at {rpc_url} is chain {actual}, not the indexed chain {chain_id}"
+        )
+
+
+def _store_spec(store: ContentStore, settings: Settings) -> str:
+    """The app's content store as the worker opens it."""
+    if isinstance(store, DirectoryStore):
+        return str(store.root.resolve())
+    if isinstance(store, IPFSStore):
+        return store.api
+    return settings.ipfs_api or str(settings.content_dir.resolve())
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=JobAccepted,
+    openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": _job_schema()}}}},
+)
+async def start_job(
+    request: Request, db: DbDep, runner: RunnerDep, settings: SettingsDep, response: Response
+) -> JobAccepted:
+    """Starts training on a published Datanet version (queued while other jobs run)."""
+    spec = _parse(await request.body())
+    chain_id, contracts = _deployment(db)
+    _check_inputs(db, spec)
+    await run_in_threadpool(_check_chain, settings.rpc_url, chain_id)
+    job = JobRequest(
+        spec, settings.rpc_url, chain_id, contracts,
+        _store_spec(request.app.state.store, settings), settings.models_dir.resolve(),
+    )  # fmt: skip
+    info = await run_in_threadpool(runner.submit, job)
+    url = str(request.url_for("get_job", job_id=info.id).path)
+    response.headers["location"] = url
+    return JobAccepted(id=info.id, state=info.state, status_url=url)
+
+
+@router.get("/jobs", response_model=Page[JobPublic])
+def list_jobs(runner: RunnerDep, page: PageDep) -> Page[JobPublic]:
+    """Training jobs, oldest first."""
+    jobs = runner.list()
+    items = [_public(j) for j in jobs[page.offset : page.offset + page.limit]]
+    return Page(items=items, total=len(jobs), limit=page.limit, offset=page.offset)
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic)
+def get_job(runner: RunnerDep, job_id: IdPath) -> JobPublic:
+    """One job: state, training progress, eval summary, artifact files, or why it failed."""
+    info = runner.get(job_id)
+    if info is None:
+        raise not_found(f"job {job_id}")
+    return _public(info)
