@@ -51,8 +51,10 @@ class LoraSettings:
         _finite("lora.alpha", self.alpha, 0.0, 1e6)
         _finite("lora.dropout", self.dropout, 0.0, 0.9, low_open=False)
         targets = self.target_modules
-        if isinstance(targets, str) or not targets:
-            raise JobSpecError(f"lora.target_modules must be a non-empty list, not {targets!r}")
+        if isinstance(targets, str) or not targets or not all(isinstance(t, str) for t in targets):
+            raise JobSpecError(
+                f"lora.target_modules must be a non-empty list of names, not {targets!r}"
+            )
         unknown = sorted(set(targets) - set(PROJECTIONS))
         if unknown:
             raise JobSpecError(
@@ -77,8 +79,9 @@ class TrainSettings:
         _positive_int("train.batch_size", self.batch_size, 4096)
         _finite("train.learning_rate", self.learning_rate, 0.0, 1.0)
         _positive_int("train.max_length", self.max_length, 32768)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise JobSpecError(f"train.seed must be a non-negative integer, not {self.seed!r}")
+        seed = self.seed
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+            raise JobSpecError(f"train.seed must be an integer in [0, 2^63), not {seed!r}")
         _finite("train.eval_fraction", self.eval_fraction, 0.0, 0.5)
         if self.max_steps is not None:
             _positive_int("train.max_steps", self.max_steps)
