@@ -58,3 +58,16 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def random_weights_copy(base_dir: Path, folder: Path) -> Path:
+    """``base_dir``'s architecture and tokenizer with seeded random weights: the same compute
+    where the checkpoint itself cannot be brought (the GPU machine takes 64 MiB of files)."""
+    import torch  # here: the other helpers serve benchmarks that need no torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(base_dir)
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(folder)
+    return folder

@@ -48,10 +48,10 @@ from typing import Any, get_args
 
 import torch
 import transformers
-from common import RESULTS_DIR, machine, table
+from common import RESULTS_DIR, machine, random_weights_copy, table
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from backend.models.base_models import ensure_smollm2
 from backend.protocol.deployments import PROJECT_ROOT
@@ -202,16 +202,6 @@ def accelerator(device: str) -> dict[str, Any]:
 def synchronize() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-
-
-def random_weights_copy(base_dir: Path, folder: Path) -> Path:
-    """``base_dir``'s architecture and tokenizer with seeded random weights: the same compute
-    where the checkpoint itself cannot be brought (the GPU machine takes 64 MiB of files)."""
-    torch.manual_seed(0)
-    config = AutoConfig.from_pretrained(base_dir)
-    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(base_dir).save_pretrained(folder)
-    return folder
 
 
 def p95(values: Sequence[float]) -> float:

@@ -53,7 +53,7 @@ import peft
 import torch
 import transformers
 import trl
-from common import RESULTS_DIR, machine, table
+from common import RESULTS_DIR, machine, random_weights_copy, table
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
@@ -83,7 +83,7 @@ BETA = 0.1
 TARGET_LOSS_REDUCTION = 0.30  # (base - adapter) / base held-out loss
 TARGET_VS_TRL = 1.0  # ours / trl SFTTrainer tokens per second
 TARGET_DPO_ACCURACY = 0.7  # held-out preference accuracy after DPO
-BUSY_LOAD = 2.0  # 1-minute load average above which the 2 cores are shared
+BUSY_LOAD = (os.cpu_count() or 1) + 1.0  # 1-minute load above the bench's own threads: shared
 
 log = logging.getLogger("bench.training")
 
@@ -107,6 +107,8 @@ class Plan:
 
 
 FULL = Plan(20, 8, None, 3, 40, 6, 2, 1, 48, 12, 4, None)
+# on a GPU a step takes milliseconds: longer and more runs, for timings above the noise
+FULL_CUDA = Plan(20, 8, None, 3, 40, 40, 3, 5, 48, 12, 4, None)
 QUICK = Plan(2, 2, 4, 1, 8, 2, 1, 1, 4, 2, 2, 4)
 
 
@@ -254,18 +256,20 @@ def loadavg() -> list[float]:
 
 
 def measure_sft_quality(
-    base_dir: Path, train: list[Example], held: list[Example], plan: Plan, work: Path
+    base_dir: Path, train: list[Example], held: list[Example], plan: Plan, work: Path, device: str
 ) -> tuple[dict[str, Any], Path]:
     settings = TrainSettings(
         epochs=1, batch_size=plan.batch_size, learning_rate=SFT_LEARNING_RATE,
         max_length=MAX_LENGTH, seed=SEED, eval_fraction=EVAL_FRACTION, max_steps=plan.sft_steps,
+        device=device,
     )  # fmt: skip
     adapter = work / "sft-adapter"
     result = train_sft(base_dir, train, LORA, settings, adapter, progress=False)
     scored = held if plan.eval_limit is None else held[: plan.eval_limit]
     report = evaluate(
-        base_dir, adapter, scored, MAX_LENGTH, samples=plan.samples, max_new_tokens=plan.new_tokens
-    )
+        base_dir, adapter, scored, MAX_LENGTH, samples=plan.samples,
+        max_new_tokens=plan.new_tokens, device=device,
+    )  # fmt: skip
     return {
         "settings": asdict(settings),
         "training": {
@@ -326,7 +330,7 @@ def run_trl(
         max_steps=settings.max_steps or -1,
         max_length=settings.max_length,
         seed=settings.seed,
-        use_cpu=True,
+        use_cpu=settings.device == "cpu",
         bf16=False,  # trl's default is bf16 when fp16 is off; ours trains in fp32
         fp16=False,
         gradient_checkpointing=False,  # trl's default is on; ours does not recompute
@@ -389,12 +393,12 @@ def run_ours(
 
 
 def measure_throughput(
-    base_dir: Path, train: list[Example], plan: Plan, work: Path
+    base_dir: Path, train: list[Example], plan: Plan, work: Path, device: str
 ) -> dict[str, Any]:
     settings = TrainSettings(
-        epochs=1, batch_size=plan.batch_size, learning_rate=SFT_LEARNING_RATE,
-        max_length=MAX_LENGTH, seed=SEED, eval_fraction=EVAL_FRACTION,
-        max_steps=plan.throughput_steps,
+        epochs=max(1, -(-plan.throughput_steps * plan.batch_size // len(train))),
+        batch_size=plan.batch_size, learning_rate=SFT_LEARNING_RATE, max_length=MAX_LENGTH,
+        seed=SEED, eval_fraction=EVAL_FRACTION, max_steps=plan.throughput_steps, device=device,
     )  # fmt: skip
     dataset = trl_dataset(train)
     warmup = run_trl(base_dir, dataset, replace(settings, max_steps=plan.trl_warmup_steps), work)
@@ -445,6 +449,7 @@ def measure_dpo(
     sft_adapter: Path,
     plan: Plan,
     work: Path,
+    device: str,
 ) -> dict[str, Any]:
     made = preference_examples(examples)
     error_of = {(e.contribution_id, e.byte_start): error for e, error in made}
@@ -464,7 +469,14 @@ def measure_dpo(
             rows = [e for e in held if error_of[(e.contribution_id, e.byte_start)] == error]
             if rows:
                 by_error[error] = preference_metrics(
-                    base_dir, adapter, None, pairs(rows), BETA, MAX_LENGTH, batch_size=8
+                    base_dir,
+                    adapter,
+                    None,
+                    pairs(rows),
+                    BETA,
+                    MAX_LENGTH,
+                    batch_size=8,
+                    device=device,
                 )
         return {"all": combined(by_error), "by_error": by_error}
 
@@ -472,6 +484,7 @@ def measure_dpo(
         epochs=max(1, -(-plan.dpo_steps * plan.dpo_batch_size // len(train))),
         batch_size=plan.dpo_batch_size, learning_rate=DPO_LEARNING_RATE, max_length=MAX_LENGTH,
         seed=SEED, eval_fraction=EVAL_FRACTION, max_steps=plan.dpo_steps, beta=BETA,
+        device=device,
     )  # fmt: skip
     before = metrics(sft_adapter)
     adapter = work / "dpo-adapter"
@@ -512,18 +525,23 @@ def measure_dpo(
 # ---------------------------------------------------------------------------- report
 
 
-def targets_of(sft: dict[str, Any], throughput: dict[str, Any], dpo: dict[str, Any]) -> list:
-    reduction = sft["eval"]["relative_loss_reduction"]
+def targets_of(
+    sft: dict[str, Any] | None, throughput: dict[str, Any], dpo: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """The targets of the parts measured (quality needs the real checkpoint)."""
+    rows = []
+    if sft is not None:
+        reduction = sft["eval"]["relative_loss_reduction"]
+        threshold = f">= {TARGET_LOSS_REDUCTION:.0%}"
+        met = reduction >= TARGET_LOSS_REDUCTION
+        rows.append(("SFT held-out loss reduction vs base", reduction, threshold, met))
     ratio = throughput["ratio_ours_to_trl"]
-    accuracy = dpo["after"]["all"]["accuracy"]
-    rows = [
-        ("SFT held-out loss reduction vs base", reduction, f">= {TARGET_LOSS_REDUCTION:.0%}",
-         reduction >= TARGET_LOSS_REDUCTION),
-        ("SFT tokens/s, ours / trl SFTTrainer (medians)", ratio, f">= {TARGET_VS_TRL}",
-         ratio >= TARGET_VS_TRL),
-        ("DPO held-out preference accuracy (after)", accuracy, f">= {TARGET_DPO_ACCURACY}",
-         accuracy >= TARGET_DPO_ACCURACY),
-    ]  # fmt: skip
+    rows.append(("SFT tokens/s, ours / trl SFTTrainer (medians)", ratio, f">= {TARGET_VS_TRL}",
+                 ratio >= TARGET_VS_TRL))  # fmt: skip
+    if dpo is not None:
+        accuracy = dpo["after"]["all"]["accuracy"]
+        rows.append(("DPO held-out preference accuracy (after)", accuracy,
+                     f">= {TARGET_DPO_ACCURACY}", accuracy >= TARGET_DPO_ACCURACY))  # fmt: skip
     return [
         {"target": name, "value": round(value, 3), "threshold": threshold, "met": met}
         for name, value, threshold, met in rows
@@ -531,12 +549,22 @@ def targets_of(sft: dict[str, Any], throughput: dict[str, Any], dpo: dict[str, A
 
 
 def print_report(result: dict[str, Any]) -> None:
-    setup, sft, tp, dpo = result["setup"], result["sft"], result["throughput"], result["dpo"]
-    ev, training = sft["eval"], sft["training"]
+    setup = result["setup"]
     print(
         f"data: {setup['examples']} instruction pairs from {setup['files']} files; "
-        f"train {setup['train_examples']}, held out {setup['held_out_examples']}"
+        f"train {setup['train_examples']}, held out {setup['held_out_examples']}; "
+        f"device {setup['device_name']}"
     )
+    if result["sft"] is not None:
+        print_sft(result["sft"])
+    print_throughput(result["throughput"])
+    if result["dpo"] is not None:
+        print_dpo(result["dpo"])
+    print_phases_and_targets(result)
+
+
+def print_sft(sft: dict[str, Any]) -> None:
+    ev, training = sft["eval"], sft["training"]
     print(
         f"\nSFT: {training['steps']} steps x {sft['settings']['batch_size']} examples, "
         f"lr {sft['settings']['learning_rate']}, {training['seconds']:.0f} s, "
@@ -552,6 +580,9 @@ def print_report(result: dict[str, Any]) -> None:
     for sample in ev["samples"]:
         print(f"\n  prompt:    {sample['prompt']}\n  reference: {sample['reference']}")
         print(f"  base:      {sample['base_answer']}\n  adapter:   {sample['adapter_answer']}")
+
+
+def print_throughput(tp: dict[str, Any]) -> None:
     print(
         f"\nthroughput: {tp['settings']['max_steps']} steps x {tp['settings']['batch_size']} "
         f"examples per run, order {' '.join(tp['order'])}; trl {json.dumps(tp['trl_config'])}"
@@ -569,6 +600,9 @@ def print_report(result: dict[str, Any]) -> None:
         f"median tokens/s: ours {medians['ours']}, trl {medians['trl']}, "
         f"ratio {tp['ratio_ours_to_trl']}"
     )
+
+
+def print_dpo(dpo: dict[str, Any]) -> None:
     print(
         f"\nDPO: {dpo['training']['steps']} steps x {dpo['settings']['batch_size']} pairs from "
         f"the SFT adapter, beta {dpo['settings']['beta']}, lr {dpo['settings']['learning_rate']}, "
@@ -589,6 +623,9 @@ def print_report(result: dict[str, Any]) -> None:
             rows,
         )
     )
+
+
+def print_phases_and_targets(result: dict[str, Any]) -> None:
     print(
         table(
             ["phase", "seconds", "load avg before/after"],
@@ -624,12 +661,20 @@ def main() -> int:
     parser.add_argument(
         "--base", type=Path, help="base model folder (default: SmolLM2, converted if needed)"
     )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="the base's architecture with random weights (where its checkpoint cannot be): "
+        "throughput only, since quality needs the trained model",
+    )
     args = parser.parse_args()
-    plan = QUICK if args.quick else FULL
+    cuda = args.device == "cuda"
+    plan = QUICK if args.quick else FULL_CUDA if cuda else FULL
     out: Path = args.out or (
         Path(tempfile.gettempdir()) / "training-quick.json"
         if args.quick
-        else RESULTS_DIR / "training.json"
+        else RESULTS_DIR / ("training-cuda.json" if cuda else "training.json")
     )
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     log.setLevel(logging.INFO)
@@ -637,6 +682,7 @@ def main() -> int:
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     torch.set_num_threads(os.cpu_count() or 1)
+    device_name = torch.cuda.get_device_name() if cuda else "cpu"
     started = time.perf_counter()
     loads = [loadavg()]
     if loads[0][0] > BUSY_LOAD:
@@ -648,14 +694,21 @@ def main() -> int:
     examples = load_examples(DATA_DIR)
     train, held = split_examples(examples, EVAL_FRACTION, SEED)
     phases: dict[str, dict[str, Any]] = {}
+    sft = dpo = None
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         work = Path(tmp)
-        with phase("SFT quality (train + eval)", phases):
-            sft, sft_adapter = measure_sft_quality(base_dir, train, held, plan, work)
+        if args.random_weights:
+            base_dir = random_weights_copy(base_dir, work / base_dir.name)
+        else:
+            with phase("SFT quality (train + eval)", phases):
+                sft, sft_adapter = measure_sft_quality(
+                    base_dir, train, held, plan, work, args.device
+                )
         with phase("throughput, ours vs trl", phases):
-            throughput = measure_throughput(base_dir, train, plan, work)
-        with phase("DPO (metrics before, train, metrics after)", phases):
-            dpo = measure_dpo(base_dir, examples, train, sft_adapter, plan, work)
+            throughput = measure_throughput(base_dir, train, plan, work, args.device)
+        if sft is not None:
+            with phase("DPO (metrics before, train, metrics after)", phases):
+                dpo = measure_dpo(base_dir, examples, train, sft_adapter, plan, work, args.device)
     loads.append(loadavg())
     peak = max(
         [load[0] for load in loads]
@@ -676,7 +729,9 @@ def main() -> int:
             "lora": {**asdict(LORA), "target_modules": list(LORA.target_modules)},
             "max_length": MAX_LENGTH,
             "dtype": "float32",
-            "device": "cpu",
+            "device": args.device,
+            "device_name": device_name,
+            "random_weights": args.random_weights,
             "torch_threads": torch.get_num_threads(),
             "versions": {
                 "torch": torch.__version__,

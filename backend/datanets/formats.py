@@ -114,7 +114,8 @@ def _check_text_fields(record: dict[str, Any], fields: tuple[str, ...]) -> str |
     return None
 
 
-def _check_record(data_format: DataFormat, record: Any) -> str | None:
+def record_problem(data_format: DataFormat, record: Any) -> str | None:
+    """What is wrong with one parsed JSONL row of ``data_format`` (None: nothing)."""
     if not isinstance(record, dict):
         return "each line must be a JSON object"
     if data_format is DataFormat.INSTRUCTION:
@@ -161,7 +162,7 @@ def validate_contribution(metadata: DatanetMetadata, data: bytes) -> int:
             continue
         records += 1
         try:
-            problem = _check_record(fmt, json.loads(line))
+            problem = record_problem(fmt, json.loads(line))
         except json.JSONDecodeError as why:
             problem = f"not JSON ({why.msg})"
         if problem is not None:

@@ -22,7 +22,7 @@ from backend.datanets.formats import (
     DataFormat,
     DatanetMetadata,
     MetadataError,
-    _check_record,
+    record_problem,
 )
 from backend.datanets.manifest import Manifest, ManifestError
 from backend.storage.base import (
@@ -238,7 +238,7 @@ def _jsonl_examples(
         except RecursionError:
             report.skip(contribution_id, number, "JSON nested too deeply")
             continue
-        problem = _check_record(fmt, record)
+        problem = record_problem(fmt, record)
         if problem is not None:
             report.skip(contribution_id, number, problem)
             continue

@@ -11,42 +11,49 @@ answer); ``log p(answer | prompt)`` sums the answer tokens through the end-of-tu
     loss = -log sigmoid(beta * ((log pi(chosen) - log ref(chosen))
                                 - (log pi(rejected) - log ref(rejected))))
 
-Chosen and rejected rows of a batch go through the model together; their common prefix (the
-template's system text, and the whole prompt when a batch holds one pair) is computed once.
-Seeded and deterministic on CPU: the same inputs give the same adapter bytes.
+Chosen and rejected rows of a batch go through the model together; on a CPU their common
+prefix (the template's system text, and the whole prompt when a batch holds one pair) is
+computed once. Seeded and deterministic on CPU: the same inputs give the same adapter bytes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from backend.modelfactory.lora_training import (
+    CONFIG_FILE,
+    IGNORE,
+    MAX_GRAD_NORM,
+    WEIGHTS_FILE,
+    Row,
+    collate,
+    decoder_hidden_states,
+    deterministic,
+    index_batches,
+    new_lora_model,
+    pad_token_id,
+    resolve_device,
+    save_adapter,
+    shares_prefix,
+)
 from backend.modelfactory.spec import JobSpecError, LoraSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 
-IGNORE = -100  # label of tokens that are not part of an answer
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
-MAX_GRAD_NORM = 1.0  # as trl's DPOTrainer default: one outlier pair cannot blow up a step
-
-Example = tuple[list[int], list[int]]  # (input_ids, labels) of one chat
+Example = Row  # (input_ids, labels) of one chat
 
 
 class DPOError(ValueError):
@@ -144,60 +151,18 @@ def encode_pairs(
     return encoded, skipped
 
 
-def _collate(rows: Sequence[Example], pad_id: int) -> tuple[torch.Tensor, ...]:
-    """Right-padded ``input_ids``, ``attention_mask`` and ``labels``, each [rows, longest]."""
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    for row, (ids, row_labels) in enumerate(rows):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention_mask[row, : len(ids)] = 1
-        labels[row, : len(row_labels)] = torch.tensor(row_labels)
-    return input_ids, attention_mask, labels
-
-
 # ---------------------------------------------------------------- log-probabilities
 
 
-def _shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
-    """How many leading tokens every row has in common (at most all but the last one)."""
-    same = (input_ids == input_ids[:1]).all(dim=0) & attention_mask.bool().all(dim=0)  # [seq]
-    differing = (~same).nonzero()
-    length = int(differing[0]) if len(differing) else input_ids.shape[1]
-    return min(length, input_ids.shape[1] - 1)
-
-
-def _hidden_states(
-    decoder: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+def answer_logprobs(
+    model: torch.nn.Module, rows: Sequence[Example], pad_id: int, share_prefix: bool = True
 ) -> torch.Tensor:
-    """The decoder's last hidden states [rows, seq, hidden], the shared prefix computed once
-    (its keys and values repeated for every row: same result, less work)."""
-    rows = input_ids.shape[0]
-    prefix = _shared_prefix_length(input_ids, attention_mask)
-    if rows == 1 or prefix == 0:
-        return decoder(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-        ).last_hidden_state
-    first = decoder(input_ids=input_ids[:1, :prefix], use_cache=True)
-    cache = first.past_key_values
-    cache.batch_repeat_interleave(rows)
-    rest = decoder(
-        input_ids=input_ids[:, prefix:],
-        attention_mask=attention_mask,  # [rows, seq]: covers the cached prefix too
-        past_key_values=cache,
-        use_cache=True,
-    )
-    shared = first.last_hidden_state.expand(rows, -1, -1)  # [rows, prefix, hidden]
-    return torch.cat([shared, rest.last_hidden_state], dim=1)
-
-
-def answer_logprobs(model: torch.nn.Module, rows: Sequence[Example], pad_id: int) -> torch.Tensor:
     """[rows] the summed log-probability of each row's answer tokens; logits only there."""
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     decoder, head = base.get_decoder(), base.get_output_embeddings()
-    input_ids, attention_mask, labels = _collate(rows, pad_id)
-    hidden = _hidden_states(decoder, input_ids, attention_mask)  # [rows, seq, hidden]
+    device = head.weight.device
+    input_ids, attention_mask, labels = (t.to(device) for t in collate(rows, pad_id))
+    hidden = decoder_hidden_states(decoder, input_ids, attention_mask, share_prefix)
     targets = labels[:, 1:]  # [rows, seq - 1]: token t + 1 is predicted at position t
     scored = targets != IGNORE
     logits = head(hidden[:, :-1][scored]).float()  # [answer tokens, vocab], row-major
@@ -207,10 +172,12 @@ def answer_logprobs(model: torch.nn.Module, rows: Sequence[Example], pad_id: int
 
 
 def _pair_logps(
-    model: torch.nn.Module, batch: Sequence[tuple[Example, Example]], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+    model: torch.nn.Module, batch: Sequence[tuple[Example, Example]], pad_id: int,
+    share_prefix: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """([pairs] chosen, [pairs] rejected) answer log-probs, all rows in one forward pass."""
-    logps = answer_logprobs(model, [c for c, _ in batch] + [r for _, r in batch], pad_id)
+    rows = [c for c, _ in batch] + [r for _, r in batch]
+    logps = answer_logprobs(model, rows, pad_id, share_prefix)
     return logps[: len(batch)], logps[len(batch) :]
 
 
@@ -253,7 +220,7 @@ def train_dpo(
     if not pairs_train:
         raise DPOError("no preference pairs to train on")
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(tokenizer)
     examples, skipped = encode_pairs(tokenizer, pairs_train, settings.max_length)
     if not examples:
         raise DPOError(
@@ -265,17 +232,19 @@ def train_dpo(
     if settings.max_steps is not None:
         steps = min(steps, settings.max_steps)
     tokens = sum(len(c[0]) + len(r[0]) for c, r in examples)
+    device = resolve_device(settings.device)
+    share = shares_prefix(device)
 
     started = time.perf_counter()
-    with _deterministic(settings.seed):
-        model = _policy(base_dir, init_adapter_dir, lora, settings.seed)
+    with deterministic(settings.seed, device):
+        model = _policy(base_dir, init_adapter_dir, lora, settings.seed).to(device)
         used_lora = _lora_of(model)
         if init_adapter_dir is not None and used_lora != lora:
             log.warning("DPO continues adapter %s with its own settings %s, not %s",
                         init_adapter_dir, used_lora, lora)  # fmt: skip
         model.eval()  # the reference: the starting point, without dropout
         with torch.no_grad():
-            ref = [_pair_logps(model, examples[i : i + batch_size], pad_id)
+            ref = [_pair_logps(model, examples[i : i + batch_size], pad_id, share)
                    for i in range(0, len(examples), batch_size)]  # fmt: skip
         ref_chosen = torch.cat([c for c, _ in ref])  # [pairs]
         ref_rejected = torch.cat([r for _, r in ref])  # [pairs]
@@ -287,8 +256,9 @@ def train_dpo(
         losses: list[float] = []
         accuracies: list[float] = []
         bar = tqdm(total=steps, desc="dpo", unit="step", disable=not progress)
-        for indices in _batches(len(examples), batch_size, steps, generator):
-            pi_chosen, pi_rejected = _pair_logps(model, [examples[i] for i in indices], pad_id)
+        for indices in index_batches(len(examples), batch_size, steps, generator):
+            batch = [examples[i] for i in indices]
+            pi_chosen, pi_rejected = _pair_logps(model, batch, pad_id, share)
             loss, margins = dpo_loss(
                 pi_chosen, pi_rejected, ref_chosen[indices], ref_rejected[indices], settings.beta
             )
@@ -304,7 +274,7 @@ def train_dpo(
                 on_step(len(losses), steps)
         bar.close()
         model.peft_config["default"].base_model_name_or_path = base_dir.name
-        _save(model, out_dir)
+        save_adapter(model, out_dir)
     seconds = time.perf_counter() - started
     log.info("DPO: %d steps of %d pairs in %.1f s, loss %.4f -> %.4f; saved to %s",
              steps, batch_size, seconds, losses[0], losses[-1], out_dir)  # fmt: skip
@@ -325,16 +295,7 @@ def _policy(
         if not (init / CONFIG_FILE).is_file() or not (init / WEIGHTS_FILE).is_file():
             raise DPOError(f"initial adapter {init} lacks {CONFIG_FILE} or {WEIGHTS_FILE}")
         return PeftModel.from_pretrained(base, init, is_trainable=True)
-    config = LoraConfig(
-        r=lora.rank,
-        lora_alpha=lora.alpha,
-        target_modules=list(lora.target_modules),
-        lora_dropout=lora.dropout,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    torch.manual_seed(seed)  # LoRA's A matrices are drawn at random; B starts at zero
-    return get_peft_model(base, config)
+    return new_lora_model(base, lora, seed)
 
 
 def _lora_of(model: PeftModel) -> LoraSettings:
@@ -352,52 +313,6 @@ def _lora_of(model: PeftModel) -> LoraSettings:
         raise DPOError(f"the initial adapter is not one ModelFactory trains: {exc}") from None
 
 
-def _batches(
-    count: int, batch_size: int, steps: int, generator: torch.Generator
-) -> Iterator[list[int]]:
-    """``steps`` batches of indices: each epoch a fresh permutation, cut into batches."""
-    done = 0
-    while done < steps:
-        order = torch.randperm(count, generator=generator).tolist()
-        for start in range(0, count, batch_size):
-            if done == steps:
-                return
-            yield order[start : start + batch_size]
-            done += 1
-
-
-@contextmanager
-def _deterministic(seed: int) -> Iterator[None]:
-    """Seeded, deterministic kernels; restores the caller's global torch state afterwards."""
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    rng_state = torch.get_rng_state()
-    torch.use_deterministic_algorithms(True)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
-        torch.set_rng_state(rng_state)
-
-
-def _save(model: PeftModel, out_dir: Path) -> None:
-    """Writes the two PEFT files aside, then moves them into ``out_dir`` (config last)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".incoming-"))
-    try:
-        # The embeddings are not trained; "auto" would ask the Hugging Face hub to be sure.
-        model.save_pretrained(staging, save_embedding_layers=False)
-        config_path = staging / CONFIG_FILE
-        config = json.loads(config_path.read_text())
-        if isinstance(config.get("target_modules"), list):  # PEFT writes them in set order
-            config["target_modules"] = sorted(config["target_modules"])
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
-        for name in (WEIGHTS_FILE, CONFIG_FILE):
-            os.replace(staging / name, out_dir / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 # ---------------------------------------------------------------- evaluation
 
 
@@ -409,6 +324,7 @@ def preference_metrics(
     beta: float,
     max_length: int = 256,
     batch_size: int = 8,
+    device: str = "cpu",
 ) -> dict[str, float | int]:
     """How the policy (base + ``adapter_dir``; the base when None) ranks ``pairs`` against the
     reference (base + ``reference_adapter_dir``; the base when None).
@@ -420,8 +336,10 @@ def preference_metrics(
     answer is the more probable one under the policy. ``pairs``: how many were scored.
     """
     base_dir = Path(base_dir)
+    where = resolve_device(device)
+    share = shares_prefix(where)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = pad_token_id(tokenizer)
     examples, _ = encode_pairs(tokenizer, pairs, max_length)
     if not examples:
         raise DPOError(f"no pair to score within max_length={max_length}")
@@ -433,7 +351,7 @@ def preference_metrics(
             model.load_adapter(path, adapter_name=role)
         else:
             model = PeftModel.from_pretrained(model, path, adapter_name=role)
-    model.eval()
+    model.to(where).eval()
 
     def logps(role: str) -> tuple[torch.Tensor, torch.Tensor]:
         if role in loaded:
@@ -442,7 +360,7 @@ def preference_metrics(
         else:
             context = model.disable_adapter() if isinstance(model, PeftModel) else nullcontext()
         with context, torch.no_grad():
-            parts = [_pair_logps(model, examples[i : i + batch_size], pad_id)
+            parts = [_pair_logps(model, examples[i : i + batch_size], pad_id, share)
                      for i in range(0, len(examples), batch_size)]  # fmt: skip
         return torch.cat([c for c, _ in parts]), torch.cat([r for _, r in parts])
 

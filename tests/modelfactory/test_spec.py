@@ -10,7 +10,7 @@ from backend.modelfactory.spec import JobSpec, JobSpecError, LoraSettings, Train
 def test_json_round_trip_keeps_every_setting() -> None:
     spec = JobSpec(
         3, 2, "dpo", "/models/base", LoraSettings(16, 32.0, 0.05, ("v_proj", "q_proj")),
-        TrainSettings(2, 4, 1e-4, 128, 7, 0.2, 10, 0.5), model_id=5,
+        TrainSettings(2, 4, 1e-4, 128, 7, 0.2, 10, 0.5, "cuda"), model_id=5,
     )  # fmt: skip
     again = JobSpec.from_json(spec.to_json())
     assert again == spec
@@ -40,6 +40,8 @@ def test_json_round_trip_keeps_every_setting() -> None:
         ({"datanet_id": 1, "version": 1, "train": {"eval_fraction": 0.9}}, "eval_fraction"),
         ({"datanet_id": 1, "version": 1, "train": {"max_steps": 0}}, "train.max_steps"),
         ({"datanet_id": 1, "version": 1, "train": {"batch_size": "8"}}, "train.batch_size"),
+        ({"datanet_id": 1, "version": 1, "train": {"device": "tpu"}}, "train.device must be"),
+        ({"datanet_id": 1, "version": 1, "train": {"device": None}}, "train.device must be"),
         ({"version": 1}, "job spec:"),
         ([1, 2], "must be a JSON object"),
     ],
