@@ -28,8 +28,8 @@ from backend.protocol.contracts import Protocol
 from backend.protocol.deployments import PROJECT_ROOT
 from backend.protocol.eip712 import SignedVoucher
 from backend.protocol.inference_client import VoucherWallet, openai_client
+from backend.protocol.receipts import parse_receipts_log, receipts_tree
 from backend.storage.base import ContentStore
-from inference_node.payments.receipts import parse_receipts_log, receipts_tree
 
 log = logging.getLogger(__name__)
 

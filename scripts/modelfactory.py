@@ -31,6 +31,7 @@ from backend.modelfactory.jobs import JobError, publish_job, run_job
 from backend.modelfactory.publish import Pricing, PublishError, Split
 from backend.modelfactory.spec import (
     BUILTIN_BASE,
+    DEVICES,
     METHODS,
     PROJECTIONS,
     JobSpec,
@@ -111,6 +112,10 @@ def _targets(text: str) -> tuple[str, ...]:
 @click.option("--eval-fraction", type=float, default=0.1, show_default=True)
 @click.option("--steps", "max_steps", type=int, help="Stop after this many steps.")
 @click.option("--beta", type=float, default=0.1, show_default=True, help="DPO's beta.")
+@click.option(
+    "--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+    help="Where to train (CPU runs are byte-reproducible).",
+)  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(store_spec: str, datanet_id: int, version: int, workdir: Path, method: str,
           model_id: int | None, base_model: str, rank: int, alpha: float, dropout: float,

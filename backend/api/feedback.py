@@ -5,9 +5,10 @@ The store is opened on first use, once the index knows the deployment (the EIP-7
 its chain id and ModelRegistry address); one SQLite file per domain, so a redeployed local
 chain starts afresh instead of mixing signatures of two domains. Receipts logs are loaded
 lazily: before every feedback request, the logs of usage proofs indexed since the last one.
-A log that cannot be used (unreadable, not receipts, naming another node, contradicting a
-receipt already known) is skipped with a warning; one missing from the content store is
-tried again a minute later.
+A log that cannot be used (unreadable, not receipts, not the log the proof committed to on-chain
+— its Merkle root or receipt count differs —, naming another node, contradicting a receipt
+already known) is skipped with a warning; one missing from the content store is tried again a
+minute later.
 """
 
 from __future__ import annotations
@@ -19,20 +20,15 @@ import time
 from pathlib import Path
 
 from backend.api.deps import Database
-from backend.modelfactory.feedback import (
-    FeedbackStore,
-    ReceiptIndex,
-    ReceiptLogError,
-    ReceiptRecord,
-    feedback_domain,
-    parse_receipts_log,
-)
+from backend.modelfactory.feedback import FeedbackStore, ReceiptIndex, feedback_domain
+from backend.protocol.receipts import Receipt, ReceiptLogError, parse_receipts_log, receipts_tree
 from backend.storage.base import ContentNotFoundError, ContentStore, ContentStoreError
 
 log = logging.getLogger(__name__)
 
 MAX_LOG_BYTES = 64 * 1024 * 1024  # a receipts log larger than this is not read
 RETRY_SECONDS = 60.0  # before a log missing from the content store is tried again
+PROOF_COLUMNS = "id, node, receipts_cid, receipts_root, receipt_count"
 
 
 class FeedbackUnavailableError(RuntimeError):
@@ -64,7 +60,7 @@ class FeedbackService:
                 log.info("feedback for chain %d, ModelRegistry %s in %s", chain_id, registry, path)
             return self._store
 
-    def get(self, request_hash: bytes) -> ReceiptRecord | None:
+    def get(self, request_hash: bytes) -> Receipt | None:
         """The receipt of ``request_hash`` (the store's receipt lookup)."""
         return self.receipts.get(request_hash)
 
@@ -102,7 +98,7 @@ class FeedbackService:
                         log.warning("usage proofs changed under the index: reloading receipts")
                         self._reset()
                 rows = conn.execute(
-                    "SELECT id, node, receipts_cid FROM usage_proofs WHERE id > ? ORDER BY id",
+                    f"SELECT {PROOF_COLUMNS} FROM usage_proofs WHERE id > ? ORDER BY id",
                     (self._last[0],),
                 ).fetchall()
                 now = time.monotonic()
@@ -110,13 +106,13 @@ class FeedbackService:
                 if due:
                     marks = ",".join("?" * len(due))
                     rows = conn.execute(
-                        f"SELECT id, node, receipts_cid FROM usage_proofs WHERE id IN ({marks})",
+                        f"SELECT {PROOF_COLUMNS} FROM usage_proofs WHERE id IN ({marks})",
                         due,
                     ).fetchall() + rows  # fmt: skip
             added = 0
-            for proof_id, node, cid in rows:
+            for proof_id, node, cid, root, count in rows:
                 self._retry.pop(proof_id, None)
-                added += self._load(proof_id, node, cid)
+                added += self._load(proof_id, node, cid, root, int(count))
                 if proof_id > self._last[0]:
                     self._last = (proof_id, cid)
             return added
@@ -126,8 +122,9 @@ class FeedbackService:
         self._retry.clear()
         self._last = (0, "")
 
-    def _load(self, proof_id: int, node: str, cid: str) -> int:
-        """Adds the receipts of one usage proof's log, all or none."""
+    def _load(self, proof_id: int, node: str, cid: str, root: str | bytes, count: int) -> int:
+        """Adds the receipts of one usage proof's log, all or none: only a log whose Merkle
+        tree is the one the proof committed to on-chain (``root``, ``count`` receipts)."""
         where = f"receipts log {cid}"
         try:
             receipts = parse_receipts_log(self.content.get(cid, MAX_LOG_BYTES), where)
@@ -138,6 +135,12 @@ class FeedbackService:
             return 0
         except (ContentStoreError, ReceiptLogError) as why:
             log.warning("usage proof %d skipped: %s", proof_id, why)
+            return 0
+        on_chain = root.hex() if isinstance(root, bytes) else root.lower().removeprefix("0x")
+        committed = len(receipts) == count and bool(receipts)
+        if not committed or receipts_tree(receipts).root.hex() != on_chain:
+            log.warning("usage proof %d skipped: %s is not the log its on-chain root %s (%d "
+                        "receipts) commits to", proof_id, where, root, count)  # fmt: skip
             return 0
         for receipt in receipts:
             known = self.receipts.get(receipt.request_hash)

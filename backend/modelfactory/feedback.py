@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
-from eth_utils import is_hex_address, keccak, to_checksum_address
+from eth_utils import keccak, to_checksum_address
 
 from backend.datanets.formats import (
     ContributionFormatError,
@@ -55,6 +55,7 @@ from backend.datanets.formats import (
 )
 from backend.protocol.eip712 import Domain, Signature
 from backend.protocol.payment_http import EIP712_DOMAIN_TYPE, SECP256K1_N
+from backend.protocol.receipts import Receipt, ReceiptLogError, parse_receipts_log
 from backend.storage.base import ContentStore
 
 DOMAIN_NAME = "OpenLedger Feedback"
@@ -127,10 +128,6 @@ class PreferenceMismatchError(FeedbackError):
 
 class DuplicateFeedbackError(FeedbackError):
     """Feedback that contradicts feedback already stored (see the module's dedupe rules)."""
-
-
-class ReceiptLogError(FeedbackError):
-    """A receipts log that cannot be read, or that contradicts another one."""
 
 
 # ---------------------------------------------------------------- typed data
@@ -355,95 +352,15 @@ def recover_preference_signer(domain: Domain, signed: SignedPreference) -> str:
 # ---------------------------------------------------------------- receipts
 
 
-@dataclass(frozen=True)
-class ReceiptRecord:
-    """The fields of a node's receipt that feedback is checked against.
-
-    Parsed from the receipts-log JSON of ``inference_node/payments/receipts.py`` (backend code
-    does not import the node; the log format is the shared contract).
-    """
-
-    request_hash: bytes  # 32 bytes
-    payer: str  # checksummed
-    node: str  # checksummed
-    model_id: int
-    adapter_version: int
-    output_hash: bytes  # 32 bytes, keccak(text=answer)
-    created_at: int  # unix seconds
-
-    @classmethod
-    def from_json(cls, data: object) -> ReceiptRecord:
-        """One receipts-log line; ValueError naming the bad field."""
-        if not isinstance(data, dict):
-            raise ValueError("a receipt must be a JSON object")
-
-        def get(key: str) -> Any:
-            if key not in data:
-                raise ValueError(f"receipt lacks {key!r}")
-            return data[key]
-
-        def uint(key: str) -> int:
-            value = get(key)
-            if isinstance(value, bool) or not isinstance(value, int | str):
-                raise ValueError(f"receipt {key} must be an integer, got {value!r}")
-            number = int(value)
-            if not 0 <= number <= MAX_SQLITE_INT:
-                raise ValueError(f"receipt {key} out of range: {number}")
-            return number
-
-        def address(key: str) -> str:
-            value = get(key)
-            if not isinstance(value, str) or not is_hex_address(value):
-                raise ValueError(f"receipt {key} must be an address, got {value!r}")
-            return to_checksum_address(value)
-
-        def hash32(key: str) -> bytes:
-            value = get(key)
-            try:
-                raw = bytes.fromhex(str(value).removeprefix("0x"))
-            except ValueError:
-                raise ValueError(f"receipt {key} is not hex: {value!r}") from None
-            if len(raw) != 32:
-                raise ValueError(f"receipt {key} must be 32 bytes, got {len(raw)}")
-            return raw
-
-        return cls(
-            request_hash=hash32("requestHash"),
-            payer=address("payer"),
-            node=address("node"),
-            model_id=uint("modelId"),
-            adapter_version=uint("adapterVersion"),
-            output_hash=hash32("outputHash"),
-            created_at=uint("createdAt"),
-        )
-
-
-def parse_receipts_log(data: bytes, source: str = "receipts log") -> list[ReceiptRecord]:
-    """The receipts of a JSON Lines receipts log; :class:`ReceiptLogError` naming the line."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ReceiptLogError(f"{source} is not UTF-8 text") from None
-    receipts = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            receipts.append(ReceiptRecord.from_json(json.loads(line)))
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            raise ReceiptLogError(f"{source} line {number}: {exc}") from None
-    return receipts
-
-
 class ReceiptLookup(Protocol):
-    def get(self, request_hash: bytes) -> ReceiptRecord | None: ...
+    def get(self, request_hash: bytes) -> Receipt | None: ...
 
 
 class ReceiptIndex:
     """Receipts by request hash, from the receipts logs of published usage proofs."""
 
-    def __init__(self, receipts: Iterable[ReceiptRecord] = ()) -> None:
-        self._by_hash: dict[bytes, ReceiptRecord] = {}
+    def __init__(self, receipts: Iterable[Receipt] = ()) -> None:
+        self._by_hash: dict[bytes, Receipt] = {}
         for receipt in receipts:
             self.add(receipt)
 
@@ -462,8 +379,11 @@ class ReceiptIndex:
             self.add(receipt, source=f"receipts log {cid}")
         return len(receipts)
 
-    def add(self, receipt: ReceiptRecord, source: str = "receipt") -> None:
+    def add(self, receipt: Receipt, source: str = "receipt") -> None:
         """Adds ``receipt``; the same receipt twice is one, two different ones are an error."""
+        for name in ("model_id", "adapter_version", "created_at"):  # stored in SQLite
+            if getattr(receipt, name) > MAX_SQLITE_INT:
+                raise ReceiptLogError(f"{source}: receipt {name} out of range")
         known = self._by_hash.get(receipt.request_hash)
         if known is not None and known != receipt:
             raise ReceiptLogError(
@@ -471,7 +391,7 @@ class ReceiptIndex:
             )
         self._by_hash[receipt.request_hash] = receipt
 
-    def get(self, request_hash: bytes) -> ReceiptRecord | None:
+    def get(self, request_hash: bytes) -> Receipt | None:
         return self._by_hash.get(request_hash)
 
     def __len__(self) -> int:
@@ -677,7 +597,7 @@ class FeedbackStore:
             )  # fmt: skip
         return True
 
-    def _receipt(self, request_hash: bytes, role: str) -> ReceiptRecord:
+    def _receipt(self, request_hash: bytes, role: str) -> Receipt:
         receipt = self.receipts.get(request_hash)
         if receipt is None:
             raise UnknownReceiptError(
@@ -685,9 +605,7 @@ class FeedbackStore:
             )
         return receipt
 
-    def _paid_answer(
-        self, request_hash: bytes, signer: str, answer: str, role: str
-    ) -> ReceiptRecord:
+    def _paid_answer(self, request_hash: bytes, signer: str, answer: str, role: str) -> Receipt:
         receipt = self._receipt(request_hash, role)
         if signer != receipt.payer:
             raise NotPayerError(
@@ -703,9 +621,7 @@ class FeedbackStore:
         return receipt
 
     @staticmethod
-    def _store_answer(
-        db: sqlite3.Connection, receipt: ReceiptRecord, prompt: str, answer: str
-    ) -> None:
+    def _store_answer(db: sqlite3.Connection, receipt: Receipt, prompt: str, answer: str) -> None:
         known = db.execute(
             "SELECT prompt FROM answers WHERE request_hash = ?", (receipt.request_hash,)
         ).fetchone()

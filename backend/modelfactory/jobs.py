@@ -30,6 +30,7 @@ from backend.modelfactory.dataset import (
 )
 from backend.modelfactory.dpo import Pair, preference_metrics, train_dpo
 from backend.modelfactory.evaluate import evaluate
+from backend.modelfactory.lora_training import DeviceError, resolve_device
 from backend.modelfactory.provenance import build_training_manifest
 from backend.modelfactory.publish import (
     Artifacts,
@@ -118,6 +119,10 @@ def run_job(
     workdir = Path(workdir)
     if workdir.exists() and any(workdir.iterdir()):
         raise JobError(f"work folder {workdir} is not empty; give a new one")
+    try:
+        resolve_device(spec.train.device)  # before any fetching: a machine without it fails now
+    except DeviceError as why:
+        raise JobError(str(why)) from None
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     ref = published_version(p, spec.datanet_id, spec.version)

@@ -9,6 +9,13 @@ written durably) and only then release the answer; on failure ``verifier.release
 A background task calls ``redeemer.maybe_redeem(now)`` periodically.
 """
 
+from backend.protocol.receipts import (
+    RECEIPT_TYPES,
+    Receipt,
+    parse_receipts_log,
+    receipts_log,
+    receipts_tree,
+)
 from inference_node.payments.chain import PayerAccount, PaymentsChain
 from inference_node.payments.errors import (
     ChannelMismatchError,
@@ -23,13 +30,6 @@ from inference_node.payments.errors import (
 )
 from inference_node.payments.ledger import ChannelState, Ledger, LedgerError, Redemption
 from inference_node.payments.quote import Pricing, Quote, expected_cumulative, make_quote
-from inference_node.payments.receipts import (
-    RECEIPT_TYPES,
-    Receipt,
-    parse_receipts_log,
-    receipts_log,
-    receipts_tree,
-)
 from inference_node.payments.redeemer import Redeemer, RedeemPolicy
 from inference_node.payments.sender import RedeemSender, Web3Sender
 from inference_node.payments.verify import Acceptance, VerifyPolicy, VoucherVerifier

@@ -24,7 +24,7 @@ from pathlib import Path
 from eth_utils import to_checksum_address
 
 from backend.protocol.eip712 import SignedVoucher
-from inference_node.payments.receipts import Receipt
+from backend.protocol.receipts import Receipt
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -31,10 +31,10 @@ from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
 from backend.protocol.eip712 import SignedVoucher
+from backend.protocol.receipts import receipts_log, receipts_tree
 from backend.storage.base import ContentStore
 from inference_node.payments.chain import PaymentsChain
 from inference_node.payments.ledger import Ledger, Redemption
-from inference_node.payments.receipts import receipts_log, receipts_tree
 from inference_node.payments.sender import RedeemSender
 
 log = logging.getLogger(__name__)

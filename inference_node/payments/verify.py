@@ -27,6 +27,7 @@ from itertools import count
 from eth_utils import to_checksum_address
 
 from backend.protocol.eip712 import SignedVoucher, recover_voucher_signer
+from backend.protocol.receipts import Receipt
 from inference_node.payments.chain import PaymentsChain
 from inference_node.payments.errors import (
     ChannelMismatchError,
@@ -38,7 +39,6 @@ from inference_node.payments.errors import (
 )
 from inference_node.payments.ledger import Ledger
 from inference_node.payments.quote import Quote, expected_cumulative, make_quote
-from inference_node.payments.receipts import Receipt
 
 
 @dataclass(frozen=True)

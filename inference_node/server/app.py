@@ -27,10 +27,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from backend.protocol.receipts import Receipt
 from inference_node.engine.adapters import AdapterError
 from inference_node.engine.sampling import SamplingParams
 from inference_node.engine.scheduler import Completion, GenerationError, RequestHandle, TextDelta
-from inference_node.payments.receipts import Receipt
 from inference_node.payments.verify import Acceptance
 from inference_node.server.catalog import ServedModel, UnknownModelError
 from inference_node.server.openai_schemas import (

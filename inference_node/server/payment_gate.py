@@ -51,8 +51,8 @@ from backend.protocol.payment_http import (
     parse_payer,
     payment_error_body,
 )
+from backend.protocol.receipts import Receipt
 from inference_node.payments.errors import InvalidVoucherError, PaymentError
-from inference_node.payments.receipts import Receipt
 from inference_node.payments.verify import Acceptance, VoucherVerifier
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -29,8 +29,8 @@ from backend.modelfactory.feedback import (
     sign_rating,
 )
 from backend.protocol.eip712 import Domain, Voucher, sign_voucher
+from backend.protocol.receipts import Receipt, receipts_log, receipts_tree
 from backend.storage.local import DirectoryStore
-from inference_node.payments.receipts import Receipt, receipts_log, receipts_tree
 from tests.protocol_history import OPEN, History, make_history, private_key
 
 PROMPT = "When is high tide at Brest?"
@@ -54,9 +54,10 @@ class Chain:
         indexer.sync_once()
         indexer.close()
 
-    def redeem(self, answers: list[tuple[str, str]]) -> list[bytes]:
+    def redeem(self, answers: list[tuple[str, str]], forged_log: bool = False) -> list[bytes]:
         """The node answered ``(payer, text)`` pairs (model 1) and redeems their vouchers with a
-        usage proof of the real receipts log; returns the request hashes."""
+        usage proof of the real receipts log (``forged_log``: the stored log claims other
+        answers than the proven one); returns the request hashes."""
         p, r = self.history.protocol, self.history.roles
         payments = p["InferencePayments"]
         domain = Domain(p.w3.eth.chain_id, payments.address)
@@ -76,7 +77,10 @@ class Chain:
                 keys[payer], domain, Voucher(payer, r.node, 1, self.cumulative[payer], deadline)
             )
         log_cid = self.store.put(receipts_log(receipts))
-        proof = (receipts_tree(receipts).root, len(receipts), log_cid)
+        proven = receipts
+        if forged_log:
+            proven = [replace(x, output_hash=keccak(text="what was answered")) for x in receipts]
+        proof = (receipts_tree(proven).root, len(receipts), log_cid)
         redeemed = [v.redemption_tuple() for v in vouchers.values()]
         p.transact(r.node, payments.functions.redeem(redeemed, proof))
         self.reindex()
@@ -274,3 +278,13 @@ def test_a_bad_receipts_log_is_skipped_with_a_warning(chain, tmp_path, domain, a
     skipped = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("usage proof 1 skipped: receipts log") and "line 1" in m
                for m in skipped), skipped  # fmt: skip
+
+
+def test_a_log_other_than_the_one_proven_on_chain_is_skipped(client, domain, chain, caplog):
+    answer = "Low tide is at midnight."
+    (request,) = chain.redeem([(chain.history.roles.payer, answer)], forged_log=True)
+    with caplog.at_level(logging.WARNING, logger="backend.api.feedback"):
+        body = rating(domain, PAYER_KEY, request, 2, answer=answer)
+        refused = client.post("/feedback/ratings", json=body)
+    assert refused.status_code == 404, refused.text
+    assert any("is not the log its on-chain root" in r.getMessage() for r in caplog.records)

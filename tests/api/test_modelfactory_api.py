@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from web3 import Web3
 
@@ -194,6 +195,11 @@ def test_bad_specs_are_refused_naming_the_field(client, chain, base):
     assert refused({**ok, "datanet_id": 99}, 404) == "Datanet 99 not found"
     assert refused({**ok, "method": "dpo", "model_id": 9}, 404) == "model 9 not found"
     assert "no config.json" in refused({**ok, "base_model": str(base / "missing")}, 404)
+    assert "train.device must be one of ['cpu', 'cuda']" in refused({**ok, "train": {"device": 1}})
+    if not torch.cuda.is_available():
+        assert refused({**ok, "train": {"device": "cuda"}}, 409) == (
+            "train.device is 'cuda' but this server has no CUDA device"
+        )
     assert client.get("/modelfactory/jobs/999").status_code == 404
 
 

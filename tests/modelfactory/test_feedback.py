@@ -1,6 +1,6 @@
 """Signed feedback on paid answers: who may give it, what is checked, dedupe, durability, export.
 
-Receipts are the node's real ones (``inference_node.payments.receipts``), their logs written by
+Receipts are the node's real ones (``backend.protocol.receipts``), their logs written by
 the node's own serialiser into a real content store, so the backend's parsing is checked against
 the format it must read.
 """
@@ -33,7 +33,6 @@ from backend.modelfactory.feedback import (
     PromptMismatchError,
     Rating,
     ReceiptIndex,
-    ReceiptLogError,
     ScoreOutOfRangeError,
     SignedPreference,
     SignedRating,
@@ -47,9 +46,9 @@ from backend.modelfactory.feedback import (
 )
 from backend.protocol.eip712 import Signature
 from backend.protocol.payment_http import SECP256K1_N
+from backend.protocol.receipts import Receipt, ReceiptLogError, receipts_log
 from backend.storage.base import CIDMismatchError
 from backend.storage.local import DirectoryStore
-from inference_node.payments.receipts import Receipt, receipts_log
 
 REGISTRY = "0x" + "5f" * 20
 DOMAIN = feedback_domain(31337, REGISTRY)

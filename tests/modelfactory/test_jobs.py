@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from backend.datanets.formats import DataFormat, DatanetMetadata
 from backend.datanets.manifest import Manifest
@@ -169,6 +170,14 @@ def test_bad_settings_are_refused_before_any_work(
     assert "method 'dpo' needs model_id" in out
     out = mf("train", datanet, 1, "--base", tmp_path, "--workdir", tmp_path / "w", code=1)
     assert "is not a model folder (no config.json)" in out
+    out = mf("train", datanet, 1, "--base", base, "--workdir", tmp_path / "w", "--device", "tpu",
+             code=2)  # fmt: skip
+    assert "'tpu' is not one of 'cpu', 'cuda'" in out
+    if not torch.cuda.is_available():
+        out = mf("train", datanet, 1, "--base", base, "--workdir", tmp_path / "w",
+                 "--device", "cuda", code=1)  # fmt: skip
+        assert "train.device is 'cuda' but torch sees no CUDA device" in out
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())
 
 
 def preferences(n: int) -> bytes:

@@ -28,6 +28,7 @@ from backend.api.queries import fetch_one
 from backend.api.schemas import Page
 from backend.modelfactory.spec import (
     BUILTIN_BASE,
+    DEVICES,
     MAX_RANK,
     PROJECTIONS,
     JobSpec,
@@ -100,6 +101,9 @@ class TrainBody(_Strict):
     eval_fraction: float = Field(0.1, gt=0, le=0.5, allow_inf_nan=False)
     max_steps: int | None = Field(None, ge=1, le=2**31 - 1)
     beta: float = Field(0.1, gt=0, le=100, allow_inf_nan=False)
+    device: Literal[DEVICES] = Field(  # type: ignore[valid-type]
+        "cpu", description="where the job trains; 'cpu' runs are byte-reproducible"
+    )
 
 
 class _JobBody(_Strict):
@@ -257,7 +261,8 @@ def _deployment(db: sqlite3.Connection) -> tuple[int, dict[str, str]]:
 
 
 def _check_inputs(db: sqlite3.Connection, spec: JobSpec) -> None:
-    """404 unless the index knows the Datanet version and model, and the base model exists."""
+    """404 unless the index knows the Datanet version and model, and the base model exists;
+    409 for a CUDA job on a server without a GPU."""
     datanet = db.execute(
         "SELECT version_count FROM datanets WHERE id = ?", (spec.datanet_id,)
     ).fetchone()
@@ -277,6 +282,11 @@ def _check_inputs(db: sqlite3.Connection, spec: JobSpec) -> None:
         raise APIError(
             404, f"base model folder {spec.base_model!r} not found on the server (no config.json)"
         )
+    if spec.train.device == "cuda":
+        import torch  # only here: the API process has no other use for it
+
+        if not torch.cuda.is_available():
+            raise conflict("train.device is 'cuda' but this server has no CUDA device")
 
 
 def _check_chain(rpc_url: str, chain_id: int) -> None:
