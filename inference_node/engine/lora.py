@@ -13,9 +13,10 @@ Two kernels compute the LoRA term:
   ops per run: cheap for prefill and for a batch on few adapters.
 - ``gather`` (Punica BGMV style): per-token weights ``A[idx]``, ``B[idx]`` gathered at the
   batch's largest true rank, then a broadcast multiply-sum (shrink) and one ``bmm`` (expand):
-  six ops per layer whatever the number of adapters, but it copies
+  five ops per layer whatever the number of adapters, but it copies
   ``tokens * rank * (in + out)`` weights — cheap in decode (one token per row), wasteful in
-  prefill.
+  prefill. The copies go into scratch buffers every layer reuses (fresh tensors would be new
+  pages to fault in on every layer of every step).
 
 ``auto`` (the default) picks per forward pass from the batch's shape: ``gather`` when runs are
 shorter than ``GATHER_BELOW_TOKENS_PER_RUN`` tokens on average (decode with many adapters),
@@ -26,6 +27,7 @@ prefill on 32 adapters is the other way round.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -79,10 +81,27 @@ class LoraBatch:
 
 
 class LoraContext:
-    """Holds the current ``LoraBatch``; the model sets it before each forward."""
+    """Holds the current ``LoraBatch``; the model sets it before each forward. Also the gather
+    kernel's scratch buffers, shared by every layer (they run one after another): gathered
+    weights are fresh ``tokens * rank * dim`` tensors per layer otherwise, and on a CPU each
+    such allocation is new pages to fault in."""
 
     def __init__(self) -> None:
         self.batch: LoraBatch | None = None
+        self._scratch: dict[tuple[str, torch.dtype, torch.device, bool], torch.Tensor] = {}
+
+    def scratch(
+        self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
+        """A reusable buffer of ``shape`` (grown as needed; its contents are garbage)."""
+        # a buffer made under inference mode cannot be written outside it, nor the reverse
+        key = (name, dtype, device, torch.is_inference_mode_enabled())
+        size = math.prod(shape)
+        buffer = self._scratch.get(key)
+        if buffer is None or buffer.numel() < size:
+            buffer = torch.empty(size, dtype=dtype, device=device)
+            self._scratch[key] = buffer
+        return buffer[:size].view(shape)
 
 
 class BatchedLoraLinear(nn.Module):
@@ -190,10 +209,21 @@ class BatchedLoraLinear(nn.Module):
         if rank == 0:
             return
         idx = batch.gather_indices(self.slots)  # [tokens]
-        a = self.lora_a[:, :rank].index_select(0, idx)  # [tokens, rank, in]
+        a = self._gathered("a", self.lora_a[:, :rank], idx)  # [tokens, rank, in]
         if x.is_cuda:  # one kernel
             shrink = torch.bmm(a, x.unsqueeze(-1)).transpose(1, 2)  # [tokens, 1, rank]
-        else:  # a broadcast multiply-sum beats bmm's per-matrix overhead on CPU
+        elif torch.is_grad_enabled():  # a broadcast multiply-sum beats bmm's overhead on CPU
             shrink = (a * x.unsqueeze(1)).sum(-1).unsqueeze(1)  # [tokens, 1, rank]
-        b = self.lora_b[:, :rank].index_select(0, idx)  # [tokens, rank, out]
+        else:  # the same, in the gathered copy
+            shrink = a.mul_(x.unsqueeze(1)).sum(-1).unsqueeze(1)
+        b = self._gathered("b", self.lora_b[:, :rank], idx)  # [tokens, rank, out]
         y.unsqueeze(1).baddbmm_(shrink, b)  # y[t] += shrink[t] @ B[t], in place
+
+    def _gathered(self, name: str, weights: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``weights[idx]``, into the context's scratch buffer when no autograd is recording
+        (serving); a fresh tensor otherwise (autograd refuses ``out=`` and shared buffers)."""
+        if torch.is_grad_enabled():
+            return weights.index_select(0, idx)
+        shape = (idx.shape[0], *weights.shape[1:])
+        out = self.context.scratch(name, shape, weights.dtype, weights.device)
+        return torch.index_select(weights, 0, idx, out=out)

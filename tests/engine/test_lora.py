@@ -86,3 +86,42 @@ def test_forward_rejects_index_count_mismatch(layer: BatchedLoraLinear) -> None:
     layer.context.batch = LoraBatch.from_indices(torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="2 token indices, input has 3 tokens"):
         layer(torch.randn(3, IN))
+
+
+def test_gather_reuses_its_scratch_across_layers_and_forwards() -> None:
+    """Layers sharing a context share the gather kernel's buffers: a smaller layer or batch
+    reads a prefix of them, a larger one grows them, and every answer stays right."""
+    torch.manual_seed(1)
+    context = LoraContext()
+    wide = BatchedLoraLinear(nn.Linear(IN, OUT), SLOTS, MAX_RANK, context, kernel="gather")
+    narrow = BatchedLoraLinear(nn.Linear(OUT, IN), SLOTS, MAX_RANK, context, kernel="gather")
+    for slot, rank in enumerate(RANKS):
+        wide.set_slot(slot, torch.randn(rank, IN), torch.randn(OUT, rank))
+        narrow.set_slot(slot, torch.randn(rank, OUT), torch.randn(IN, rank))
+
+    def expected(module: BatchedLoraLinear, x: torch.Tensor, indices: list[int]) -> torch.Tensor:
+        rows = []
+        for token, slot in zip(x, indices, strict=True):
+            a, b = module.slot_weights(slot) if slot >= 0 else (None, None)
+            rows.append(module.base(token) + (b @ (a @ token) if a is not None else 0))
+        return torch.stack(rows)
+
+    pointers = set()
+    with torch.no_grad():  # as served: the scratch path is the no-autograd one
+        for indices in ([0, 1, 2, 3, -1, 0], [2, 3], [1, 0, 3, 2, 1, 0, 3, 2]):
+            context.batch = LoraBatch.from_indices(torch.tensor(indices), list(RANKS))
+            x = torch.randn(len(indices), IN)
+            hidden = wide(x)
+            torch.testing.assert_close(hidden, expected(wide, x, indices), atol=1e-4, rtol=1e-5)
+            out = narrow(hidden)
+            torch.testing.assert_close(out, expected(narrow, hidden, indices), atol=1e-4, rtol=1e-5)
+            pointers.add(context._scratch[("a", torch.float32, x.device, False)].data_ptr())
+    assert len(pointers) == 2  # allocated for the first batch, grown once for the last
+    with torch.inference_mode():  # the engine's mode: buffers of its own
+        context.batch = LoraBatch.from_indices(torch.tensor([3, 1]), list(RANKS))
+        x = torch.randn(2, IN)
+        torch.testing.assert_close(wide(x), expected(wide, x, [3, 1]), atol=1e-4, rtol=1e-5)
+    with torch.no_grad():
+        context.batch = LoraBatch.from_indices(torch.tensor([0, 2]), list(RANKS))
+        x = torch.randn(2, IN)
+        torch.testing.assert_close(wide(x), expected(wide, x, [0, 2]), atol=1e-4, rtol=1e-5)
