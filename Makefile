@@ -68,6 +68,7 @@ bench: compile $(SMOLLM2)  ## run the benchmarks; results in bench/results/
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/training.py
+	$(BIN)/python bench/prefix_sharing.py
 
 lint: setup  ## ruff
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,3 +72,13 @@ def random_weights_copy(base_dir: Path, folder: Path) -> Path:
     AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder)
     AutoTokenizer.from_pretrained(base_dir).save_pretrained(folder)
     return folder
+
+
+def finish(result: dict[str, Any], out: Path, report: Callable[[dict[str, Any]], None]) -> int:
+    """Writes a benchmark's ``result`` (with ``targets``) to ``out`` as JSON, prints its report;
+    the exit code: 0 when every target was met."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    report(result)
+    print(f"\nelapsed {result['elapsed_s']:.0f} s; wrote {out}")
+    return 0 if all(t["met"] for t in result["targets"]) else 1

@@ -48,7 +48,7 @@ from typing import Any, get_args
 
 import torch
 import transformers
-from common import RESULTS_DIR, machine, random_weights_copy, table
+from common import RESULTS_DIR, finish, machine, random_weights_copy, table
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
@@ -942,11 +942,7 @@ def main() -> int:
     result["targets"] = targets_of(engine, peft, cold)
     result["phases"] = phases
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print_report(result)
-    print(f"\nelapsed {result['elapsed_s']:.0f} s; wrote {out}")
-    return 0 if all(t["met"] for t in result["targets"]) else 1
+    return finish(result, out, print_report)
 
 
 if __name__ == "__main__":
