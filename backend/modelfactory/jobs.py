@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backend.attribution.build import MemberExamples, build_index
+from backend.attribution.index import LineageMember
+from backend.attribution.lineage import ancestor_members
+from backend.attribution.settings import AttributionSettings
 from backend.datanets.formats import DataFormat
 from backend.datanets.registry import Send, send_direct
 from backend.modelfactory.chain import current_model, published_version
@@ -42,7 +46,7 @@ from backend.modelfactory.publish import (
 )
 from backend.modelfactory.sft import save_loss_curve, train_sft
 from backend.modelfactory.spec import BUILTIN_BASE, JobSpec, JobSpecError
-from backend.models.adapter_archive import unpack_adapter
+from backend.models.adapter_archive import pack_adapter, unpack_adapter
 from backend.protocol.contracts import Protocol
 from backend.storage.base import ContentStore
 from backend.storage.unixfs import compute_cid
@@ -56,6 +60,7 @@ EVAL_REPORT = "eval_report.json"
 LOSS_CURVE = "loss_curve.json"
 LOSS_PLOT = "loss_curve.png"
 JOB_FILE = "job.json"
+ATTRIBUTION_DIR = "attribution"  # the attribution index (index.json names the other files)
 
 
 class JobError(RuntimeError):
@@ -150,9 +155,12 @@ def run_job(
         result = _dpo(spec, p, store, data.metadata.format, base_dir, train, held, adapter_dir,
                       workdir, progress, on_step)  # fmt: skip
     eval_report, tokens_per_second, unused = result
+    attribution = _attribution_index(spec, p, store, base_dir, base_cid, train, unused, workdir,
+                                     progress)  # fmt: skip
     manifest = build_training_manifest(
-        spec, data, report, train, held, spec.base_model, base_cid, unused=unused
-    )
+        spec, data, report, train, held, spec.base_model, base_cid, unused=unused,
+        attribution=attribution,
+    )  # fmt: skip
     manifest.verify_against(data.manifest)
     (workdir / TRAINING_MANIFEST).write_bytes(manifest.to_json_bytes())
     eval_report = {**eval_report, "build": report.to_json(),
@@ -165,6 +173,36 @@ def run_job(
         spec, workdir, base_cid, ref.manifest_cid, len(examples), report.skipped, len(train),
         len(held), tokens_per_second, eval_report,
     )  # fmt: skip
+
+
+def _attribution_index(
+    spec: JobSpec,
+    p: Protocol,
+    store: ContentStore,
+    base_dir: Path,
+    base_cid: str,
+    train: list[Example],
+    unused: tuple[int, ...],
+    workdir: Path,
+    progress: bool,
+) -> str:
+    """Builds the attribution index of the trained adapter over its lineage's examples into
+    ``workdir/attribution``; returns the CID of its ``index.json``."""
+    members = ancestor_members(p, store, spec.model_id) if spec.method == "dpo" else []
+    skip = set(unused)
+    own = [(i, e) for i, e in enumerate(train) if i not in skip]
+    members.append(MemberExamples(LineageMember(None, spec.datanet_id, spec.version,
+                                                spec.method), own))  # fmt: skip
+    adapter_dir = workdir / ADAPTER_DIR
+    index, stats = build_index(
+        base_dir, adapter_dir, members, AttributionSettings(), spec.train.max_length,
+        compute_cid(pack_adapter(adapter_dir)), base_cid, device=spec.train.device,
+        progress=progress,
+    )  # fmt: skip
+    cid = index.write(workdir / ATTRIBUTION_DIR)
+    log.info("attribution index %s: %d examples of %d lineage member(s), %d tokens",
+             cid, stats.documents, len(members), stats.tokens)  # fmt: skip
+    return cid
 
 
 def _sft(
@@ -271,7 +309,7 @@ def publish_job(
     artifacts = store_artifacts(
         store, workdir / ADAPTER_DIR, (workdir / TRAINING_MANIFEST).read_bytes(),
         json.loads((workdir / EVAL_REPORT).read_text()), workdir / LOSS_CURVE,
-        workdir / LOSS_PLOT, metadata,
+        workdir / LOSS_PLOT, metadata, workdir / ATTRIBUTION_DIR,
     )  # fmt: skip
     published = publish_model(
         p, artifacts, record["base_model_cid"], spec.datanet_id, spec.version, developer,

@@ -25,7 +25,8 @@ from backend.modelfactory.dataset import BuildReport, Example, VersionData, buil
 from backend.modelfactory.spec import JobSpec, JobSpecError
 from backend.storage.cid import CID, InvalidCIDError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 adds "attribution": the CID of the job's attribution index
+READABLE_SCHEMAS = (1, 2)
 SPLITS = ("train", "eval")
 MAX_PROBLEMS_NAMED = 10
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -85,13 +86,16 @@ class TrainingManifest:
     build: BuildCounts
     examples: tuple[ExampleRecord, ...]  # train first, then eval; record i has index i
     unused: tuple[int, ...] = ()  # indices of train examples no loss was taken on (too long)
+    attribution: str | None = None  # CID of the attribution index's index.json (schema 2)
     schema_version: int = SCHEMA_VERSION
 
     def split(self, name: str) -> list[ExampleRecord]:
         return [r for r in self.examples if r.split == name]
 
     def to_json(self) -> dict[str, Any]:
+        extra = {} if self.schema_version == 1 else {"attribution": self.attribution}
         return {
+            **extra,
             "schema_version": self.schema_version,
             "datanet_id": self.datanet_id,
             "version": self.version,
@@ -163,6 +167,7 @@ def build_training_manifest(
     base_model_cid: str | None = None,
     max_chars: int = 2000,
     unused: Sequence[int] = (),
+    attribution: str | None = None,
 ) -> TrainingManifest:
     """The manifest of a job that trained on ``train`` and held out ``eval_examples``, both
     built from ``data`` with ``max_chars``; ``unused`` are indices into ``train`` (the SFT
@@ -196,6 +201,7 @@ def build_training_manifest(
         build=BuildCounts(report.total_rows, report.kept, report.skipped, max_chars),
         examples=tuple(records),
         unused=tuple(sorted(set(unused))),
+        attribution=attribution,
     )
 
 
@@ -283,9 +289,18 @@ def _parse(raw: bytes | str | dict[str, Any]) -> TrainingManifest:
         data = raw if isinstance(raw, dict) else json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as why:
         raise ProvenanceError(f"the training manifest is not JSON: {why}") from None
-    data = _object(data, _TOP_KEYS, "the training manifest")
-    if not _uint(data["schema_version"]) or data["schema_version"] != SCHEMA_VERSION:
-        raise ProvenanceError(f"schema_version {data['schema_version']!r}; this code reads 1")
+    if not isinstance(data, dict):
+        raise ProvenanceError("the training manifest must be a JSON object")
+    schema = data.get("schema_version")
+    if not _uint(schema) or schema not in READABLE_SCHEMAS:
+        raise ProvenanceError(
+            f"schema_version {schema!r}; this code reads {list(READABLE_SCHEMAS)}"
+        )
+    data = _object(data, _TOP_KEYS | ({"attribution"} if schema >= 2 else set()),
+                   "the training manifest")  # fmt: skip
+    attribution = data.get("attribution")
+    if attribution is not None:
+        attribution = _cid(attribution, "attribution")
     for key in ("datanet_id", "version"):
         if not _uint(data[key]):
             raise ProvenanceError(f"{key} must be a non-negative integer, not {data[key]!r}")
@@ -331,4 +346,6 @@ def _parse(raw: bytes | str | dict[str, Any]) -> TrainingManifest:
         build=BuildCounts(**{k: build[k] for k in _BUILD_KEYS}),
         examples=records,
         unused=tuple(unused),
+        attribution=attribution,
+        schema_version=schema,
     )

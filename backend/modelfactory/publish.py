@@ -63,6 +63,7 @@ class Artifacts:
     loss_curve: str  # JSON
     loss_plot: str  # PNG
     metadata: str  # the model's metadata: name, description, and the CIDs above
+    attribution: str | None = None  # the attribution index's index.json (it names its files)
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,16 @@ def store_artifacts(
     loss_curve_json: Path,
     loss_plot_png: Path,
     metadata: dict[str, Any],
+    attribution_dir: Path | None = None,
 ) -> Artifacts:
-    """Puts every artifact into ``store``; the metadata names all the others by CID."""
+    """Puts every artifact into ``store``; the metadata names all the others by CID. The
+    attribution index's files go first: the training manifest names its ``index.json``."""
+    attribution = None
+    if attribution_dir is not None and (attribution_dir / "index.json").is_file():
+        for path in sorted(attribution_dir.iterdir()):
+            stored = store.put(path.read_bytes())
+            if path.name == "index.json":
+                attribution = stored
     adapter = store.put(pack_adapter(adapter_dir))
     manifest = store.put(training_manifest)
     report = store.put(_canonical(eval_report))
@@ -90,9 +99,11 @@ def store_artifacts(
     plot = store.put(loss_plot_png.read_bytes())
     links = {"adapter": adapter, "training_manifest": manifest, "eval_report": report,
              "loss_curve": curve, "loss_plot": plot}  # fmt: skip
+    if attribution is not None:
+        links["attribution_index"] = attribution
     meta = store.put(_canonical({**metadata, "artifacts": links}))
     log.info("stored adapter %s, training manifest %s, eval report %s", adapter, manifest, report)
-    return Artifacts(adapter, manifest, report, curve, plot, meta)
+    return Artifacts(adapter, manifest, report, curve, plot, meta, attribution)
 
 
 def _canonical(data: dict[str, Any]) -> bytes:

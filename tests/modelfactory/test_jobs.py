@@ -12,7 +12,11 @@ from typing import Any
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
+from backend.attribution.attributor import Attributor
+from backend.attribution.audit import check_record
+from backend.attribution.index import FILES, MANIFEST_FILE, AttributionIndex
 from backend.datanets.formats import DataFormat, DatanetMetadata
 from backend.datanets.manifest import Manifest
 from backend.datanets.registry import read_history
@@ -113,6 +117,26 @@ def test_train_then_publish_registers_the_model_with_its_provenance(
     assert metadata["artifacts"]["adapter"] == version.adapterCID
     report = json.loads(store.get(metadata["artifacts"]["eval_report"]))
     assert report["adapter_loss"] < report["base_loss"]
+
+    # the job's attribution index: every trained example, published with the adapter
+    index, index_cid = AttributionIndex.read_folder(work / "attribution")
+    assert training.attribution == index_cid and index.adapter == version.adapterCID
+    trained = [r.index for r in training.split("train") if r.index not in training.unused]
+    assert [d.example for d in index.corpus.documents] == trained
+    names = json.loads((work / "attribution" / MANIFEST_FILE).read_bytes())["files"]
+    assert set(names) == set(FILES) and all(store.has(c) for c in [index_cid, *names.values()])
+    assert metadata["artifacts"]["attribution_index"] == index_cid
+    node = Attributor.for_model_version(protocol.models, store, model_id, 1, base,
+                                        tmp_path / "node")  # fmt: skip
+    tok = AutoTokenizer.from_pretrained(base)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "alice: what is 3 plus 3?"}],
+                                     add_generation_prompt=True)  # fmt: skip
+    answer = tok("It is 6.", add_special_tokens=False)["input_ids"]
+    record = node.attribute(prompt, answer)
+    assert {c.contributor for c in record.contributions} <= {accounts[1].address,
+                                                            accounts[2].address}  # fmt: skip
+    assert record.span_mass > 0 and (record.model_id, record.version) == (model_id, 1)
+    assert check_record(node.index, index_cid, record, prompt, answer) == []
 
     again = mf("publish", work, "--name", "sums", "--attributor", attributor, account=DEVELOPER)
     assert f"already on-chain as model {model_id} version 1" in again and "tx 0x" not in again
@@ -228,3 +252,17 @@ def test_dpo_on_a_preference_datanet_publishes_the_models_next_version(
     assert (int(v2.datanetId), int(v2.datanetVersion)) == (prefs, 1)
     training = TrainingManifest.from_json(store.get(v2.trainingManifestCID))
     assert {r.contribution_id for r in training.examples} == {int(i) for i in ids.split(",")}
+    # the DPO version's attribution index holds its lineage: the SFT parent's examples too
+    index = Attributor.for_model_version(protocol.models, store, model_id, 2, base,
+                                         tmp_path / "node").index  # fmt: skip
+    parent = protocol.models.modelVersion(model_id, 1).trainingManifestCID
+    assert [(m.training_manifest, m.datanet_id, m.method) for m in index.lineage] == [
+        (parent, datanet, "sft"), (None, prefs, "dpo"),
+    ]  # fmt: skip
+    parent_trained = TrainingManifest.from_json(store.get(parent))
+    assert sum(d.member == 0 for d in index.corpus.documents) == len(
+        [r for r in parent_trained.split("train") if r.index not in parent_trained.unused]
+    )
+    assert sum(d.member == 1 for d in index.corpus.documents) == len(training.split("train"))
+    datanets = {c.datanet_id for c in index.corpus.contributions}
+    assert datanets == {datanet, prefs}

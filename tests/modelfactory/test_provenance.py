@@ -158,7 +158,7 @@ def corrupt(doc: dict, path: tuple, value: object) -> dict:
 @pytest.mark.parametrize(
     ("path", "value", "error"),
     [
-        (("schema_version",), 2, "schema_version 2"),
+        (("schema_version",), 3, "schema_version 3"),
         (("extra",), 1, r"unknown \['extra'\]"),
         (("examples",), KeyError, r"missing \['examples'\]"),
         (("datanet_manifest_cid",), "not-a-cid", "is not a CID"),
@@ -175,6 +175,8 @@ def corrupt(doc: dict, path: tuple, value: object) -> dict:
         (("examples", 6, "cid"), KeyError, r"example 6: missing \['cid'\]"),
         (("examples", 0, "split"), "eval", "every train example before the eval"),
         (("unused",), [99], "unused must be"),
+        (("attribution",), "not-a-cid", "attribution 'not-a-cid' is not a CID"),
+        (("attribution",), KeyError, r"missing \['attribution'\]"),
     ],
 )
 def test_malformed_manifests_are_refused(
@@ -182,6 +184,22 @@ def test_malformed_manifests_are_refused(
 ) -> None:
     with pytest.raises(ProvenanceError, match=error):
         TrainingManifest.from_json(corrupt(manifest.to_json(), path, value))
+
+
+def test_manifests_name_their_attribution_index_and_schema_1_still_reads(
+    manifest: TrainingManifest,
+) -> None:
+    index = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
+    named = replace(manifest, attribution=index)
+    assert TrainingManifest.from_json(named.to_json_bytes()).attribution == index
+    assert json.loads(manifest.to_json_bytes())["attribution"] is None
+    # a manifest written before attribution indexes: read, and written back byte for byte
+    old = {k: v for k, v in manifest.to_json().items() if k != "attribution"}
+    raw = json.dumps({**old, "schema_version": 1}, sort_keys=True, separators=(",", ":"))
+    parsed = TrainingManifest.from_json(raw)
+    assert parsed.attribution is None and parsed.to_json_bytes() == raw.encode() + b"\n"
+    with pytest.raises(ProvenanceError, match=r"unknown \['attribution'\]"):
+        TrainingManifest.from_json({**old, "schema_version": 1, "attribution": index})
 
 
 @pytest.mark.parametrize("raw", [b"not json", b"[]", "\u00ff".encode("latin-1")])

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from tests.engine.tiny_tokenizer import build_tiny_checkpoint
 from transformers import AutoTokenizer
 
 from backend.devnet.anvil import free_port
@@ -25,6 +24,7 @@ from inference_node.server.app import create_app
 from inference_node.server.runtime import NodeRuntime
 from inference_node.server.settings import NodeSettings
 from tests.engine.conftest import MAX_RANK, RECIPES, build_adapter, load_base
+from tests.engine.tiny_tokenizer import build_tiny_checkpoint
 from tests.node.conftest import PRICING, World
 
 SERVED_MODEL = 2  # model 1 of the world has no real adapter
