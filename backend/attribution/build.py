@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from eth_utils import to_checksum_address
 from tqdm import tqdm
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
@@ -55,9 +56,10 @@ class BuildStats:
     tokens: int
     spans_seconds: float
     sketch_seconds: float
+    unit_sketches: np.ndarray | None = None  # [documents, dims] before preconditioning
 
 
-def _rows(
+def training_rows(
     tokenizer: PreTrainedTokenizerBase, method: str, example: Example, max_length: int
 ) -> list[Row] | None:
     """The rows an example trained as (None: it has no labelled token within max_length)."""
@@ -88,8 +90,16 @@ def build_index(
     base_model_cid: str | None,
     device: str = "cpu",
     progress: bool = True,
+    threads: int | None = None,
+    keep_unit: bool = False,
 ) -> tuple[AttributionIndex, BuildStats]:
-    """The index of the adapter in ``adapter_dir`` over ``members``' examples, in order."""
+    """The index of the adapter in ``adapter_dir`` over ``members``' examples, in order.
+
+    Training sketches are computed on ``threads`` torch threads (default: as many as torch
+    uses now): they are committed in the index, so the job may use the whole machine; a
+    recomputation elsewhere lands within the auditor's tolerance. ``keep_unit`` returns the
+    unit sketches before preconditioning in the stats (benchmarks compare preconditioners)."""
+    threads = threads or torch.get_num_threads()
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     vocab = int(AutoConfig.from_pretrained(base_dir).vocab_size)
     vocab = max(vocab, len(tokenizer))
@@ -129,13 +139,14 @@ def build_index(
         for member in members:
             pairs = member.member.method == "dpo"
             encoded = [
-                _rows(tokenizer, member.member.method, ex, max_length) for _, ex in member.examples
+                training_rows(tokenizer, member.member.method, ex, max_length)
+                for _, ex in member.examples
             ]
             usable = [i for i, rows in enumerate(encoded) if rows is not None]
             bar.update(len(encoded) - len(usable))
             rows = [row for i in usable for row in encoded[i]]  # type: ignore[union-attr]
             if usable:
-                sketched = sketcher.unit_sketches(rows, pairs=pairs, progress=bar.update)
+                sketched = sketcher.unit_sketches(rows, pairs, bar.update, threads)
                 unit[offset + np.array(usable)] = sketched
             offset += len(encoded)
     psi = precondition(unit, settings.sketches.preconditioner, settings.sketches.ridge)
@@ -161,5 +172,7 @@ def build_index(
         group_sizes=tuple(sketcher.gradients.group_sizes),
         training_scale_log2=scale_log2,
     )
-    stats = BuildStats(len(corpus), len(corpus.tokens), spans_seconds, sketch_seconds)
+    stats = BuildStats(
+        len(corpus), len(corpus.tokens), spans_seconds, sketch_seconds, unit if keep_unit else None
+    )
     return index, stats

@@ -74,7 +74,10 @@ def torch_threads(threads: int) -> Iterator[None]:
 class LoraGradients:
     """Per-example LoRA gradients of ``model`` (a PEFT model in eval mode, LoRA dropout off)."""
 
-    def __init__(self, model: PeftModel, adapter: str = "default") -> None:
+    def __init__(self, model: PeftModel, adapter: str = "default", top_groups: int = 0) -> None:
+        """``top_groups`` > 0 keeps only the last that many groups (the top transformer
+        layers): the backward pass then stops below them, and the layers under them run
+        without building a graph."""
         modules = [
             LoraModule(name, module, adapter)
             for name, module in model.named_modules()
@@ -86,9 +89,16 @@ class LoraGradients:
         groups: dict[tuple[int, str], list[LoraModule]] = {}
         for module in modules:
             groups.setdefault(_group_key(module.name), []).append(module)
+        keys = list(groups)[-top_groups:] if top_groups else list(groups)
+        kept = {id(m.a.weight) for k in keys for m in groups[k]} | {
+            id(m.b.weight) for k in keys for m in groups[k]
+        }
+        for module in modules:
+            for weight in (module.a.weight, module.b.weight):
+                weight.requires_grad_(id(weight) in kept)
         self.model = model
-        self.groups = list(groups.values())
-        self.group_names = [f"layer {key[0]}" if key[0] >= 0 else key[1] for key in groups]
+        self.groups = [groups[k] for k in keys]
+        self.group_names = [f"layer {key[0]}" if key[0] >= 0 else key[1] for key in keys]
         self.group_sizes = [sum(m.size for m in group) for group in self.groups]
 
     def per_example(

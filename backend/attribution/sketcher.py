@@ -66,7 +66,7 @@ class Sketcher:
         model.to(device).eval()
         for name, param in model.named_parameters():
             param.requires_grad_("lora_" in name)
-        self.gradients = LoraGradients(model)
+        self.gradients = LoraGradients(model, top_groups=settings.top_layers)
         self.projection = SparseProjection(
             self.gradients.group_sizes, settings.dims_per_group, settings.nonzeros, settings.seed
         )
@@ -76,14 +76,18 @@ class Sketcher:
         return self.projection.output_dims
 
     def unit_sketches(
-        self, rows: Sequence[Row], pairs: bool = False, progress: Progress | None = None
+        self,
+        rows: Sequence[Row],
+        pairs: bool = False,
+        progress: Progress | None = None,
+        threads: int | None = None,
     ) -> np.ndarray:
         """[examples, dims] float64 unit sketches of ``rows`` (``pairs``: rows come as
         chosen, rejected, chosen, ... and each pair is one example), in batches of the
-        settings' batch size."""
+        settings' batch size, on the settings' thread count unless ``threads`` says else."""
         step = self.settings.batch_size * (2 if pairs else 1)
         out = []
-        with torch_threads(self.settings.threads):
+        with torch_threads(threads or self.settings.threads):
             for start in range(0, len(rows), step):
                 batch = rows[start : start + step]
                 weights = None

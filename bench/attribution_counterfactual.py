@@ -1,0 +1,337 @@
+"""Counterfactual checks of Proof of Attribution: do the scores predict what retraining
+without the data does? Run once and committed (``make bench-counterfactual``): it retrains
+SmolLM2's planted-facts adapter 32 times, about an hour on this 2-core CPU.
+
+Setup: bench/attribution.py's planted Datanet (12 contributors x 4 facts, 2 phrasings each,
+96 examples), the same SFT settings and seed. Probes: the 48 verbatim and 48 paraphrased
+teacher-forced probes of bench/attribution.py; a probe's model output is the log-likelihood
+of its answer given its question.
+
+1. Leave one contributor out (12 retrains): for every probe and contributor, the drop in
+   the probe's log-likelihood when that contributor's examples are left out, against the
+   score each method gives that contributor for that probe. Reported: Spearman across
+   contributors per probe, averaged over probes; and how often the contributor whose removal
+   hurts the probe most is the method's top contributor.
+2. Linear datamodeling score (TRAK, dattri): 20 retrains on seeded random halves of the
+   training examples; per probe, Spearman across the 20 subsets between the probe's
+   log-likelihood under the subset's model and the sum of the method's per-example scores
+   over the subset; averaged over probes.
+
+Methods, all on the full model's adapter:
+- ours: the record's shares (combined), and gradients alone (exact int16 sketch scores);
+- gradient dot product: full LoRA gradients (921,600 coordinates), no projection, no
+  normalization (TracIn at the last checkpoint);
+- DataInf: dattri 0.3.0's ``IFAttributorDataInf`` on the LoRA parameters (eager attention,
+  regularization 0.1), its per-example scores negated (dattri scores loss increase; here a
+  positive score means the example helped the answer).
+For per-example LDS, ours-combined splits a contribution's share over its examples by their
+span and gradient evidence as the combination rule does.
+
+Writes bench/results/attribution-counterfactual.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from attribution import (
+    CONTRIBUTORS,
+    FACTS_EACH,
+    LORA,
+    TRAIN,
+    answer_ids,
+    chat_prompt,
+    planted_examples,
+    train,
+)
+from common import RESULTS_DIR, finish, machine, table
+from peft import PeftModel
+from planted_facts import planted_facts
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from backend.attribution.attributor import Attributor
+from backend.attribution.build import MemberExamples, build_index, training_rows
+from backend.attribution.gradients import LoraGradients
+from backend.attribution.index import LineageMember
+from backend.attribution.scoring import gradient_scores, span_evidence
+from backend.attribution.settings import AttributionSettings
+from backend.attribution.shares import SCALE
+from backend.attribution.sketcher import query_row
+from backend.modelfactory.dpo import answer_logprobs
+from backend.modelfactory.lora_training import IGNORE, Row
+from backend.models.base_models import ensure_smollm2
+from backend.protocol.deployments import PROJECT_ROOT
+
+LDS_SUBSETS = 20
+log = logging.getLogger("bench.counterfactual")
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho with average ranks for ties; nan when either side is constant."""
+    from scipy.stats import spearmanr
+
+    if np.all(x == x[0]) or np.all(y == y[0]):
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+def loglikelihoods(base: Path, adapter: Path, probes: list[Row]) -> np.ndarray:
+    """[probes] summed log-probability of each probe's answer under base + adapter."""
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, adapter).eval()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(probes), 16):
+            out.append(answer_logprobs(model, probes[i : i + 16], tokenizer.pad_token_id, False))
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def full_gradients(gradients: LoraGradients, rows: list[Row], pad: int) -> np.ndarray:
+    """[rows, parameters] float32: every row's full LoRA gradient (mean answer-token loss)."""
+    out = []
+    for i in range(0, len(rows), 8):
+        out.append(np.concatenate(gradients.per_example(rows[i : i + 8], pad), axis=1))
+    return np.concatenate(out)
+
+
+def datainf_scores(
+    base: Path, adapter: Path, train_rows: list[Row], probe_rows: list[Row], pad: int
+) -> np.ndarray:
+    """[probes, examples] dattri's DataInf influence, negated (positive: the example helped)."""
+    from dattri.algorithm.influence_function import IFAttributorDataInf
+    from dattri.task import AttributionTask
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model = AutoModelForCausalLM.from_pretrained(
+        base, dtype=torch.float32, attn_implementation="eager"
+    )
+    model = PeftModel.from_pretrained(model, adapter).eval()
+    names = [n for n, _ in model.named_parameters() if "lora_" in n]
+    width = max(len(ids) for ids, _ in train_rows + probe_rows)
+
+    def tensors(rows: list[Row]) -> TensorDataset:
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, (i, lab) in enumerate(rows):
+            ids[r, : len(i)], labels[r, : len(lab)], mask[r, : len(i)] = (
+                torch.tensor(i),
+                torch.tensor(lab),
+                1,
+            )
+        return TensorDataset(ids, mask, labels)
+
+    def loss(params: dict[str, torch.Tensor], data: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        ids, mask, labels = data
+        logits = torch.func.functional_call(
+            model, params, (ids.unsqueeze(0),), {"attention_mask": mask.unsqueeze(0)}
+        ).logits
+        return torch.nn.functional.cross_entropy(logits[0, :-1], labels[1:], ignore_index=IGNORE)
+
+    task = AttributionTask(loss_func=loss, model=model, checkpoints=model.state_dict())
+    attributor = IFAttributorDataInf(task=task, layer_name=names, device="cpu", regularization=0.1)
+    train_loader = DataLoader(tensors(train_rows), batch_size=4)
+    attributor.cache(train_loader)
+    with torch.no_grad():
+        scores = attributor.attribute(train_loader, DataLoader(tensors(probe_rows), batch_size=4))
+    return -scores.T.numpy().astype(np.float64)  # dattri: [train, test]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--work", type=Path, default=PROJECT_ROOT / ".data" / "bench" / "attribution"
+    )
+    parser.add_argument("--quick", action="store_true", help="2 LOO and 3 LDS retrains")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    out = args.out or (
+        Path(tempfile.mkdtemp()) / "counterfactual.json"
+        if args.quick
+        else RESULTS_DIR / "attribution-counterfactual.json"
+    )
+    started = time.perf_counter()
+    base = ensure_smollm2(PROJECT_ROOT / ".data")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    pad = tokenizer.pad_token_id
+    facts = planted_facts(CONTRIBUTORS, FACTS_EACH)
+    examples = planted_examples(facts)
+    args.work.mkdir(parents=True, exist_ok=True)
+    adapter = train(base, examples, TRAIN, args.work)
+    probes = [
+        (chat_prompt(tokenizer, f.verbatim_question()), answer_ids(tokenizer, f.trained_answer()))
+        for f in facts
+    ] + [
+        (
+            chat_prompt(tokenizer, f.paraphrased_question()),
+            answer_ids(tokenizer, f.paraphrased_answer()),
+        )
+        for f in facts
+    ]
+    probe_rows = [query_row(p, a) for p, a in probes]
+    owner = np.array([e.contribution_id - 1 for e in examples])
+
+    # scores of every method on the full model: [probes, examples] and [probes, contributors]
+    member = MemberExamples(LineageMember(None, 1, 1, "sft"), list(enumerate(examples)))
+    index, _ = build_index(
+        base,
+        adapter,
+        [member],
+        AttributionSettings(),
+        TRAIN.max_length,
+        "planted",
+        None,
+        progress=False,
+    )
+    cid = index.write(args.work / "counterfactual-index")
+    attributor = Attributor(index, cid, 1, 1, base, adapter)
+    sketches = attributor.sketches(probes)
+    ours_grad = np.stack([gradient_scores(index, s) for s in sketches]).astype(np.float64)
+    ours_combined_examples = np.zeros_like(ours_grad)
+    ours_combined = np.zeros((len(probes), CONTRIBUTORS))
+    for i, ((p, a), s) in enumerate(zip(probes, sketches, strict=True)):
+        evidence = span_evidence(index, p, a)
+        record = attributor.record(p, a, evidence, s)
+        for c in record.contributions:
+            ours_combined[i, c.contribution_id - 1] = c.share
+        spans = evidence.document_scores_array(len(index.corpus)).astype(np.float64)
+        positive = np.maximum(ours_grad[i], 0)
+        if spans.sum():
+            ours_combined_examples[i] += record.span_mass / SCALE * spans / spans.sum()
+        if positive.sum():
+            ours_combined_examples[i] += record.gradient_mass / SCALE * positive / positive.sum()
+    gradients = attributor.sketcher.gradients
+    train_rows = [
+        r
+        for _, e in member.examples
+        for r in training_rows(tokenizer, "sft", e, TRAIN.max_length) or []
+    ]
+    g_train = full_gradients(gradients, train_rows, pad)
+    g_probe = full_gradients(gradients, probe_rows, pad)
+    # a descent step on example i changes a probe's log-likelihood by +lr * g_probe . g_i
+    grad_dot = g_probe.astype(np.float64) @ g_train.astype(np.float64).T
+    del g_train, g_probe
+    log.info("DataInf (dattri) on %d examples and %d probes", len(train_rows), len(probe_rows))
+    datainf = datainf_scores(base, adapter, train_rows, probe_rows, pad)
+    per_example = {
+        "ours (combined)": ours_combined_examples,
+        "ours (gradients)": ours_grad,
+        "gradient dot product": grad_dot,
+        "DataInf (dattri)": datainf,
+    }
+
+    def by_contributor(scores: np.ndarray) -> np.ndarray:
+        out = np.zeros((scores.shape[0], CONTRIBUTORS))
+        for c in range(CONTRIBUTORS):
+            out[:, c] = scores[:, owner == c].sum(axis=1)
+        return out
+
+    per_contributor = {name: by_contributor(s) for name, s in per_example.items()}
+    per_contributor["ours (combined)"] = ours_combined
+    full = loglikelihoods(base, adapter, probe_rows)
+
+    # 1. leave one contributor out
+    leave_out = range(2) if args.quick else range(CONTRIBUTORS)
+    drops = np.full((len(probes), CONTRIBUTORS), np.nan)
+    for c in leave_out:
+        kept = [e for e in examples if e.contribution_id - 1 != c]
+        adapter_c = train(base, kept, TRAIN, args.work)
+        drops[:, c] = full - loglikelihoods(base, adapter_c, probe_rows)
+        log.info(
+            "left out contributor %d: mean drop of its probes %.2f nats",
+            c,
+            float(np.nanmean(drops[owner_of_probes(facts) == c, c])),
+        )
+    measured = list(leave_out)
+    loo = {}
+    for name, scores in per_contributor.items():
+        rhos = [spearman(scores[i, measured], drops[i, measured]) for i in range(len(probes))]
+        hits = [
+            int(np.argmax(scores[i, measured]) == np.argmax(drops[i, measured]))
+            for i in range(len(probes))
+        ]
+        loo[name] = {
+            "spearman_mean": round(float(np.nanmean(rhos)), 3),
+            "top_match": round(float(np.mean(hits)), 3),
+        }
+
+    # 2. linear datamodeling score
+    rng = np.random.default_rng(0)
+    subsets = 3 if args.quick else LDS_SUBSETS
+    masks = np.zeros((subsets, len(examples)), dtype=bool)
+    outputs = np.zeros((subsets, len(probes)))
+    for s in range(subsets):
+        chosen = rng.choice(len(examples), size=len(examples) // 2, replace=False)
+        masks[s, chosen] = True
+        adapter_s = train(base, [examples[i] for i in sorted(chosen)], TRAIN, args.work)
+        outputs[s] = loglikelihoods(base, adapter_s, probe_rows)
+        log.info("LDS subset %d/%d done", s + 1, subsets)
+    lds = {}
+    for name, scores in per_example.items():
+        predicted = masks.astype(np.float64) @ scores.T  # [subsets, probes]
+        rhos = [spearman(predicted[:, i], outputs[:, i]) for i in range(len(probes))]
+        lds[name] = round(float(np.nanmean(rhos)), 3)
+
+    best_baseline = max(lds["gradient dot product"], lds["DataInf (dattri)"])
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "setup": {
+            "contributors": CONTRIBUTORS,
+            "facts_each": FACTS_EACH,
+            "training_examples": len(examples),
+            "probes": len(probes),
+            "lora": LORA.__dict__,
+            "train": dict(TRAIN.__dict__),
+            "lds_subsets": subsets,
+            "loo_retrains": len(measured),
+            "quick": args.quick,
+        },
+        "leave_one_contributor_out": loo,
+        "lds": lds,
+        "anchors": {
+            "kronfluence GPT-2/WikiText-2 LDS": {"EK-FAC": 0.44, "gradient dot": 0.12},
+            "dattri nanoGPT/Shakespeare LDS": {"TRAK-10": 0.14},
+        },
+    }
+    best_loo = max(loo[b]["spearman_mean"] for b in ("gradient dot product", "DataInf (dattri)"))
+    ours_lds, ours_loo = lds["ours (gradients)"], loo["ours (combined)"]["spearman_mean"]
+    result["targets"] = [
+        {"target": "LDS, ours (gradients) >= the best baseline", "value": ours_lds,
+         "threshold": f">= {best_baseline}", "met": ours_lds >= best_baseline},
+        {"target": "LOO Spearman, ours (combined) >= the best baseline", "value": ours_loo,
+         "threshold": f">= {best_loo}", "met": ours_loo >= best_loo},
+    ]  # fmt: skip
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    return finish(result, out, report)
+
+
+def owner_of_probes(facts: list[Any]) -> np.ndarray:
+    owners = np.array([f.contributor for f in facts])
+    return np.concatenate([owners, owners])
+
+
+def report(result: dict[str, Any]) -> None:
+    loo, lds = result["leave_one_contributor_out"], result["lds"]
+    print(
+        table(
+            ["method", "LOO Spearman (mean over probes)", "LOO top match", "LDS"],
+            [
+                [name, loo[name]["spearman_mean"], loo[name]["top_match"], lds.get(name, "")]
+                for name in loo
+            ],
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
