@@ -14,7 +14,7 @@ export APE_DATA_FOLDER := $(CURDIR)/.data/ape
 export SOLCX_BINARY_PATH := $(CURDIR)/.tools/solcx
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup model compile test demo up bench lint clean-data
+.PHONY: help setup model compile test demo up bench bench-counterfactual lint clean-data
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,6 +69,10 @@ bench: compile $(SMOLLM2)  ## run the benchmarks; results in bench/results/
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/prefix_sharing.py
+	$(BIN)/python bench/attribution.py
+
+bench-counterfactual: compile $(SMOLLM2)  ## attribution vs retraining (LOO, LDS; ~1 h on 2 cores)
+	$(BIN)/python bench/attribution_counterfactual.py
 
 lint: setup  ## ruff
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -124,7 +124,12 @@ def _inference(
     """ModelFactory trains (or reuses) an adapter on the Datanet's version and registers it; a
     node serves it and is paid per answer; the payer's preferences become a Datanet; DPO on it
     publishes the model's next version."""
-    from backend.devnet.factory_demo import dpo_model, feedback_datanet, sft_model
+    from backend.devnet.factory_demo import (
+        dpo_model,
+        feedback_datanet,
+        index_summary,
+        sft_model,
+    )
     from inference_node.demo import QUESTIONS, prepare, serve_and_pay
 
     p, pub, store, roles = stack.protocol, demo_run.publication, stack.store, stack.roles
@@ -136,6 +141,9 @@ def _inference(
     click.echo(f"  held-out loss {report['base_loss']:.3f} (SmolLM2) -> "
                f"{report['adapter_loss']:.3f} (adapter), {report['examples']} examples, "
                f"{report['build']['skipped']} malformed rows skipped")  # fmt: skip
+    cid, examples, contributions, _ = index_summary(sft)
+    click.echo(f"  attribution index {cid}: {examples} training examples of {contributions} "
+               f"contributions (span index + gradient sketches)")  # fmt: skip
     model_id = sft.published.model_id
 
     click.secho("Inference node (OpenLoRA)", bold=True)
@@ -159,6 +167,8 @@ def _inference(
                f"recomputed from the log matches the chain: {checks['root_matches']}")  # fmt: skip
     if not checks["root_matches"]:
         raise click.ClickException("the usage proof's root does not match its receipts log")
+    _attribution(stack, demo_run, data_dir, model_id, node_demo.adapter_version,
+                 node_demo.answers)  # fmt: skip
     model = p.models.model(model_id)
     funded = p.rewards.pool(model_id).funded
     click.echo(f"  model {model_id}'s contributors' pool: {_open(funded)} funded in all; "
@@ -179,6 +189,30 @@ def _inference(
     click.echo(f"  held-out preference accuracy {held['before']['accuracy']:.2f} -> "
                f"{held['after']['accuracy']:.2f} on {held['after']['pairs']} pairs "
                f"(implicit reward vs SmolLM2)")  # fmt: skip
+    cid, examples, contributions, members = index_summary(dpo)
+    click.echo(f"  attribution index {cid}: {examples} examples of {contributions} "
+               f"contributions from {members} lineage members (the SFT parent's Datanet and "
+               f"the preference Datanet)")  # fmt: skip
+
+
+def _attribution(
+    stack: LocalStack, demo_run: DatanetDemo, data_dir: Path, model_id: int, version: int,
+    answers: list[dict],
+) -> None:  # fmt: skip
+    """Proof of Attribution of the paid answers, as the node (next) will score each one."""
+    from backend.devnet.factory_demo import attribute_answers
+
+    click.secho("Proof of Attribution: which contributions shaped each paid answer", bold=True)
+    files = {f.contribution_id: f.file for f in demo_run.files}
+    for a in attribute_answers(stack.protocol, stack.store, data_dir, model_id, version, answers):
+        r = a.record
+        top = [f"{files.get(c.contribution_id, c.contribution_id)} {c.share / 10_000:.0f}%"
+               for c in r.contributions[:3]]  # fmt: skip
+        named = ", ".join(top) or "nothing"
+        masses = (r.span_mass, r.gradient_mass, r.unattributed)
+        click.echo(f"  {a.answer[:48]!r}: {named}; spans/gradients/unattributed "
+                   f"{'/'.join(f'{m / 10_000:.0f}%' for m in masses)}; record digest "
+                   f"0x{r.digest().hex()[:16]}")  # fmt: skip
 
 
 def _trained(t: Trained, how: str) -> None:
