@@ -19,6 +19,7 @@ import numpy as np
 from transformers import AutoTokenizer
 
 from backend.attribution.index import AttributionIndex, tokenizer_sha256
+from backend.attribution.lineage import MAX_TRAINING_MANIFEST_BYTES
 from backend.attribution.record import AttributionRecord
 from backend.attribution.scoring import make_record, span_evidence
 from backend.attribution.sketcher import Sketcher, TokenInformation
@@ -31,7 +32,6 @@ from backend.storage.base import ContentStore, ContentStoreError
 log = logging.getLogger(__name__)
 
 Query = tuple[Sequence[int], Sequence[int]]  # (prompt token ids, answer token ids)
-MAX_TRAINING_MANIFEST_BYTES = 256 << 20
 
 
 class AttributionError(RuntimeError):

@@ -82,7 +82,8 @@ def _train_and_publish(
     if trained_now:
         shutil.rmtree(workdir, ignore_errors=True)  # a job that crashed half-way starts over
         models = PROJECT_ROOT / ".data"  # where the embedded SmolLM2 is converted (make model)
-        job: TrainedJob | Path = run_job(spec, p, store, workdir, models, progress=False)
+        # progress bars (training steps, attribution sketches) on stderr: never sit silent
+        job: TrainedJob | Path = run_job(spec, p, store, workdir, models, progress=True)
     else:
         log.info("reusing the finished job in %s", workdir)
         job = workdir

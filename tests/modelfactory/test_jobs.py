@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from backend.attribution.attributor import Attributor
+from backend.attribution.attributor import AttributionError, Attributor
 from backend.attribution.audit import check_record
 from backend.attribution.index import FILES, MANIFEST_FILE, AttributionIndex
 from backend.datanets.formats import DataFormat, DatanetMetadata
@@ -151,6 +151,13 @@ def test_train_then_publish_registers_the_model_with_its_provenance(
     out = mf("publish", work2, "--name", "sums", account=DEVELOPER)
     assert f"published model {model_id} version 2" in out
     assert protocol.models.model(model_id).versionCount == 2
+
+    # a version whose training manifest names another adapter's index is not attributed
+    v1, v2 = (protocol.models.modelVersion(model_id, v) for v in (1, 2))
+    protocol.models.publishVersion(model_id, v2.adapterCID, v1.trainingManifestCID, datanet, 1,
+                                   sender=accounts[3])  # fmt: skip
+    with pytest.raises(AttributionError, match=f"is of adapter {v1.adapterCID}"):
+        Attributor.for_model_version(protocol.models, store, model_id, 3, base, tmp_path / "n")
 
 
 def test_train_refuses_unknown_and_unpublished_versions(
