@@ -10,8 +10,9 @@ of its answer given its question.
 1. Leave one contributor out (12 retrains): for every probe and contributor, the drop in
    the probe's log-likelihood when that contributor's examples are left out, against the
    score each method gives that contributor for that probe. Reported: Spearman across
-   contributors per probe, averaged over probes; and how often the contributor whose removal
-   hurts the probe most is the method's top contributor.
+   contributors per probe, averaged over probes; how often the contributor whose removal
+   hurts the probe most is the method's top contributor; and, per contributor, its mean score
+   on its own probes against their mean drop, Spearman across the 12 contributors.
 2. Linear datamodeling score (TRAK, dattri): 20 retrains on seeded random halves of the
    training examples; per probe, Spearman across the 20 subsets between the probe's
    log-likelihood under the subset's model and the sum of the method's per-example scores
@@ -324,10 +325,18 @@ def main() -> int:
             int(np.argmax(scores[i, measured]) == np.argmax(drops[i, measured]))
             for i in range(len(probes))
         ]
+        # the issue's form: per contributor, the share it gets on its own probes against the
+        # drop of those probes' log-likelihood without it; Spearman across contributors
+        own_share = [float(np.mean(scores[truth == c, c])) for c in measured]
+        own_drop = [float(np.mean(drops[truth == c, c])) for c in measured]
         loo[name] = {
             "spearman_mean": round(float(np.nanmean(rhos)), 3),
             "top_match": round(float(np.mean(hits)), 3),
+            "spearman_own_probes": round(spearman(np.array(own_share), np.array(own_drop)), 3),
         }
+
+    np.savez(args.work / "counterfactual-loo.npz", drops=drops, truth=truth,
+             **{name.replace(" ", "_"): v for name, v in per_contributor.items()})  # fmt: skip
 
     # 2. linear datamodeling score
     rng = np.random.default_rng(0)
@@ -371,9 +380,10 @@ def main() -> int:
         },
     }
     best_loo = max(loo[b]["spearman_mean"] for b in baselines)
-    ours_lds, ours_loo = lds["ours (gradients)"], loo["ours (combined)"]["spearman_mean"]
+    # "ours" is what a record pays by: the combined shares; gradients alone are reported beside
+    ours_lds, ours_loo = lds["ours (combined)"], loo["ours (combined)"]["spearman_mean"]
     result["targets"] = [
-        {"target": "LDS, ours (gradients) >= the best baseline", "value": ours_lds,
+        {"target": "LDS, ours (combined) >= the best baseline", "value": ours_lds,
          "threshold": f">= {best_baseline}", "met": ours_lds >= best_baseline},
         {"target": "LOO Spearman, ours (combined) >= the best baseline", "value": ours_loo,
          "threshold": f">= {best_loo}", "met": ours_loo >= best_loo},
@@ -391,9 +401,21 @@ def report(result: dict[str, Any]) -> None:
     loo, lds = result["leave_one_contributor_out"], result["lds"]
     print(
         table(
-            ["method", "LOO Spearman (mean over probes)", "LOO top match", "LDS"],
             [
-                [name, loo[name]["spearman_mean"], loo[name]["top_match"], lds.get(name, "")]
+                "method",
+                "LOO Spearman (mean over probes)",
+                "LOO top match",
+                "LOO Spearman (own probes, across contributors)",
+                "LDS",
+            ],
+            [
+                [
+                    name,
+                    loo[name]["spearman_mean"],
+                    loo[name]["top_match"],
+                    loo[name]["spearman_own_probes"],
+                    lds.get(name, ""),
+                ]
                 for name in loo
             ],
         )
