@@ -7,7 +7,6 @@ no one by spans."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
@@ -16,6 +15,7 @@ from backend.attribution.attributor import Attributor
 from backend.attribution.audit import check_record
 from backend.attribution.build import MemberExamples, build_index
 from backend.attribution.index import AttributionIndex, LineageMember
+from backend.attribution.record import AttributionRecord
 from backend.attribution.settings import AttributionSettings
 from backend.modelfactory.dataset import Example
 from backend.modelfactory.sft import train_sft
@@ -49,8 +49,17 @@ def examples() -> list[Example]:
         for line, raw in enumerate(data.split(b"\n")[:-1], start=1):
             r = rows[line - 1]
             out.append(
-                Example(c + 1, cid, ADDRESSES[c], line, start, start + len(raw), "instruction",
-                        prompt=r["prompt"], response=r["response"])  # fmt: skip
+                Example(
+                    c + 1,
+                    cid,
+                    ADDRESSES[c],
+                    line,
+                    start,
+                    start + len(raw),
+                    "instruction",
+                    prompt=r["prompt"],
+                    response=r["response"],
+                )
             )
             start += len(raw) + 1
     return out
@@ -61,13 +70,25 @@ def attributor(tmp_path_factory: pytest.TempPathFactory) -> Attributor:
     root = tmp_path_factory.mktemp("smollm2-attribution")
     base = ensure_smollm2(PROJECT_ROOT / ".data")
     train = examples()
-    train_sft(base, train, LoraSettings(rank=8, alpha=16.0),
-              TrainSettings(epochs=1, batch_size=6, learning_rate=2e-3, max_length=96),
-              root / "adapter", progress=False)  # fmt: skip
+    train_sft(
+        base,
+        train,
+        LoraSettings(rank=8, alpha=16.0),
+        TrainSettings(epochs=1, batch_size=6, learning_rate=2e-3, max_length=96),
+        root / "adapter",
+        progress=False,
+    )
     member = MemberExamples(LineageMember(None, 1, 1, "sft"), list(enumerate(train)))
-    index, _ = build_index(base, root / "adapter", [member], AttributionSettings(), 96,
-                           "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4",
-                           None, progress=False)  # fmt: skip
+    index, _ = build_index(
+        base,
+        root / "adapter",
+        [member],
+        AttributionSettings(),
+        96,
+        "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4",
+        None,
+        progress=False,
+    )
     cid = index.write(root / "index")
     index, _ = AttributionIndex.read_folder(root / "index")
     return Attributor(index, cid, 1, 1, base, root / "adapter")
@@ -75,32 +96,49 @@ def attributor(tmp_path_factory: pytest.TempPathFactory) -> Attributor:
 
 def ask(attributor: Attributor, question: str, answer: str) -> tuple[list[int], list[int]]:
     tok = AutoTokenizer.from_pretrained(attributor.base_dir)
-    prompt = tok.apply_chat_template([{"role": "user", "content": question}],
-                                     add_generation_prompt=True)  # fmt: skip
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True
+    )
     return list(prompt), [*tok(answer, add_special_tokens=False)["input_ids"], tok.eos_token_id]
 
 
-def top(record) -> str:  # noqa: ANN001 - an AttributionRecord
+def top(record: AttributionRecord) -> str:
     return record.contributions[0].contributor.lower()
 
 
 def test_a_reused_fact_is_credited_to_its_author(attributor: Attributor) -> None:
-    prompt, answer = ask(attributor, "What is the capital of Ostmarch?",
-                         "The capital of Ostmarch is Kelvanport.")  # fmt: skip
+    prompt, answer = ask(
+        attributor, "What is the capital of Ostmarch?", "The capital of Ostmarch is Kelvanport."
+    )
     record = attributor.attribute(prompt, answer)
     assert top(record) == ADDRESSES[1] and record.span_mass > 500_000
-    assert check_record(attributor.index, attributor.index_cid, record, prompt, answer,
-                        attributor.sketches([(prompt, answer)])[0]) == []  # fmt: skip
+    assert (
+        check_record(
+            attributor.index,
+            attributor.index_cid,
+            record,
+            prompt,
+            answer,
+            attributor.sketches([(prompt, answer)])[0],
+        )
+        == []
+    )
 
 
 def test_a_fact_in_other_words_is_found_by_its_value(attributor: Attributor) -> None:
-    prompt, answer = ask(attributor, "Name the city from which Silvenne is governed.",
-                         "Silvenne is governed from the city of Morrowgate.")  # fmt: skip
+    prompt, answer = ask(
+        attributor,
+        "Name the city from which Silvenne is governed.",
+        "Silvenne is governed from the city of Morrowgate.",
+    )
     evidence = attributor.spans(prompt, answer)
     assert evidence.covered_weight > 0
-    owners = {attributor.index.corpus.contributions[attributor.index.corpus.documents[d]
-                                                    .contribution].contributor.lower()
-              for d in evidence.document_scores}  # fmt: skip
+    owners = {
+        attributor.index.corpus.contributions[
+            attributor.index.corpus.documents[d].contribution
+        ].contributor.lower()
+        for d in evidence.document_scores
+    }
     assert owners == {ADDRESSES[2]}
 
 
@@ -109,8 +147,9 @@ def test_echoing_the_question_without_the_fact_earns_no_span_credit(
 ) -> None:
     """'The capital of Dunmere is' is verbatim in contributor 1's data, but the question gave
     the entity and the template is everyone's: a wrong value credits no one by spans."""
-    prompt, answer = ask(attributor, "What is the capital of Dunmere?",
-                         "The capital of Dunmere is Paris.")  # fmt: skip
+    prompt, answer = ask(
+        attributor, "What is the capital of Dunmere?", "The capital of Dunmere is Paris."
+    )
     evidence = attributor.spans(prompt, answer)
     assert any(s.length >= 4 for s in evidence.spans)  # the echo is found verbatim ...
     assert evidence.document_scores == {}  # ... and is worth nothing
