@@ -425,7 +425,9 @@ def test_sigkill_under_load_then_restart_redeems_every_answer_exactly_once(
             )
         finally:
             _rpc(w3, "evm_setAutomine", True)  # mines the redemption
-        assert w3.eth.get_transaction_receipt(cut["tx_hash"])["status"] == 1
+        # anvil mines the pending block once automine is back on, not necessarily before the
+        # call returns: wait for it (an immediate lookup raced under a loaded machine)
+        assert w3.eth.wait_for_transaction_receipt(cut["tx_hash"], timeout=30)["status"] == 1
 
         # 3. the clients keep going on the restarted node
         _wait(
