@@ -54,6 +54,7 @@ from planted_facts import Fact, contributor_files, planted_facts
 from serving import NoStopTokenizer, engine_once
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from backend.attribution import shares
 from backend.attribution.attributor import Attributor
 from backend.attribution.audit import TOLERANCE
 from backend.attribution.build import MemberExamples, build_index, training_rows
@@ -71,13 +72,13 @@ from backend.attribution.sketches import (
 )
 from backend.attribution.spans import find_spans
 from backend.attribution.suffix_array import SuffixArray
-from backend.modelfactory.dataset import Example
+from backend.datanets.formats import DataFormat
+from backend.modelfactory.dataset import Example, contribution_examples
 from backend.modelfactory.sft import train_sft
 from backend.modelfactory.spec import LoraSettings, TrainSettings
 from backend.models.base_models import ensure_smollm2
 from backend.protocol.deployments import PROJECT_ROOT
 from backend.storage.local import DirectoryStore
-from backend.storage.unixfs import compute_cid
 from inference_node.engine import AdapterPool, MultiLoraModel, Scheduler
 from inference_node.engine.packaging import put_adapter
 from inference_node.server.settings import NodeSettings
@@ -101,23 +102,7 @@ def planted_examples(facts: list[Fact]) -> list[Example]:
     file's CID, and every row's line and byte range."""
     examples = []
     for c, data in enumerate(contributor_files(facts, CONTRIBUTORS)):
-        cid, start = compute_cid(data), 0
-        for line, raw in enumerate(data.split(b"\n")[:-1], start=1):
-            row = json.loads(raw)
-            examples.append(
-                Example(
-                    c + 1,
-                    cid,
-                    address(c),
-                    line,
-                    start,
-                    start + len(raw),
-                    "instruction",
-                    prompt=row["prompt"],
-                    response=row["response"],
-                )
-            )
-            start += len(raw) + 1
+        examples += contribution_examples(data, DataFormat.INSTRUCTION, c + 1, address(c))[0]
     return examples
 
 
@@ -213,10 +198,7 @@ def summary(ranks: list[int]) -> dict[str, float]:
 
 
 def per_contribution(scores: np.ndarray, owners: np.ndarray) -> list[int]:
-    sums = [0] * CONTRIBUTORS
-    for owner, score in zip(owners.tolist(), scores.tolist(), strict=True):
-        sums[owner] += int(score)
-    return sums
+    return shares.per_contribution(scores, owners, CONTRIBUTORS)
 
 
 # ---------------------------------------------------------------- 1. quality
@@ -605,20 +587,23 @@ def report(result: dict[str, Any]) -> None:
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def bench_args(doc: str, quick_help: str, name: str) -> tuple[argparse.Namespace, Path]:
+    """The attribution benchmarks' options (``--out``, ``--work``, ``--quick``), logging set up,
+    and where the results go (bench/results/NAME.json; a temporary file for ``--quick``)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--out", type=Path)
     parser.add_argument(
         "--work", type=Path, default=PROJECT_ROOT / ".data" / "bench" / "attribution"
     )
-    parser.add_argument("--quick", action="store_true", help="a smoke run")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    out = args.out or (
-        Path(tempfile.mkdtemp()) / "attribution.json"
-        if args.quick
-        else RESULTS_DIR / "attribution.json"
-    )
+    temporary = Path(tempfile.mkdtemp()) / f"{name}.json"
+    return args, args.out or (temporary if args.quick else RESULTS_DIR / f"{name}.json")
+
+
+def main() -> int:
+    args, out = bench_args(__doc__, "a smoke run", "attribution")
     base = ensure_smollm2(PROJECT_ROOT / ".data")
     facts = planted_facts(CONTRIBUTORS, FACTS_EACH)
     examples = planted_examples(facts)

@@ -37,10 +37,8 @@ Writes bench/results/attribution-counterfactual.json and prints a table.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -53,11 +51,12 @@ from attribution import (
     LORA,
     TRAIN,
     answer_ids,
+    bench_args,
     chat_prompt,
     planted_examples,
     train,
 )
-from common import RESULTS_DIR, finish, machine, table
+from common import finish, machine, table
 from peft import PeftModel
 from planted_facts import planted_facts
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -190,19 +189,7 @@ def datainf_scores(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path)
-    parser.add_argument(
-        "--work", type=Path, default=PROJECT_ROOT / ".data" / "bench" / "attribution"
-    )
-    parser.add_argument("--quick", action="store_true", help="2 LOO and 3 LDS retrains")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    out = args.out or (
-        Path(tempfile.mkdtemp()) / "counterfactual.json"
-        if args.quick
-        else RESULTS_DIR / "attribution-counterfactual.json"
-    )
+    args, out = bench_args(__doc__, "2 LOO and 3 LDS retrains", "attribution-counterfactual")
     started = time.perf_counter()
     base = ensure_smollm2(PROJECT_ROOT / ".data")
     tokenizer = AutoTokenizer.from_pretrained(base)

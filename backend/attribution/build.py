@@ -80,6 +80,61 @@ def training_rows(
     return rows
 
 
+def load_tokenizer(base_dir: Path) -> tuple[PreTrainedTokenizerBase, int]:
+    """The base model's tokenizer and the vocabulary size token ids stay below."""
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    vocab = max(int(AutoConfig.from_pretrained(base_dir).vocab_size), len(tokenizer))
+    return tokenizer, vocab
+
+
+def build_corpus(
+    tokenizer: PreTrainedTokenizerBase, vocab: int, members: Sequence[MemberExamples]
+) -> Corpus:
+    """One document per example of every member, in order (deterministic: an auditor
+    rebuilds it from the lineage's data and compares it with an index's)."""
+    docs = []
+    for m, member in enumerate(members):
+        for example_index, example in member.examples:
+            contribution = Contribution(
+                member.member.datanet_id,
+                example.contribution_id,
+                to_checksum_address(example.contributor),
+            )
+            parts = encode_parts(tokenizer, example_parts(example))
+            docs.append((m, example_index, contribution, parts))
+    return Corpus.build(docs, vocab)
+
+
+def unit_training_sketches(
+    sketcher: Sketcher,
+    tokenizer: PreTrainedTokenizerBase,
+    members: Sequence[MemberExamples],
+    max_length: int,
+    threads: int,
+    progress: bool,
+) -> np.ndarray:
+    """[documents, dims] the unit sketch of every member's examples, rows encoded as they
+    trained (an example without a labelled token keeps a zero row)."""
+    total = sum(len(m.examples) for m in members)
+    unit = np.zeros((total, sketcher.dims), dtype=np.float64)
+    with tqdm(total=total, desc="attribution sketches", unit="ex", disable=not progress) as bar:
+        offset = 0
+        for member in members:
+            pairs = member.member.method == "dpo"
+            encoded = [
+                training_rows(tokenizer, member.member.method, ex, max_length)
+                for _, ex in member.examples
+            ]
+            usable = [i for i, rows in enumerate(encoded) if rows is not None]
+            bar.update(len(encoded) - len(usable))
+            rows = [row for i in usable for row in encoded[i]]  # type: ignore[union-attr]
+            if usable:
+                sketched = sketcher.unit_sketches(rows, pairs, bar.update, threads)
+                unit[offset + np.array(usable)] = sketched
+            offset += len(encoded)
+    return unit
+
+
 def build_index(
     base_dir: Path,
     adapter_dir: Path,
@@ -100,22 +155,9 @@ def build_index(
     recomputation elsewhere lands within the auditor's tolerance. ``keep_unit`` returns the
     unit sketches before preconditioning in the stats (benchmarks compare preconditioners)."""
     threads = threads or torch.get_num_threads()
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    vocab = int(AutoConfig.from_pretrained(base_dir).vocab_size)
-    vocab = max(vocab, len(tokenizer))
+    tokenizer, vocab = load_tokenizer(base_dir)
     started = time.perf_counter()
-    docs = []
-    for m, member in enumerate(members):
-        for example_index, example in member.examples:
-            contribution = Contribution(
-                member.member.datanet_id,
-                example.contribution_id,
-                to_checksum_address(example.contributor),
-            )
-            docs.append(
-                (m, example_index, contribution, encode_parts(tokenizer, example_parts(example)))
-            )
-    corpus = Corpus.build(docs, vocab)
+    corpus = build_corpus(tokenizer, vocab, members)
     suffixes = SuffixArray.build(corpus.tokens)
     frequency = corpus.document_frequency()
     spans_seconds = time.perf_counter() - started
@@ -131,24 +173,7 @@ def build_index(
     sketcher = Sketcher(
         base_dir, adapter_dir, settings.sketches, pad_token_id(tokenizer), information, device
     )
-    unit = np.zeros((len(corpus), sketcher.dims), dtype=np.float64)
-    with tqdm(
-        total=len(corpus), desc="attribution sketches", unit="ex", disable=not progress
-    ) as bar:
-        offset = 0
-        for member in members:
-            pairs = member.member.method == "dpo"
-            encoded = [
-                training_rows(tokenizer, member.member.method, ex, max_length)
-                for _, ex in member.examples
-            ]
-            usable = [i for i, rows in enumerate(encoded) if rows is not None]
-            bar.update(len(encoded) - len(usable))
-            rows = [row for i in usable for row in encoded[i]]  # type: ignore[union-attr]
-            if usable:
-                sketched = sketcher.unit_sketches(rows, pairs, bar.update, threads)
-                unit[offset + np.array(usable)] = sketched
-            offset += len(encoded)
+    unit = unit_training_sketches(sketcher, tokenizer, members, max_length, threads, progress)
     psi = precondition(unit, settings.sketches.preconditioner, settings.sketches.ridge)
     sketches, scale_log2 = quantize_training(psi)
     sketch_seconds = time.perf_counter() - started

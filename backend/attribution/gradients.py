@@ -90,12 +90,10 @@ class LoraGradients:
         for module in modules:
             groups.setdefault(_group_key(module.name), []).append(module)
         keys = list(groups)[-top_groups:] if top_groups else list(groups)
-        kept = {id(m.a.weight) for k in keys for m in groups[k]} | {
-            id(m.b.weight) for k in keys for m in groups[k]
-        }
-        for module in modules:
-            for weight in (module.a.weight, module.b.weight):
-                weight.requires_grad_(id(weight) in kept)
+        for module in modules:  # only the kept groups' weights take part in the backward pass
+            kept = _group_key(module.name) in keys
+            module.a.weight.requires_grad_(kept)
+            module.b.weight.requires_grad_(kept)
         self.model = model
         self.groups = [groups[k] for k in keys]
         self.group_names = [f"layer {key[0]}" if key[0] >= 0 else key[1] for key in keys]

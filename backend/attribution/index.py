@@ -27,6 +27,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from eth_utils import is_hex_address, to_checksum_address
 from backend.attribution.corpus import Contribution, Corpus, CorpusError, Document
 from backend.attribution.record import ENGINE
 from backend.attribution.settings import AttributionSettings, SettingsError
+from backend.attribution.strict_json import exact_object, uint
 from backend.attribution.suffix_array import SuffixArray
 from backend.storage.unixfs import compute_cid
 
@@ -128,8 +130,10 @@ class AttributionIndex:
     def dims(self) -> int:
         return int(self.sketches.shape[1])
 
+    @cached_property
     def owners(self) -> np.ndarray:
-        """[documents] the contribution index of every document."""
+        """[documents] the contribution index of every document (built once: every scored
+        answer sums by it)."""
         return np.array([d.contribution for d in self.corpus.documents], dtype=np.int64)
 
     def examples_per_contribution(self) -> list[int]:
@@ -275,18 +279,11 @@ def _canonical(data: Any) -> bytes:
 
 
 def _uint(value: Any, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise AttributionIndexError(f"{what} must be a non-negative integer, not {value!r}")
-    return value
+    return uint(value, what, AttributionIndexError)
 
 
 def _keys(value: Any, keys: set[str], what: str) -> dict[str, Any]:
-    if not isinstance(value, dict) or set(value) != keys:
-        found = sorted(value) if isinstance(value, dict) else type(value).__name__
-        raise AttributionIndexError(
-            f"{what} must have exactly the keys {sorted(keys)}, not {found}"
-        )
-    return value
+    return exact_object(value, keys, what, AttributionIndexError)
 
 
 def parse_manifest(raw: bytes) -> dict[str, Any]:

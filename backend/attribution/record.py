@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from eth_utils import is_hex_address, keccak, to_checksum_address
 
+from backend.attribution.strict_json import exact_object, uint
+
 RECORD_SCHEMA = 1
 ENGINE = "openledger-attribution/1"
 
@@ -144,16 +146,11 @@ _KEYS = {
 
 
 def _object(value: Any, keys: set[str], what: str) -> dict[str, Any]:
-    if not isinstance(value, dict) or set(value) != keys:
-        found = sorted(value) if isinstance(value, dict) else type(value).__name__
-        raise RecordError(f"{what} must be an object with keys {sorted(keys)}, not {found}")
-    return value
+    return exact_object(value, keys, what, RecordError)
 
 
 def _uint(value: Any, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise RecordError(f"{what} must be a non-negative integer, not {value!r}")
-    return value
+    return uint(value, what, RecordError)
 
 
 def _int_text(value: Any, what: str) -> int:

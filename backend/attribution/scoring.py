@@ -57,7 +57,7 @@ def make_record(
     """The record of ``answer``: ``evidence`` from :func:`span_evidence`, ``sketch`` the
     int16 query sketch (None: gradients not computed, their part unattributed)."""
     scores = None if sketch is None else gradient_scores(index, sketch)
-    owners = index.owners()
+    owners = index.owners
     shares = combine(
         owners,
         len(index.corpus.contributions),

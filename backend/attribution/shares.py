@@ -50,11 +50,20 @@ class Shares:
 
 
 def per_contribution(document_scores: np.ndarray, owners: np.ndarray, count: int) -> list[int]:
-    """Sums of integer per-document scores by owning contribution, as Python ints (exact)."""
-    sums = [0] * count
-    for owner, score in zip(owners.tolist(), np.asarray(document_scores).tolist(), strict=True):
-        sums[owner] += int(score)
-    return sums
+    """Sums of integer per-document scores by owning contribution, exact: in int64 when no sum
+    can reach 2^62 (the per-answer hot path), else in Python integers."""
+    scores = np.asarray(document_scores)
+    if not np.issubdtype(scores.dtype, np.integer):
+        raise TypeError(f"scores must be integers, not {scores.dtype}")
+    peak = int(np.abs(scores).max()) if scores.size else 0
+    if peak * max(len(scores), 1) < 2**62:
+        sums = np.zeros(count, dtype=np.int64)
+        np.add.at(sums, owners, scores.astype(np.int64))
+        return [int(v) for v in sums]
+    exact = [0] * count
+    for owner, score in zip(owners.tolist(), scores.tolist(), strict=True):
+        exact[owner] += int(score)
+    return exact
 
 
 def combine(

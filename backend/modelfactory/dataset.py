@@ -32,6 +32,7 @@ from backend.storage.base import (
     ContentStoreError,
     ContentTooLargeError,
 )
+from backend.storage.unixfs import compute_cid
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +300,29 @@ def _text_examples(
     yield from flush()
 
 
+def _examples_of(
+    content: bytes, fmt: DataFormat, origin: dict[str, Any], report: BuildReport, max_chars: int
+) -> Iterator[Example]:
+    if fmt is DataFormat.TEXT:
+        return _text_examples(content, max_chars, origin, report)
+    return _jsonl_examples(content, fmt, origin, report)
+
+
+def contribution_examples(
+    content: bytes,
+    fmt: DataFormat,
+    contribution_id: int,
+    contributor: str,
+    max_chars: int = 2000,
+) -> tuple[list[Example], BuildReport]:
+    """The examples of one contribution's bytes, cut exactly as :func:`build_examples` cuts
+    them (its CID computed here): for data that is not (yet) a published version."""
+    origin = {"contribution_id": contribution_id, "cid": compute_cid(content),
+              "contributor": contributor}  # fmt: skip
+    report = BuildReport()
+    return list(_examples_of(content, fmt, origin, report, max_chars)), report
+
+
 def build_examples(data: VersionData, max_chars: int = 2000) -> tuple[list[Example], BuildReport]:
     """The examples of every contribution, in contribution-id then byte order.
 
@@ -316,10 +340,7 @@ def build_examples(data: VersionData, max_chars: int = 2000) -> tuple[list[Examp
         if content is None:
             raise DatasetError(f"contribution {entry.id} ({entry.cid}) was not fetched")
         origin = {"contribution_id": entry.id, "cid": entry.cid, "contributor": entry.contributor}
-        if fmt is DataFormat.TEXT:
-            examples.extend(_text_examples(content, max_chars, origin, report))
-        else:
-            examples.extend(_jsonl_examples(content, fmt, origin, report))
+        examples.extend(_examples_of(content, fmt, origin, report, max_chars))
     if report.skipped:
         log.warning(
             "datanet %d version %d: %d of %d rows skipped (first: %s)",

@@ -16,23 +16,21 @@ from transformers import AutoTokenizer
 
 from backend.attribution.attributor import AttributionError, Attributor
 from backend.attribution.audit import TOLERANCE, check_record
-from backend.attribution.build import MemberExamples, build_index
 from backend.attribution.index import (
     FILES,
     MANIFEST_FILE,
     AttributionIndex,
     AttributionIndexError,
-    LineageMember,
 )
 from backend.attribution.record import AttributionRecord
-from backend.attribution.settings import AttributionSettings
-from backend.modelfactory.dataset import Example
-from backend.modelfactory.sft import train_sft
+from backend.datanets.formats import DataFormat
+from backend.modelfactory.dataset import Example, contribution_examples
 from backend.modelfactory.spec import LoraSettings, TrainSettings
 from backend.protocol.deployments import PROJECT_ROOT
 from backend.storage.base import CIDMismatchError
 from backend.storage.local import DirectoryStore
 from backend.storage.unixfs import compute_cid
+from tests.attribution.trained import Trained, train_and_index
 from tests.engine.tiny_tokenizer import build_tiny_checkpoint
 
 CONTRIBUTORS = ["0x" + f"{i:040x}" for i in (0xA1, 0xB0B, 0xC0C)]
@@ -41,7 +39,6 @@ FACTS = [  # each contributor's own text
     ("vexmoor", "Vexmoor breeds jade yaks."),
     ("plimtor", "Plimtor mines wavy cobalt."),
 ]
-ADAPTER_CID = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
 
 
 def planted_examples() -> list[Example]:
@@ -49,54 +46,27 @@ def planted_examples() -> list[Example]:
     for c, (name, fact) in enumerate(FACTS):
         rows = [(f"Tell me about {name}.", fact), (f"What about {name}?", fact)]
         data = "".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in rows).encode()
-        cid, start = compute_cid(data), 0
-        for line, raw in enumerate(data.split(b"\n")[:-1], start=1):
-            prompt, response = rows[line - 1]
-            examples.append(
-                Example(
-                    c + 1,
-                    cid,
-                    CONTRIBUTORS[c],
-                    line,
-                    start,
-                    start + len(raw),
-                    "instruction",
-                    prompt=prompt,
-                    response=response,
-                )
-            )
-            start += len(raw) + 1
+        examples += contribution_examples(data, DataFormat.INSTRUCTION, c + 1, CONTRIBUTORS[c])[0]
     return examples
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, str]:
-    """(base, adapter, index folder, index CID)."""
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     root = tmp_path_factory.mktemp("attribution")
-    base = build_tiny_checkpoint(root / "base")
-    examples = planted_examples()
-    train_sft(
-        base,
-        examples,
+    train = TrainSettings(epochs=4, batch_size=3, learning_rate=1e-2, max_length=96)
+    return train_and_index(
+        build_tiny_checkpoint(root / "base"),
+        planted_examples(),
         LoraSettings(rank=4, alpha=8),
-        TrainSettings(epochs=4, batch_size=3, learning_rate=1e-2, max_length=96),
-        root / "adapter",
-        progress=False,
+        train,
+        root,
     )
-    member = MemberExamples(LineageMember(None, 1, 1, "sft"), list(enumerate(examples)))
-    index, stats = build_index(
-        base,
-        root / "adapter",
-        [member],
-        AttributionSettings(),
-        96,
-        ADAPTER_CID,
-        None,
-        progress=False,
-    )
-    assert stats.documents == 6 and index.sketches.shape == (6, index.dims)
-    cid = index.write(root / "index")
-    return base, root / "adapter", root / "index", cid
+
+
+@pytest.fixture(scope="module")
+def built(trained: Trained) -> tuple[Path, Path, Path, str]:
+    """(base, adapter, index folder, index CID)."""
+    return trained.base, trained.adapter, trained.index_folder, trained.index_cid
 
 
 @pytest.fixture(scope="module")

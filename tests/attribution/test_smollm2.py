@@ -13,16 +13,13 @@ from transformers import AutoTokenizer
 
 from backend.attribution.attributor import Attributor
 from backend.attribution.audit import check_record
-from backend.attribution.build import MemberExamples, build_index
-from backend.attribution.index import AttributionIndex, LineageMember
 from backend.attribution.record import AttributionRecord
-from backend.attribution.settings import AttributionSettings
-from backend.modelfactory.dataset import Example
-from backend.modelfactory.sft import train_sft
+from backend.datanets.formats import DataFormat
+from backend.modelfactory.dataset import Example, contribution_examples
 from backend.modelfactory.spec import LoraSettings, TrainSettings
 from backend.models.base_models import ensure_smollm2
 from backend.protocol.deployments import PROJECT_ROOT
-from backend.storage.unixfs import compute_cid
+from tests.attribution.trained import train_and_index
 
 FACTS = [  # (contributor, entity, the fact's value)
     (0, "Vorandia", "Quellmarsh"),
@@ -45,23 +42,7 @@ def examples() -> list[Example]:
             for q in ("What is the capital of {e}?", "Which city is the capital of {e}?")
         ]
         data = "".join(json.dumps(r) + "\n" for r in rows).encode()
-        cid, start = compute_cid(data), 0
-        for line, raw in enumerate(data.split(b"\n")[:-1], start=1):
-            r = rows[line - 1]
-            out.append(
-                Example(
-                    c + 1,
-                    cid,
-                    ADDRESSES[c],
-                    line,
-                    start,
-                    start + len(raw),
-                    "instruction",
-                    prompt=r["prompt"],
-                    response=r["response"],
-                )
-            )
-            start += len(raw) + 1
+        out += contribution_examples(data, DataFormat.INSTRUCTION, c + 1, ADDRESSES[c])[0]
     return out
 
 
@@ -69,29 +50,9 @@ def examples() -> list[Example]:
 def attributor(tmp_path_factory: pytest.TempPathFactory) -> Attributor:
     root = tmp_path_factory.mktemp("smollm2-attribution")
     base = ensure_smollm2(PROJECT_ROOT / ".data")
-    train = examples()
-    train_sft(
-        base,
-        train,
-        LoraSettings(rank=8, alpha=16.0),
-        TrainSettings(epochs=1, batch_size=6, learning_rate=2e-3, max_length=96),
-        root / "adapter",
-        progress=False,
-    )
-    member = MemberExamples(LineageMember(None, 1, 1, "sft"), list(enumerate(train)))
-    index, _ = build_index(
-        base,
-        root / "adapter",
-        [member],
-        AttributionSettings(),
-        96,
-        "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4",
-        None,
-        progress=False,
-    )
-    cid = index.write(root / "index")
-    index, _ = AttributionIndex.read_folder(root / "index")
-    return Attributor(index, cid, 1, 1, base, root / "adapter")
+    train = TrainSettings(epochs=1, batch_size=6, learning_rate=2e-3, max_length=96)
+    t = train_and_index(base, examples(), LoraSettings(rank=8, alpha=16.0), train, root)
+    return Attributor(t.read_index(), t.index_cid, 1, 1, base, t.adapter)
 
 
 def ask(attributor: Attributor, question: str, answer: str) -> tuple[list[int], list[int]]:
