@@ -381,9 +381,3 @@ def _parse_documents(raw: bytes) -> tuple[list[Contribution], list[Document]]:
             raise AttributionIndexError(f"documents.json documents[{i}] must be 5 integers")
         documents.append(Document(*(_uint(v, f"documents[{i}]") for v in row)))
     return contributions, documents
-
-
-def read_lineage(fetch: Fetch, cid: str) -> tuple[LineageMember, ...]:
-    """Only the lineage of the index ``cid`` (its ``index.json``, not its files)."""
-    manifest = parse_manifest(fetch(cid, MAX_MANIFEST_BYTES))
-    return tuple(LineageMember(**m) for m in manifest["lineage"])

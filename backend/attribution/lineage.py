@@ -2,17 +2,18 @@
 
 An SFT job's lineage is itself. A DPO job starts from the model's current adapter, so its
 lineage is that version's lineage plus itself: the contributors of the preference Datanet and
-of every ancestor's Datanet all earn. Ancestors' examples are fetched again by CID and checked
-byte for byte against their training manifests before they are indexed.
+of every ancestor's Datanet all earn. The lineage is read from the chain (each version's
+training manifest), never from an index, and ancestors' examples are fetched again by CID and
+checked byte for byte against their training manifests: the job that builds an index and the
+auditor who checks it derive the same members.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from backend.attribution.build import MemberExamples
-from backend.attribution.index import LineageMember, read_lineage
+from backend.attribution.index import LineageMember
 from backend.modelfactory.chain import published_version
 from backend.modelfactory.dataset import Example, build_examples, load_version_data
 from backend.modelfactory.provenance import ProvenanceError, TrainingManifest
@@ -61,30 +62,36 @@ def trained_examples(
     ]
 
 
+def chain_lineage(p: Any, store: ContentStore, model_id: int, version: int) -> list[LineageMember]:
+    """The lineage of ``model_id`` version ``version`` as the chain and the training manifests
+    state it, not as any index claims: a DPO version improves the version before it, so its
+    lineage is that version's plus itself; any other version is its own."""
+    held = p.models.modelVersion(model_id, version)
+    manifest_cid = str(held.trainingManifestCID)
+    if not manifest_cid:
+        raise LineageError(f"model {model_id} has no version {version}")
+    manifest = training_manifest(store, manifest_cid)
+    own = LineageMember(manifest_cid, manifest.datanet_id, manifest.version, manifest.job.method)
+    if manifest.job.method == "dpo" and version > 1:
+        return [*chain_lineage(p, store, model_id, version - 1), own]
+    return [own]
+
+
+def member_examples(
+    p: Any, store: ContentStore, members: list[LineageMember]
+) -> list[MemberExamples]:
+    """Every member with the examples its job trained on, fetched and checked."""
+    result = []
+    for member in members:
+        if member.training_manifest is None:
+            raise LineageError("a lineage member without its training manifest's CID")
+        manifest = training_manifest(store, member.training_manifest)
+        result.append(MemberExamples(member, trained_examples(p, store, manifest)))
+    return result
+
+
 def ancestor_members(p: Any, store: ContentStore, model_id: int) -> list[MemberExamples]:
     """The lineage of ``model_id``'s current version, each member with its examples: what a
     DPO job on that model inherits."""
-    model = p.models.model(model_id)
-    held = p.models.modelVersion(model_id, int(model.versionCount))
-    manifest_cid = str(held.trainingManifestCID)
-    manifest = training_manifest(store, manifest_cid)
-    if manifest.attribution is not None:
-        lineage = read_lineage(lambda c, n: store.get(c, max_bytes=n), manifest.attribution)
-        members = [
-            m if m.training_manifest is not None else replace(m, training_manifest=manifest_cid)
-            for m in lineage
-        ]
-    else:  # trained before attribution indexes: its own data is all that is known
-        members = [
-            LineageMember(manifest_cid, manifest.datanet_id, manifest.version, manifest.job.method)
-        ]
-    result = []
-    for member in members:
-        assert member.training_manifest is not None
-        own = (
-            manifest
-            if member.training_manifest == manifest_cid
-            else training_manifest(store, member.training_manifest)
-        )
-        result.append(MemberExamples(member, trained_examples(p, store, own)))
-    return result
+    current = int(p.models.model(model_id).versionCount)
+    return member_examples(p, store, chain_lineage(p, store, model_id, current))

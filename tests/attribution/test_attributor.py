@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from transformers import AutoTokenizer
 
 from backend.attribution.attributor import AttributionError, Attributor
 from backend.attribution.audit import TOLERANCE, check_record
+from backend.attribution.build import MemberExamples, build_index
 from backend.attribution.index import (
     FILES,
     MANIFEST_FILE,
@@ -23,6 +25,8 @@ from backend.attribution.index import (
     AttributionIndexError,
 )
 from backend.attribution.record import AttributionRecord
+from backend.attribution.settings import AttributionSettings
+from backend.attribution.verify import verify_index
 from backend.datanets.formats import DataFormat
 from backend.modelfactory.dataset import Example, contribution_examples
 from backend.modelfactory.spec import LoraSettings, TrainSettings
@@ -30,7 +34,7 @@ from backend.protocol.deployments import PROJECT_ROOT
 from backend.storage.base import CIDMismatchError
 from backend.storage.local import DirectoryStore
 from backend.storage.unixfs import compute_cid
-from tests.attribution.trained import Trained, train_and_index
+from tests.attribution.trained import ADAPTER_CID, Trained, train_and_index
 from tests.engine.tiny_tokenizer import build_tiny_checkpoint
 
 CONTRIBUTORS = ["0x" + f"{i:040x}" for i in (0xA1, 0xB0B, 0xC0C)]
@@ -231,3 +235,47 @@ def test_bad_token_ids_are_refused_by_name(attributor: Attributor) -> None:
     with pytest.raises(ValueError, match=rf"answer\[1\] = {vocab} is not a token id"):
         attributor.record([1, 2], [3, vocab])
     assert np.asarray(attributor.index.document_frequency).sum() > 0
+
+
+def test_an_index_that_misstates_its_data_is_caught(trained: Trained) -> None:
+    """The developer builds the index: leaving a contributor out, taking another's examples,
+    inflating a sketch or claiming another lineage would pay the wrong people while every
+    record still recomputes byte for byte. Rebuilt from the data, each is caught."""
+    index = trained.read_index()
+    check = partial(
+        verify_index,
+        members=trained.members,
+        base_dir=trained.base,
+        adapter_dir=trained.adapter,
+        max_length=96,
+    )
+    assert check(index) == []
+
+    member, examples = trained.members[0].member, trained.members[0].examples
+    without_bob = [(i, e) for i, e in examples if e.contributor != CONTRIBUTORS[1]]
+    taken = [
+        (i, replace(e, contributor=CONTRIBUTORS[0]) if e.contributor == CONTRIBUTORS[1] else e)
+        for i, e in examples
+    ]
+    for forged_examples in (without_bob, taken):
+        forged, _ = build_index(
+            trained.base,
+            trained.adapter,
+            [MemberExamples(member, forged_examples)],
+            AttributionSettings(),
+            96,
+            ADAPTER_CID,
+            None,
+            progress=False,
+        )
+        problems = check(forged)
+        assert problems and "not the lineage's" in problems[0], problems
+
+    inflated = trained.read_index()
+    inflated.sketches = inflated.sketches.copy()
+    inflated.sketches[3] = np.clip(inflated.sketches[3].astype(np.int32) * 2, -32767, 32767)
+    assert check(inflated) == [
+        "1 training sketches are not the adapter's gradients (documents [3])"
+    ]
+    other = replace(member, datanet_id=9)
+    assert "lineage" in check(replace(index, lineage=(other,)))[0]

@@ -17,6 +17,7 @@ from transformers import AutoTokenizer
 from backend.attribution.attributor import AttributionError, Attributor
 from backend.attribution.audit import check_record
 from backend.attribution.index import FILES, MANIFEST_FILE, AttributionIndex
+from backend.attribution.verify import verify_model_version
 from backend.datanets.formats import DataFormat, DatanetMetadata
 from backend.datanets.manifest import Manifest
 from backend.datanets.registry import read_history
@@ -273,3 +274,7 @@ def test_dpo_on_a_preference_datanet_publishes_the_models_next_version(
     assert sum(d.member == 1 for d in index.corpus.documents) == len(training.split("train"))
     datanets = {c.datanet_id for c in index.corpus.contributions}
     assert datanets == {datanet, prefs}
+    # an auditor rebuilds both versions' indexes from the chain and the Datanets' data
+    for version in (1, 2):
+        assert verify_model_version(protocol, store, model_id, version, base,
+                                    tmp_path / "audit") == []  # fmt: skip
