@@ -175,6 +175,16 @@ def test_an_auditor_reproduces_the_record_and_catches_tampering(
     assert check_record(index, cid, shifted, prompt, answer) == [
         "recomputed from public inputs, the record differs in contributions"
     ]
+    # scored against another version's index, or with its spans withheld: both caught
+    stale = replace(record, index="bafkreiblbx6jqcdobzb7bg3ud3o4acmrvvqpzumdhbokpjpxgcpwgnpe5e")
+    assert (
+        "was scored against index bafkreiblbx6"
+        in check_record(index, cid, stale, prompt, answer)[0]
+    )
+    withheld = replace(record, spans=())
+    assert check_record(index, cid, withheld, prompt, answer) == [
+        "recomputed from public inputs, the record differs in spans"
+    ]
     other = chat(built[0], "What about plimtor?", "Plimtor mines wavy copper.")[1]
     assert "answer's token ids do not hash" in check_record(index, cid, record, prompt, other)[0]
 
