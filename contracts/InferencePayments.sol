@@ -17,7 +17,8 @@ import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 
 /// @title InferencePayments
-/// @notice Deposits, session keys, voucher redemption with payment splits, and usage proofs.
+/// @notice Payment channels per (payer, node), session keys per channel, voucher redemption
+/// with payment splits, and usage proofs. See {IInferencePayments} for the rules.
 contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
@@ -26,8 +27,14 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
         "Voucher(address payer,address node,uint256 modelId,uint256 cumulativeAmount,uint256 deadline)"
     );
     bytes32 public constant SESSION_KEY_TYPEHASH = keccak256(
-        "SessionKeyAuthorization(address payer,address signer,uint256 expiry,uint256 nonce,uint256 deadline)"
+        "SessionKeyAuthorization(address payer,address node,address signer,uint256 expiry,uint256 allowance,uint256 nonce,uint256 deadline)"
     );
+    /// @notice How long an unlocked withdrawal request stays usable (seconds).
+    uint256 public constant WITHDRAWAL_WINDOW = 1 days;
+    /// @notice Bounds of the withdrawal delay (seconds): a node needs time to redeem, and a
+    /// payer must get its money back within a month.
+    uint256 public constant MIN_WITHDRAWAL_DELAY = 1 minutes;
+    uint256 public constant MAX_WITHDRAWAL_DELAY = 30 days;
     uint256 private constant _BPS = 10_000;
 
     IERC20 public immutable token;
@@ -38,8 +45,8 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
     uint256 private _withdrawalDelay;
     address private _treasury;
     uint256 private _usageProofCount;
-    mapping(address payer => Account) private _accounts;
-    mapping(address payer => mapping(address signer => uint256 expiry)) private _sessionKeys;
+    mapping(address payer => mapping(address node => Channel)) private _channels;
+    mapping(address payer => mapping(address node => mapping(address signer => SessionKey))) private _sessionKeys;
     mapping(address payer => mapping(address node => mapping(uint256 modelId => uint256))) private _redeemed;
     mapping(address account => uint256 amount) private _earnings; // OPEN wei
     mapping(uint256 proofId => UsageRecord) private _usageRecords;
@@ -78,13 +85,14 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
     // ---------------------------------------------------------------- payers
 
     /// @inheritdoc IInferencePayments
-    function deposit(uint256 amount) external whenNotPaused nonReentrant {
-        _deposit(msg.sender, amount);
+    function deposit(address node, uint256 amount) external whenNotPaused nonReentrant {
+        _deposit(msg.sender, node, amount);
     }
 
     /// @inheritdoc IInferencePayments
     function depositWithPermit(
         address payer,
+        address node,
         uint256 amount,
         uint256 deadline,
         uint8 v,
@@ -93,86 +101,98 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
     ) external whenNotPaused nonReentrant {
         // A failed permit (say, front-run) may still be covered by the allowance, but only the
         // payer itself may then deposit from it: otherwise anyone could move a payer's standing
-        // approval into its deposit and lock it there for the withdrawal delay.
+        // approval into a channel of their choosing and lock it there for the withdrawal delay.
         try IERC20Permit(address(token)).permit(payer, address(this), amount, deadline, v, r, s) {}
         catch {
             if (msg.sender != payer) revert PermitRejected(payer);
         }
         uint256 allowance = token.allowance(payer, address(this));
         if (allowance < amount) revert PermitAllowanceTooLow(payer, allowance, amount);
-        _deposit(payer, amount);
+        _deposit(payer, node, amount);
     }
 
     /// @inheritdoc IInferencePayments
-    function requestWithdrawal(uint256 amount) external {
+    function requestWithdrawal(address node, uint256 amount) external {
         if (amount == 0) revert PaymentsZeroAmount();
-        Account storage account = _accounts[msg.sender];
-        uint256 balance = account.balance;
-        if (amount > balance) revert WithdrawalExceedsBalance(msg.sender, balance, amount);
-        uint64 unlockAt = (block.timestamp + _withdrawalDelay).toUint64();
-        account.pendingWithdrawal = uint128(amount); // amount <= balance < 2^128
-        account.withdrawalUnlockAt = unlockAt;
-        emit WithdrawalRequested(msg.sender, amount, unlockAt);
+        Channel storage ch = _channels[msg.sender][node];
+        uint256 balance = ch.balance;
+        if (amount > balance) revert WithdrawalExceedsBalance(msg.sender, node, balance, amount);
+        // A channel with a balance is open, so its delay is at least MIN_WITHDRAWAL_DELAY.
+        uint64 unlockAt = (block.timestamp + ch.withdrawDelay).toUint64();
+        ch.pendingWithdrawal = uint128(amount); // amount <= balance < 2^128
+        ch.withdrawalUnlockAt = unlockAt;
+        emit WithdrawalRequested(msg.sender, node, amount, unlockAt);
     }
 
     /// @inheritdoc IInferencePayments
-    function cancelWithdrawal() external {
-        Account storage account = _accounts[msg.sender];
-        if (account.pendingWithdrawal == 0) revert NoWithdrawalPending(msg.sender);
-        account.pendingWithdrawal = 0;
-        account.withdrawalUnlockAt = 0;
-        emit WithdrawalCancelled(msg.sender);
+    function cancelWithdrawal(address node) external {
+        Channel storage ch = _channels[msg.sender][node];
+        if (ch.pendingWithdrawal == 0) revert NoWithdrawalPending(msg.sender, node);
+        ch.pendingWithdrawal = 0;
+        ch.withdrawalUnlockAt = 0;
+        emit WithdrawalCancelled(msg.sender, node);
     }
 
     /// @inheritdoc IInferencePayments
-    function withdraw() external nonReentrant returns (uint256 amount) {
-        Account storage account = _accounts[msg.sender];
-        uint256 pending = account.pendingWithdrawal;
-        if (pending == 0) revert NoWithdrawalPending(msg.sender);
-        if (block.timestamp < account.withdrawalUnlockAt) {
-            revert WithdrawalLocked(msg.sender, account.withdrawalUnlockAt, block.timestamp);
+    function withdraw(address node) external nonReentrant returns (uint256 amount) {
+        Channel storage ch = _channels[msg.sender][node];
+        uint256 pending = ch.pendingWithdrawal;
+        if (pending == 0) revert NoWithdrawalPending(msg.sender, node);
+        uint256 unlockAt = ch.withdrawalUnlockAt;
+        if (block.timestamp < unlockAt) revert WithdrawalLocked(msg.sender, node, unlockAt, block.timestamp);
+        // A request used long after it unlocked would take money that vouchers accepted since
+        // (when the request had lapsed from the node's point of view) promised: it lapses.
+        if (block.timestamp > unlockAt + WITHDRAWAL_WINDOW) {
+            revert WithdrawalLapsed(msg.sender, node, unlockAt + WITHDRAWAL_WINDOW);
         }
-        uint256 balance = account.balance;
+        uint256 balance = ch.balance;
         amount = pending < balance ? pending : balance; // redemptions may have spent some
         // amount <= balance.
         unchecked {
-            account.balance = uint128(balance - amount);
+            ch.balance = uint128(balance - amount);
         }
-        account.pendingWithdrawal = 0;
-        account.withdrawalUnlockAt = 0;
-        emit Withdrawn(msg.sender, amount);
+        ch.pendingWithdrawal = 0;
+        ch.withdrawalUnlockAt = 0;
+        emit Withdrawn(msg.sender, node, amount);
         if (amount != 0) token.safeTransfer(msg.sender, amount);
     }
 
     /// @inheritdoc IInferencePayments
-    function authorizeSessionKey(address signer, uint256 expiry) external {
-        _authorizeSessionKey(msg.sender, signer, expiry);
+    function authorizeSessionKey(address node, address signer, uint256 expiry, uint256 allowance) external {
+        _authorizeSessionKey(msg.sender, node, signer, expiry, allowance);
     }
 
     /// @inheritdoc IInferencePayments
     function authorizeSessionKeyWithSig(
         address payer,
+        address node,
         address signer,
         uint256 expiry,
+        uint256 allowance,
         uint256 deadline,
         uint8 v,
         bytes32 r,
         bytes32 s
     ) external {
         if (block.timestamp > deadline) revert AuthorizationExpired(deadline);
-        bytes32 structHash =
-            keccak256(abi.encode(SESSION_KEY_TYPEHASH, payer, signer, expiry, _useNonce(payer), deadline));
-        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(_hashTypedDataV4(structHash), v, r, s);
+        bytes32 digest = _sessionKeyDigest(payer, node, signer, expiry, allowance, deadline);
+        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, v, r, s);
         if (err != ECDSA.RecoverError.NoError || recovered != payer) {
             revert InvalidAuthorizationSignature(payer, recovered);
         }
-        _authorizeSessionKey(payer, signer, expiry);
+        _authorizeSessionKey(payer, node, signer, expiry, allowance);
     }
 
     /// @inheritdoc IInferencePayments
-    function revokeSessionKey(address signer) external {
-        delete _sessionKeys[msg.sender][signer];
-        emit SessionKeyRevoked(msg.sender, signer);
+    function revokeSessionKey(address node, address signer) external {
+        SessionKey storage key = _sessionKeys[msg.sender][node][signer];
+        // The key keeps its power for the channel's delay: vouchers the node accepted while it
+        // was live stay redeemable (the node watches for this event and redeems).
+        uint256 graceEnd = block.timestamp + _channels[msg.sender][node].withdrawDelay;
+        if (key.validUntil > graceEnd) key.validUntil = uint64(graceEnd);
+        // Signed authorizations not yet submitted must not bring the key back.
+        _useNonce(msg.sender);
+        emit SessionKeyRevoked(msg.sender, node, signer, key.validUntil);
     }
 
     // ---------------------------------------------------------------- nodes
@@ -197,8 +217,10 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
 
         for (uint256 i; i < n; ++i) {
             SignedVoucher calldata voucher = vouchers[i];
-            if (i == 0 || voucher.modelId != run.modelId) {
-                if (i != 0) {
+            uint256 voucherPaid = _redeemVoucher(i, voucher);
+            if (voucherPaid == 0) continue;
+            if (run.amount == 0 || voucher.modelId != run.modelId) {
+                if (run.amount != 0) {
                     (uint256 nodeShare, uint256 protocolShare, uint256 contributorsShare) = _split(run);
                     nodeTotal += nodeShare;
                     protocolTotal += protocolShare;
@@ -211,11 +233,10 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
                 run.modelId = voucher.modelId;
                 run.amount = 0;
             }
-            uint256 voucherPaid = _redeemVoucher(i, voucher);
             run.amount += voucherPaid;
             paid += voucherPaid;
         }
-        {
+        if (run.amount != 0) {
             (uint256 nodeShare, uint256 protocolShare, uint256 contributorsShare) = _split(run);
             nodeTotal += nodeShare;
             protocolTotal += protocolShare;
@@ -256,7 +277,9 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
 
     // ---------------------------------------------------------------- governance
 
-    /// @notice Sets the withdrawal delay (seconds). Emits a {WithdrawalDelaySet} event.
+    /// @notice Sets the withdrawal delay of channels opened from now on (seconds), within
+    /// [MIN_WITHDRAWAL_DELAY, MAX_WITHDRAWAL_DELAY]. Open channels keep theirs.
+    /// Emits a {WithdrawalDelaySet} event.
     function setWithdrawalDelay(uint256 withdrawalDelay_) external onlyOwner {
         _setWithdrawalDelay(withdrawalDelay_);
     }
@@ -269,8 +292,8 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
     // ---------------------------------------------------------------- views
 
     /// @inheritdoc IInferencePayments
-    function accountOf(address payer) external view returns (Account memory) {
-        return _accounts[payer];
+    function channel(address payer, address node) external view returns (Channel memory) {
+        return _channels[payer][node];
     }
 
     /// @inheritdoc IInferencePayments
@@ -284,24 +307,13 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
     }
 
     /// @inheritdoc IInferencePayments
-    function sessionKeyExpiry(address payer, address signer) external view returns (uint256) {
-        return _sessionKeys[payer][signer];
+    function sessionKey(address payer, address node, address signer) external view returns (SessionKey memory) {
+        return _sessionKeys[payer][node][signer];
     }
 
     /// @inheritdoc IInferencePayments
     function voucherDigest(Voucher calldata voucher) external view returns (bytes32) {
-        return _hashTypedDataV4(
-            keccak256(
-                abi.encode(
-                    VOUCHER_TYPEHASH,
-                    voucher.payer,
-                    voucher.node,
-                    voucher.modelId,
-                    voucher.cumulativeAmount,
-                    voucher.deadline
-                )
-            )
-        );
+        return _voucherDigest(voucher.payer, voucher.node, voucher.modelId, voucher.cumulativeAmount, voucher.deadline);
     }
 
     /// @inheritdoc IInferencePayments
@@ -336,71 +348,130 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
 
     // ---------------------------------------------------------------- internals
 
-    function _deposit(address payer, uint256 amount) private {
+    function _deposit(address payer, address node, uint256 amount) private {
         if (amount == 0) revert PaymentsZeroAmount();
-        Account storage account = _accounts[payer];
-        uint128 balance = account.balance + amount.toUint128();
-        account.balance = balance;
-        emit Deposited(payer, amount, balance);
+        if (node == address(0)) revert PaymentsZeroAddress();
+        Channel storage ch = _channels[payer][node];
+        if (ch.withdrawDelay == 0) {
+            // The delay is the channel's own: a later governance change cannot shorten the time
+            // this node was promised to redeem in.
+            uint256 delay = _withdrawalDelay;
+            ch.withdrawDelay = uint64(delay); // <= MAX_WITHDRAWAL_DELAY
+            emit ChannelOpened(payer, node, delay);
+        }
+        uint128 balance = ch.balance + amount.toUint128();
+        ch.balance = balance;
+        emit Deposited(payer, node, amount, balance);
         token.safeTransferFrom(payer, address(this), amount);
     }
 
-    function _authorizeSessionKey(address payer, address signer, uint256 expiry) private {
-        if (signer == address(0)) revert PaymentsZeroAddress();
+    function _authorizeSessionKey(address payer, address node, address signer, uint256 expiry, uint256 allowance)
+        private
+    {
+        if (node == address(0) || signer == address(0)) revert PaymentsZeroAddress();
         if (expiry <= block.timestamp) revert SessionKeyExpiryInPast(expiry);
-        _sessionKeys[payer][signer] = expiry;
-        emit SessionKeyAuthorized(payer, signer, expiry);
+        if (allowance > type(uint96).max) revert SessionKeyAllowanceTooHigh(allowance);
+        SessionKey storage key = _sessionKeys[payer][node][signer];
+        uint96 spent;
+        if (key.validUntil >= block.timestamp) {
+            // A live key may have vouchers the node accepted: it can only grow. (A reduction
+            // is a revocation, which waits the channel's delay.)
+            if (expiry < key.validUntil || allowance < key.allowance) {
+                revert SessionKeyReduction(key.validUntil, key.allowance);
+            }
+            spent = key.spent;
+        }
+        _sessionKeys[payer][node][signer] =
+            SessionKey({validUntil: expiry.toUint64(), allowance: uint96(allowance), spent: spent});
+        emit SessionKeyAuthorized(payer, node, signer, expiry, allowance);
     }
 
-    /// @dev Checks one voucher, advances its channel and debits the payer. Returns what it paid.
+    /// @dev Pays one voucher as far as the channel's balance (and its session key's allowance)
+    /// allow, or skips it with a {VoucherSkipped} event. Returns what it paid.
     function _redeemVoucher(uint256 index, SignedVoucher calldata voucher) private returns (uint256 voucherPaid) {
-        _checkVoucher(index, voucher);
-        address payer = voucher.payer;
-        uint256 cumulative = voucher.cumulativeAmount;
-        mapping(uint256 => uint256) storage channels = _redeemed[payer][msg.sender];
-        uint256 alreadyRedeemed = channels[voucher.modelId];
-        if (cumulative <= alreadyRedeemed) {
-            revert VoucherNotAboveRedeemed(index, cumulative, alreadyRedeemed);
+        (SkipReason reason, address signer) = _checkVoucher(voucher);
+        uint256 alreadyRedeemed = _redeemed[voucher.payer][msg.sender][voucher.modelId];
+        if (reason == SkipReason.None && voucher.cumulativeAmount <= alreadyRedeemed) {
+            reason = SkipReason.NotAboveRedeemed;
         }
-        Account storage account = _accounts[payer];
-        uint256 balance = account.balance;
-        uint256 shortfall;
-        // cumulative > alreadyRedeemed was checked; voucherPaid <= balance and <= the amount due.
+        if (reason != SkipReason.None) {
+            emit VoucherSkipped(voucher.payer, msg.sender, voucher.modelId, index, reason);
+            return 0;
+        }
+        uint256 due = voucher.cumulativeAmount - alreadyRedeemed; // > 0, checked above
+        voucherPaid = _draw(voucher.payer, signer, due);
+        if (voucherPaid != 0) {
+            _redeemed[voucher.payer][msg.sender][voucher.modelId] = alreadyRedeemed + voucherPaid;
+        }
+        emit VoucherRedeemed(
+            voucher.payer, msg.sender, voucher.modelId, voucher.cumulativeAmount, voucherPaid, due - voucherPaid
+        );
+    }
+
+    /// @dev Takes up to `due` from channel (`payer`, caller), within the allowance left to
+    /// `signer` when it is a session key; returns what it took.
+    function _draw(address payer, address signer, uint256 due) private returns (uint256 drawn) {
+        Channel storage ch = _channels[payer][msg.sender];
+        uint256 limit = ch.balance;
+        if (signer == payer) {
+            drawn = due < limit ? due : limit;
+            // drawn <= balance.
+            unchecked {
+                if (drawn != 0) ch.balance = uint128(limit - drawn);
+            }
+            return drawn;
+        }
+        SessionKey storage key = _sessionKeys[payer][msg.sender][signer];
+        uint256 spent = key.spent;
+        uint256 left = key.allowance - spent; // spent <= allowance, always
+        if (left < limit) limit = left;
+        drawn = due < limit ? due : limit;
+        // drawn <= balance and drawn <= allowance - spent.
         unchecked {
-            uint256 due = cumulative - alreadyRedeemed;
-            voucherPaid = due < balance ? due : balance;
-            shortfall = due - voucherPaid;
-            if (voucherPaid != 0) {
-                channels[voucher.modelId] = alreadyRedeemed + voucherPaid;
-                account.balance = uint128(balance - voucherPaid);
+            if (drawn != 0) {
+                ch.balance = uint128(ch.balance - drawn);
+                key.spent = uint96(spent + drawn);
             }
         }
-        emit VoucherRedeemed(payer, msg.sender, voucher.modelId, cumulative, voucherPaid, shortfall);
     }
 
-    /// @dev Reverts unless `voucher` is unexpired and signed for this node by its payer or by a
-    /// live session key of its payer.
-    function _checkVoucher(uint256 index, SignedVoucher calldata voucher) private view {
-        if (voucher.deadline < block.timestamp) {
-            revert VoucherExpired(index, voucher.deadline, block.timestamp);
-        }
-        bytes32 digest = _hashTypedDataV4(
-            keccak256(
-                abi.encode(
-                    VOUCHER_TYPEHASH,
-                    voucher.payer,
-                    msg.sender,
-                    voucher.modelId,
-                    voucher.cumulativeAmount,
-                    voucher.deadline
-                )
-            )
+    /// @dev Why `voucher` cannot be redeemed now by the caller (None: it can), and its signer.
+    function _checkVoucher(SignedVoucher calldata voucher) private view returns (SkipReason, address) {
+        if (voucher.deadline < block.timestamp) return (SkipReason.Expired, address(0));
+        bytes32 digest = _voucherDigest(
+            voucher.payer, msg.sender, voucher.modelId, voucher.cumulativeAmount, voucher.deadline
         );
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, voucher.v, voucher.r, voucher.s);
-        if (
-            err != ECDSA.RecoverError.NoError
-                || (signer != voucher.payer && _sessionKeys[voucher.payer][signer] <= block.timestamp)
-        ) revert InvalidVoucherSigner(index, voucher.payer, signer);
+        if (err != ECDSA.RecoverError.NoError) return (SkipReason.InvalidSigner, address(0));
+        if (signer == voucher.payer) return (SkipReason.None, signer);
+        uint256 validUntil = _sessionKeys[voucher.payer][msg.sender][signer].validUntil;
+        if (validUntil == 0) return (SkipReason.InvalidSigner, signer);
+        if (validUntil < block.timestamp) return (SkipReason.SessionKeyNotLive, signer);
+        return (SkipReason.None, signer);
+    }
+
+    /// @dev The digest of a session key authorization, using up `payer`'s nonce.
+    function _sessionKeyDigest(
+        address payer,
+        address node,
+        address signer,
+        uint256 expiry,
+        uint256 allowance,
+        uint256 deadline
+    ) private returns (bytes32) {
+        return _hashTypedDataV4(
+            keccak256(
+                abi.encode(SESSION_KEY_TYPEHASH, payer, node, signer, expiry, allowance, _useNonce(payer), deadline)
+            )
+        );
+    }
+
+    function _voucherDigest(address payer, address node, uint256 modelId, uint256 cumulativeAmount, uint256 deadline)
+        private
+        view
+        returns (bytes32)
+    {
+        return _hashTypedDataV4(keccak256(abi.encode(VOUCHER_TYPEHASH, payer, node, modelId, cumulativeAmount, deadline)));
     }
 
     /// @dev Splits a run's amount: the developer's share is credited here; the node's, the
@@ -410,7 +481,6 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
         returns (uint256 nodeShare, uint256 protocolShare, uint256 contributorsShare)
     {
         uint256 amount = run.amount;
-        if (amount == 0) return (0, 0, 0);
         nodeShare = amount * run.split.node / _BPS;
         protocolShare = amount * run.split.protocol / _BPS;
         uint256 developerShare = amount * run.split.developer / _BPS;
@@ -426,6 +496,9 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
     }
 
     function _setWithdrawalDelay(uint256 withdrawalDelay_) private {
+        if (withdrawalDelay_ < MIN_WITHDRAWAL_DELAY || withdrawalDelay_ > MAX_WITHDRAWAL_DELAY) {
+            revert WithdrawalDelayOutOfBounds(withdrawalDelay_, MIN_WITHDRAWAL_DELAY, MAX_WITHDRAWAL_DELAY);
+        }
         _withdrawalDelay = withdrawalDelay_;
         emit WithdrawalDelaySet(withdrawalDelay_);
     }

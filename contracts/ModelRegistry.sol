@@ -9,6 +9,8 @@ import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
 /// @notice Registered LoRA models, their adapter versions, pricing and payment splits.
 contract ModelRegistry is IModelRegistry, Governed {
     uint256 private constant _BPS = 10_000;
+    /// @notice How long a split change waits: nodes redeem what they served under the old one.
+    uint256 public constant SPLIT_CHANGE_DELAY = 1 days;
 
     IDatanetRegistry public immutable datanets;
 
@@ -17,6 +19,13 @@ contract ModelRegistry is IModelRegistry, Governed {
     uint16 private _contributorsFloorBps;
     mapping(uint256 modelId => Model) private _models;
     mapping(uint256 modelId => mapping(uint256 version => ModelVersion)) private _versions;
+    mapping(uint256 modelId => ScheduledSplit) private _scheduledSplits;
+
+    /// @dev A split change and when it takes effect (0: none).
+    struct ScheduledSplit {
+        Split split;
+        uint64 effectiveAt;
+    }
 
     constructor(
         IDatanetRegistry datanets_,
@@ -83,8 +92,19 @@ contract ModelRegistry is IModelRegistry, Governed {
     function setSplit(uint256 modelId, Split calldata split) external {
         Model storage m = _requireDeveloper(modelId);
         _checkSplit(split);
-        m.split = split;
-        _emitSplit(modelId, split);
+        ScheduledSplit storage scheduled = _scheduledSplits[modelId];
+        if (scheduled.effectiveAt != 0 && scheduled.effectiveAt <= block.timestamp) m.split = scheduled.split;
+        uint64 effectiveAt = uint64(block.timestamp + SPLIT_CHANGE_DELAY);
+        scheduled.split = split;
+        scheduled.effectiveAt = effectiveAt;
+        emit SplitScheduled(modelId, split.developer, split.contributors, split.node, split.protocol, effectiveAt);
+    }
+
+    /// @inheritdoc IModelRegistry
+    function pendingSplit(uint256 modelId) external view returns (Split memory split, uint256 effectiveAt) {
+        _requireModel(modelId);
+        ScheduledSplit storage scheduled = _scheduledSplits[modelId];
+        return (scheduled.split, scheduled.effectiveAt);
     }
 
     /// @inheritdoc IModelRegistry
@@ -106,8 +126,9 @@ contract ModelRegistry is IModelRegistry, Governed {
     }
 
     /// @inheritdoc IModelRegistry
-    function model(uint256 modelId) external view returns (Model memory) {
-        return _requireModel(modelId);
+    function model(uint256 modelId) external view returns (Model memory m) {
+        m = _requireModel(modelId);
+        m.split = _splitNow(modelId, m.split);
     }
 
     /// @inheritdoc IModelRegistry
@@ -120,7 +141,7 @@ contract ModelRegistry is IModelRegistry, Governed {
     /// @inheritdoc IModelRegistry
     function paymentTerms(uint256 modelId) external view returns (address developer, Split memory split) {
         Model storage m = _requireModel(modelId);
-        return (m.developer, m.split);
+        return (m.developer, _splitNow(modelId, m.split));
     }
 
     /// @inheritdoc IModelRegistry
@@ -197,6 +218,13 @@ contract ModelRegistry is IModelRegistry, Governed {
         _contributorsFloorBps = contributorsFloorBps_;
         emit ProtocolBpsSet(protocolBps_);
         emit ContributorsFloorBpsSet(contributorsFloorBps_);
+    }
+
+    /// @dev The split in effect now: the scheduled one once its time has come, else `current`.
+    function _splitNow(uint256 modelId, Split memory current) private view returns (Split memory) {
+        ScheduledSplit storage scheduled = _scheduledSplits[modelId];
+        uint256 effectiveAt = scheduled.effectiveAt;
+        return effectiveAt != 0 && effectiveAt <= block.timestamp ? scheduled.split : current;
     }
 
     function _requireModel(uint256 modelId) private view returns (Model storage m) {

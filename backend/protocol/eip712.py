@@ -27,8 +27,10 @@ VOUCHER_TYPE = [
 ]
 SESSION_KEY_TYPE = [
     {"name": "payer", "type": "address"},
+    {"name": "node", "type": "address"},
     {"name": "signer", "type": "address"},
     {"name": "expiry", "type": "uint256"},
+    {"name": "allowance", "type": "uint256"},
     {"name": "nonce", "type": "uint256"},
     {"name": "deadline", "type": "uint256"},
 ]
@@ -78,19 +80,24 @@ class Voucher:
 
 @dataclass(frozen=True)
 class SessionKeyAuthorization:
-    """A payer's signed permission for ``signer`` to sign vouchers until ``expiry``."""
+    """A payer's signed permission for ``signer`` to sign vouchers on its channel with ``node``
+    until ``expiry``, drawing at most ``allowance`` OPEN wei in total."""
 
     payer: str
+    node: str
     signer: str
     expiry: int  # unix seconds
+    allowance: int  # OPEN wei, < 2**96
     nonce: int  # the payer's current nonce in InferencePayments
     deadline: int  # unix seconds; the authorization must be submitted before it
 
     def message(self) -> dict[str, Any]:
         return {
             "payer": to_checksum_address(self.payer),
+            "node": to_checksum_address(self.node),
             "signer": to_checksum_address(self.signer),
             "expiry": self.expiry,
+            "allowance": self.allowance,
             "nonce": self.nonce,
             "deadline": self.deadline,
         }

@@ -113,6 +113,15 @@ interface IModelRegistry {
     event PricingSet(uint256 indexed modelId, uint256 perRequest, uint256 perToken);
     /// @notice The split of model `modelId` changed.
     event SplitSet(uint256 indexed modelId, uint256 developer, uint256 contributors, uint256 node, uint256 protocol);
+    /// @notice The split of model `modelId` will change to the one given at `effectiveAt`.
+    event SplitScheduled(
+        uint256 indexed modelId,
+        uint256 developer,
+        uint256 contributors,
+        uint256 node,
+        uint256 protocol,
+        uint256 effectiveAt
+    );
     /// @notice The attributor of model `modelId` changed.
     event AttributorSet(uint256 indexed modelId, address indexed attributor);
     /// @notice Governance set the protocol's share of every new split, in bps.
@@ -145,9 +154,15 @@ interface IModelRegistry {
     /// @notice Sets the pricing. Requirements: developer; not retired. Emits a {PricingSet} event.
     function setPricing(uint256 modelId, Pricing calldata pricing) external;
 
-    /// @notice Sets the split, checked against the current governance parameters.
-    /// Requirements: developer; not retired; valid split. Emits a {SplitSet} event.
+    /// @notice Schedules a new split, checked against the current governance parameters; it
+    /// takes effect SPLIT_CHANGE_DELAY from now (replacing any change still scheduled), so
+    /// vouchers nodes accepted under the old split can be redeemed under it.
+    /// Requirements: developer; not retired; valid split. Emits a {SplitScheduled} event.
     function setSplit(uint256 modelId, Split calldata split) external;
+
+    /// @notice The split change scheduled for model `modelId` and when it takes effect (0: none
+    /// pending; a time in the past: already in effect).
+    function pendingSplit(uint256 modelId) external view returns (Split memory split, uint256 effectiveAt);
 
     /// @notice Sets the attributor. Requirements: developer; not retired; non-zero.
     /// Emits an {AttributorSet} event.
@@ -159,7 +174,7 @@ interface IModelRegistry {
     /// @notice Version `version` of model `modelId`.
     function modelVersion(uint256 modelId, uint256 version) external view returns (ModelVersion memory);
 
-    /// @notice What a redemption needs, in one storage read: the developer and the split.
+    /// @notice What a redemption needs: the developer and the split in effect now.
     /// Reverts with {UnknownModel} for an unknown id.
     function paymentTerms(uint256 modelId) external view returns (address developer, Split memory split);
 
