@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 OPEN = 10**18
 STAKE = 2_000 * OPEN
-DEPOSIT = 100 * OPEN  # the payer keeps at least this much deposited
+DEPOSIT = 100 * OPEN  # the payer keeps at least this much in its channel with the node
 # the demo's questions, with the exact answers the payer judges the node's answers by
 QUESTIONS = {
     "How many metres are in 3 kilometres?": "3 kilometres is exactly 3000 metres.",
@@ -62,19 +62,19 @@ class NodeDemo:
 
 
 def prepare(p: Protocol, roles: dict[str, Any], model_id: int) -> NodeDemo:
-    """Stakes the node and tops up the payer's deposit for serving ``model_id``."""
+    """Stakes the node and tops up the payer's channel with it for serving ``model_id``."""
     node, payer = roles["node operator"], roles["payer"]
     staked = False
     if not p.nodes.isActive(node):
         p.token.approve(p.nodes.address, STAKE, sender=node)
         p.nodes.stake(STAKE, sender=node)
         staked = True
-    balance = int(p.payments.accountOf(payer).balance)
+    balance = int(p.payments.channel(payer, node).balance)
     deposited = 0
     if balance < DEPOSIT:
         deposited = DEPOSIT - balance
         p.token.approve(p.payments.address, deposited, sender=payer)
-        p.payments.deposit(deposited, sender=payer)
+        p.payments.deposit(node, deposited, sender=payer)
     version = int(p.models.model(model_id).versionCount)
     adapter = str(p.models.modelVersion(model_id, version).adapterCID)
     return NodeDemo(model_id, adapter, version, staked, deposited)

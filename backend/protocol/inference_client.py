@@ -41,7 +41,7 @@ import openai
 from eth_account import Account
 from eth_utils import is_address, to_checksum_address
 
-from backend.protocol.eip712 import Domain, SignedVoucher, sign_voucher
+from backend.protocol.eip712 import Domain, SignedVoucher, recover_voucher_signer, sign_voucher
 from backend.protocol.payment_http import (
     PAYER_HEADER,
     PAYMENT_STATUSES,
@@ -126,6 +126,8 @@ class VoucherWallet:
 
     ``domain``/``node``: the only ones it signs for (``domain=None``: the domain of the first
     quote it signs, then only that one; ``node=None``: any node, one channel each).
+    ``trusted_signers``: earlier keys of this payer (old session keys) whose vouchers the
+    wallet may continue from; the payer and ``signing_key`` are always trusted.
     ``max_price``: the highest price per request, OPEN wei. ``budget``: the most it signs in
     total beyond what :meth:`remember` gave it, OPEN wei. ``prepay``: OPEN wei signed beyond a
     quote (capped by the budget left). ``validity``: seconds a voucher stays redeemable
@@ -142,6 +144,7 @@ class VoucherWallet:
         budget: int | None = None,
         prepay: int = 0,
         validity: int = 86_400,
+        trusted_signers: tuple[str, ...] = (),
     ) -> None:
         if not is_address(payer):
             raise ValueError(f"payer must be an address, got {payer!r}")
@@ -162,6 +165,9 @@ class VoucherWallet:
         self.prepay = prepay  # OPEN wei
         self.validity = validity  # seconds
         self._key = bytes(signing_key)
+        self.trusted_signers = frozenset(
+            {self.payer, self.signer, *(to_checksum_address(a) for a in trusted_signers)}
+        )
         self._domain = domain
         self._channels: dict[tuple[str, int], _Channel] = {}
         self._lock = threading.Lock()
@@ -189,18 +195,39 @@ class VoucherWallet:
     def remember(self, signed: SignedVoucher) -> None:
         """Takes a voucher of this payer signed earlier (kept by the app across restarts) as
         the channel's latest, so that honest quotes building on it are not taken for inflated
-        ones; it does not count against the budget."""
+        ones; it does not count against the budget. (A fresh wallet also resumes from the
+        payer's latest voucher that the node hands back in its quote: see :meth:`pay`.)"""
         v = signed.voucher
         if to_checksum_address(v.payer) != self.payer:
             raise ValueError(f"voucher of payer {v.payer}, this wallet pays for {self.payer}")
-        key = (to_checksum_address(v.node), v.model_id)
         with self._lock:
-            channel = self._channels.get(key)
-            if channel is None:
-                self._channels[key] = _Channel(signed, v.cumulative_amount)
-            elif v.cumulative_amount > channel.latest.voucher.cumulative_amount:
-                grown = v.cumulative_amount - channel.latest.voucher.cumulative_amount
-                self._channels[key] = _Channel(signed, channel.base + grown)
+            self._remember(signed)
+
+    def _remember(self, signed: SignedVoucher) -> None:
+        v = signed.voucher
+        key = (to_checksum_address(v.node), v.model_id)
+        channel = self._channels.get(key)
+        if channel is None:
+            self._channels[key] = _Channel(signed, v.cumulative_amount)
+        elif v.cumulative_amount > channel.latest.voucher.cumulative_amount:
+            grown = v.cumulative_amount - channel.latest.voucher.cumulative_amount
+            self._channels[key] = _Channel(signed, channel.base + grown)
+
+    def _resume(self, quote: PaymentQuote) -> None:
+        """Continues the channel from the latest voucher the node holds when this wallet signed
+        it (or the payer, or a trusted earlier key did) for this very channel: the node proves
+        its ``lastAccepted`` with the payer's own signature, so nothing rests on its word."""
+        held = quote.latest
+        if held is None or held.voucher.channel != quote.channel:
+            return
+        if held.voucher.cumulative_amount != quote.last_accepted:
+            return
+        try:
+            signer = recover_voucher_signer(quote.domain, held)
+        except ValueError:
+            return
+        if signer in self.trusted_signers:
+            self._remember(held)
 
     def pay(self, quote: PaymentQuote, *, attached: int = 0) -> SignedVoucher:
         """The voucher to send for ``quote``: the latest one when it already covers the quote,
@@ -209,6 +236,7 @@ class VoucherWallet:
         quote breaks one of the wallet's rules."""
         with self._lock:
             self._check(quote)
+            self._resume(quote)
             key = (quote.node, quote.model_id)
             channel = self._channels.get(key)
             signed_before = channel.latest.voucher.cumulative_amount if channel else 0
@@ -228,6 +256,8 @@ class VoucherWallet:
             else:
                 target = needed + self._prepay(needed - signed_before, quote)
             deadline = max(quote.min_deadline, int(time.time()) + self.validity)
+            if quote.max_deadline is not None:
+                deadline = min(deadline, quote.max_deadline)
             signed = sign_voucher(self._key, quote.domain, quote.voucher(target, deadline))
             base = channel.base if channel else 0
             self._channels[key] = _Channel(signed, base)

@@ -135,8 +135,8 @@ def parse_payer(text: str) -> str:
     return _address(text.strip(), PAYER_HEADER)
 
 
-def _signature(value: object) -> Signature:
-    what = f"{VOUCHER_HEADER} signature"
+def _signature(value: object, where: str = VOUCHER_HEADER) -> Signature:
+    what = f"{where} signature"
     if not isinstance(value, str) or not value.startswith("0x"):
         raise ValueError(f"{what} must be 0x-prefixed hex, got {value!r}")
     try:
@@ -185,21 +185,34 @@ def decode_voucher(text: str) -> SignedVoucher:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{VOUCHER_HEADER} is not base64url of JSON: {exc}") from None
-    data = _object(data, VOUCHER_HEADER)
+    return parse_signed_voucher(data, VOUCHER_HEADER)
+
+
+def voucher_json(signed: SignedVoucher) -> dict[str, Any]:
+    """The wire JSON of a signed voucher: amounts as decimal strings (safe in JavaScript)."""
+    data = signed.to_json()
+    for key in ("model_id", "cumulative_amount", "deadline"):
+        data[key] = str(data[key])
+    return data
+
+
+def parse_signed_voucher(data: object, what: str) -> SignedVoucher:
+    """The signed voucher of its wire JSON; ValueError naming what is wrong."""
+    data = _object(data, what)
     missing = [k for k in _VOUCHER_FIELDS if k not in data]
     if missing:
-        raise ValueError(f"{VOUCHER_HEADER} lacks field(s) {', '.join(missing)}")
+        raise ValueError(f"{what} lacks field(s) {', '.join(missing)}")
     unknown = sorted(set(data) - set(_VOUCHER_FIELDS))
     if unknown:
-        raise ValueError(f"{VOUCHER_HEADER} has unknown field(s) {', '.join(unknown)}")
+        raise ValueError(f"{what} has unknown field(s) {', '.join(unknown)}")
     voucher = Voucher(
-        payer=_address(data["payer"], f"{VOUCHER_HEADER} payer"),
-        node=_address(data["node"], f"{VOUCHER_HEADER} node"),
-        model_id=_uint(data["model_id"], f"{VOUCHER_HEADER} model_id"),
-        cumulative_amount=_uint(data["cumulative_amount"], f"{VOUCHER_HEADER} cumulative_amount"),
-        deadline=_uint(data["deadline"], f"{VOUCHER_HEADER} deadline"),
+        payer=_address(data["payer"], f"{what} payer"),
+        node=_address(data["node"], f"{what} node"),
+        model_id=_uint(data["model_id"], f"{what} model_id"),
+        cumulative_amount=_uint(data["cumulative_amount"], f"{what} cumulative_amount"),
+        deadline=_uint(data["deadline"], f"{what} deadline"),
     )
-    return SignedVoucher(voucher, _signature(data["signature"]))
+    return SignedVoucher(voucher, _signature(data["signature"], what))
 
 
 # ---------------------------------------------------------------- the quote
@@ -218,6 +231,8 @@ class PaymentQuote:
     credit: int  # OPEN wei, what the channel's latest voucher still covers
     cumulative_amount: int  # OPEN wei, the least cumulative amount to sign
     min_deadline: int  # unix seconds, the earliest voucher deadline the node accepts
+    max_deadline: int | None = None  # unix seconds, the latest one (None: not stated)
+    latest: SignedVoucher | None = None  # the payer's latest voucher the node holds
 
     @property
     def channel(self) -> tuple[str, str, int]:
@@ -236,6 +251,8 @@ class PaymentQuote:
             "credit": str(self.credit),
             "cumulativeAmount": str(self.cumulative_amount),
             "minDeadline": self.min_deadline,
+            "maxDeadline": self.max_deadline,
+            "latestVoucher": None if self.latest is None else voucher_json(self.latest),
             "eip712": {
                 "domain": self.domain.as_dict(),
                 "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, "Voucher": VOUCHER_TYPE},
@@ -278,6 +295,12 @@ class PaymentQuote:
                 _field(q, "cumulativeAmount", "quote"), "quote cumulativeAmount"
             ),
             min_deadline=_uint(_field(q, "minDeadline", "quote"), "quote minDeadline"),
+            max_deadline=None
+            if q.get("maxDeadline") is None
+            else _uint(q["maxDeadline"], "quote maxDeadline"),
+            latest=None
+            if q.get("latestVoucher") is None
+            else parse_signed_voucher(q["latestVoucher"], "quote latestVoucher"),
         )
         if quote.cumulative_amount < quote.last_accepted:
             raise ValueError(

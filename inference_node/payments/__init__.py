@@ -16,9 +16,11 @@ from backend.protocol.receipts import (
     receipts_log,
     receipts_tree,
 )
-from inference_node.payments.chain import PayerAccount, PaymentsChain
+from inference_node.payments.chain import ChannelAccount, PaymentsChain, SessionKeyState
 from inference_node.payments.errors import (
+    AllowanceExceededError,
     ChannelMismatchError,
+    DeadlineTooFarError,
     DeadlineTooSoonError,
     InsufficientDepositError,
     InvalidVoucherError,
@@ -37,14 +39,16 @@ from inference_node.payments.verify import Acceptance, VerifyPolicy, VoucherVeri
 __all__ = [
     "RECEIPT_TYPES",
     "Acceptance",
+    "AllowanceExceededError",
+    "ChannelAccount",
     "ChannelMismatchError",
     "ChannelState",
+    "DeadlineTooFarError",
     "DeadlineTooSoonError",
     "InsufficientDepositError",
     "InvalidVoucherError",
     "Ledger",
     "LedgerError",
-    "PayerAccount",
     "PaymentError",
     "PaymentRequiredError",
     "PaymentsChain",
@@ -56,6 +60,7 @@ __all__ = [
     "Redeemer",
     "Redemption",
     "SessionKeyExpiredError",
+    "SessionKeyState",
     "UnderpaidError",
     "VerifyPolicy",
     "VoucherVerifier",

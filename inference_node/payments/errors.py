@@ -38,9 +38,7 @@ class SessionKeyExpiredError(PaymentRequiredError):
     reason = "session_key_expired"
 
     def __init__(self, signer: str, expiry: int, needed: int) -> None:
-        super().__init__(
-            f"session key {signer} expires at {expiry} (0: revoked), needed beyond {needed}"
-        )
+        super().__init__(f"session key {signer} is valid until {expiry}, needed beyond {needed}")
         self.signer, self.expiry, self.needed = signer, expiry, needed
 
 
@@ -76,3 +74,22 @@ class InsufficientDepositError(PaymentRequiredError):
             f"payer {payer} has {available} wei redeemable, {outstanding} wei would be owed"
         )
         self.payer, self.available, self.outstanding = payer, available, outstanding
+
+
+class DeadlineTooFarError(PaymentRequiredError):
+    reason = "deadline_too_far"
+
+    def __init__(self, deadline: int, latest: int) -> None:
+        super().__init__(f"voucher deadline {deadline} is after {latest}, the latest accepted")
+        self.deadline, self.latest = deadline, latest
+
+
+class AllowanceExceededError(PaymentRequiredError):
+    reason = "allowance_exceeded"
+
+    def __init__(self, signer: str, left: int, needed: int) -> None:
+        super().__init__(
+            f"session key {signer} has {left} wei of its allowance left, {needed} wei would be "
+            "drawn by its vouchers: raise its allowance or sign with another key"
+        )
+        self.signer, self.left, self.needed = signer, left, needed

@@ -1,8 +1,11 @@
 """The node's durable payments ledger (SQLite, WAL, ``synchronous=FULL``).
 
-Per channel (payer, this node, model): the latest accepted signed voucher (``accepted`` is its
-cumulative amount), ``consumed`` (sum of the actual prices of its receipts) and ``redeemed``
-(what the contract says the channel redeemed, as last seen). Receipts are written in the same
+Per (payer, model) of the payer's channel with this node: the latest accepted signed voucher
+(``accepted`` is its cumulative amount) and who signed it, ``consumed`` (sum of the actual
+prices of its receipts), ``redeemed`` (what the contract says the pair redeemed, as last seen)
+and ``redeem_by``: the time by which the latest voucher must be redeemed (its deadline, its
+session key's end, and anything seen on-chain since that shortens it: a withdrawal request, a
+key revocation, a split change). Receipts are written in the same
 transaction as the voucher that pays for them, before the answer is released; a receipt stays
 pending until a redemption takes it into a usage proof. Redemptions are recorded *before* their
 transaction is sent (status ``pending``) and confirmed after, so a crash in between is found on
@@ -36,6 +39,8 @@ CREATE TABLE IF NOT EXISTS channels (
     redeemed TEXT NOT NULL,
     voucher TEXT NOT NULL,
     updated_at INTEGER NOT NULL,
+    signer TEXT NOT NULL DEFAULT '',
+    redeem_by INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (payer, model_id)
 );
 CREATE TABLE IF NOT EXISTS redemptions (
@@ -82,6 +87,8 @@ class ChannelState:
     consumed: int  # OPEN wei, sum of receipt prices
     redeemed: int  # OPEN wei, redeemed on-chain as last seen
     voucher: SignedVoucher | None  # the latest accepted voucher
+    signer: str = ""  # who signed it: the payer or a session key of the channel
+    redeem_by: int = 0  # unix seconds; the latest voucher must be redeemed before it
 
     @property
     def unredeemed(self) -> int:
@@ -126,6 +133,8 @@ def _channel(row: sqlite3.Row) -> ChannelState:
         consumed=int(row["consumed"]),
         redeemed=int(row["redeemed"]),
         voucher=SignedVoucher.from_json(json.loads(row["voucher"])),
+        signer=row["signer"],
+        redeem_by=row["redeem_by"],
     )
 
 
@@ -156,11 +165,22 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._migrate()
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO meta VALUES ('node', ?)", (self.node,))
             stored = db.execute("SELECT value FROM meta WHERE key = 'node'").fetchone()[0]
         if stored != self.node:
             raise LedgerError(f"ledger {self.path} belongs to node {stored}, not {self.node}")
+
+    def _migrate(self) -> None:
+        """Adds the columns a ledger written before payments v2 lacks."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(channels)")}
+        for name, decl in (
+            ("signer", "TEXT NOT NULL DEFAULT ''"),
+            ("redeem_by", "INTEGER NOT NULL DEFAULT 0"),
+        ):
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE channels ADD COLUMN {name} {decl}")
 
     def close(self) -> None:
         with self._lock:
@@ -210,6 +230,29 @@ class Ledger:
     def unredeemed_amount(self) -> int:
         return sum(c.unredeemed for c in self.unredeemed_channels())
 
+    def earliest_redeem_by(self) -> int | None:
+        """The soonest ``redeem_by`` of a pair with unredeemed value (None: nothing owed)."""
+        return min((c.redeem_by for c in self.unredeemed_channels()), default=None)
+
+    def shorten_redeem_by(self, payer: str, model_id: int | None, by: int) -> int:
+        """Makes pair (payer, model) — every pair of ``payer`` when ``model_id`` is None — due
+        for redemption by ``by`` at the latest; returns how many pairs it touched."""
+        sql = "UPDATE channels SET redeem_by = MIN(redeem_by, ?) WHERE payer = ?"
+        args: list[object] = [by, to_checksum_address(payer)]
+        if model_id is not None:
+            sql += " AND model_id = ?"
+            args.append(model_id)
+        with self._tx() as db:
+            return db.execute(sql, args).rowcount
+
+    def shorten_model_redeem_by(self, model_id: int, by: int) -> int:
+        """As :meth:`shorten_redeem_by` for every pair of model ``model_id``."""
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE channels SET redeem_by = MIN(redeem_by, ?) WHERE model_id = ?",
+                (by, model_id),
+            ).rowcount
+
     def set_redeemed(self, payer: str, model_id: int, redeemed: int) -> None:
         """Records what the contract says channel (payer, model) redeemed."""
         with self._tx() as db:
@@ -218,9 +261,12 @@ class Ledger:
                 (str(redeemed), to_checksum_address(payer), model_id),
             )
 
-    def commit(self, signed: SignedVoucher, receipt: Receipt) -> int:
+    def commit(
+        self, signed: SignedVoucher, receipt: Receipt, *, signer: str = "", redeem_by: int = 0
+    ) -> int:
         """Writes ``receipt`` and the voucher that pays for it in one durable transaction;
-        returns the receipt's id. Call before releasing the answer.
+        returns the receipt's id. Call before releasing the answer. ``signer``: who signed the
+        voucher; ``redeem_by``: when it must be redeemed (default: its deadline).
 
         Raises :class:`LedgerError` (and writes nothing) when the voucher is for another node
         or channel, or when the channel's receipts would cost more than its latest voucher.
@@ -247,15 +293,27 @@ class Ledger:
                     f"channel ({payer}, {v.model_id}) would consume {consumed} wei "
                     f"with vouchers for {accepted} wei"
                 )
-            voucher = signed if v.cumulative_amount >= state.accepted else state.voucher
+            newer = v.cumulative_amount >= state.accepted
+            voucher = signed if newer else state.voucher
             assert voucher is not None
+            if newer:
+                signer = to_checksum_address(signer) if signer else payer
+                redeem_by = redeem_by or v.deadline
+                if state.voucher is not None and state.unredeemed > 0:
+                    # A deadline shortened by something seen on-chain stays shortened.
+                    redeem_by = min(redeem_by, state.redeem_by)
+            else:
+                signer, redeem_by = state.signer, state.redeem_by
             db.execute(
-                "INSERT INTO channels VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (payer, model_id) "
-                "DO UPDATE SET accepted = excluded.accepted, consumed = excluded.consumed, "
-                "voucher = excluded.voucher, updated_at = excluded.updated_at",
+                "INSERT INTO channels (payer, model_id, accepted, consumed, redeemed, voucher, "
+                "updated_at, signer, redeem_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (payer, model_id) DO UPDATE SET accepted = excluded.accepted, "
+                "consumed = excluded.consumed, voucher = excluded.voucher, "
+                "updated_at = excluded.updated_at, signer = excluded.signer, "
+                "redeem_by = excluded.redeem_by",
                 (
                     payer, v.model_id, str(accepted), str(consumed), str(state.redeemed),
-                    json.dumps(voucher.to_json()), now,
+                    json.dumps(voucher.to_json()), now, signer, redeem_by,
                 ),
             )  # fmt: skip
             cursor = db.execute(

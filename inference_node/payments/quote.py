@@ -28,7 +28,8 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
-from backend.protocol.eip712 import VOUCHER_TYPE, Domain
+from backend.protocol.eip712 import VOUCHER_TYPE, Domain, SignedVoucher
+from backend.protocol.payment_http import voucher_json
 
 EIP712_DOMAIN_TYPE = [
     {"name": "name", "type": "string"},
@@ -70,6 +71,8 @@ class Quote:
     credit: int  # OPEN wei, accepted - consumed - reserved (never below 0)
     cumulative_amount: int  # OPEN wei, the least cumulative amount to sign
     min_deadline: int  # unix seconds, the earliest deadline the node accepts
+    max_deadline: int  # unix seconds, the latest deadline the node accepts
+    latest: SignedVoucher | None = None  # the payer's latest voucher on the pair, as held
 
     def to_json(self) -> dict[str, Any]:
         """The 402 payload: amounts as decimal strings, plus the EIP-712 typed data to sign."""
@@ -84,6 +87,10 @@ class Quote:
             "credit": str(self.credit),
             "cumulativeAmount": str(self.cumulative_amount),
             "minDeadline": self.min_deadline,
+            "maxDeadline": self.max_deadline,
+            # The payer's own latest signed voucher: a wallet that lost its state checks the
+            # signature and continues the channel from it (nothing is trusted on the node's word).
+            "latestVoucher": None if self.latest is None else voucher_json(self.latest),
             "eip712": {
                 "domain": self.domain.as_dict(),
                 "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, "Voucher": VOUCHER_TYPE},
@@ -101,6 +108,8 @@ def make_quote(
     consumed: int,
     reserved: int,
     min_deadline: int,
+    max_deadline: int,
+    latest: SignedVoucher | None = None,
 ) -> Quote:
     """The quote for a request of ``price`` on ``channel`` = (payer, node, model id)."""
     payer, node, model_id = channel
@@ -114,4 +123,6 @@ def make_quote(
         credit=max(0, accepted - consumed - reserved),
         cumulative_amount=expected_cumulative(accepted, consumed, reserved, price),
         min_deadline=min_deadline,
+        max_deadline=max_deadline,
+        latest=latest,
     )

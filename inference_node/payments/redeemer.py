@@ -1,19 +1,29 @@
 """Batches the node's vouchers into on-chain redemptions with usage proofs, exactly once.
 
-One run (:meth:`Redeemer.redeem_now`):
+One run (:meth:`Redeemer.redeem_all`):
 
 1. reconcile every ``pending`` redemption left by a crash (below);
-2. take the latest voucher of every channel whose ledger ``accepted`` exceeds what the contract
-   says it ``redeemed`` (channels already covered on-chain are skipped and their ``redeemed``
-   refreshed; expired vouchers are skipped with a warning);
-3. put the JSONL log of all pending receipts in the content store and build its Merkle tree
-   (receipts.py); a batch without new receipts records an empty log and a zero root;
-4. record the redemption (``pending``: vouchers, root, CID, receipts taken) *before* sending;
+2. take the latest voucher of every (payer, model) pair whose ledger ``accepted`` exceeds what
+   the contract says it ``redeemed`` (pairs already covered on-chain are skipped and their
+   ``redeemed`` refreshed; vouchers that expired, or whose session key stopped, are skipped
+   with a warning naming what was lost);
+3. cut them into batches of at most ``max_batch`` vouchers whose gas estimate fits in
+   ``gas_fraction`` of a block (a batch over it, or one the estimate refuses, is halved; a
+   single voucher the contract refuses is logged and left out), ordered by model;
+4. per batch: put the JSONL log of its pairs' pending receipts in the content store and build
+   its Merkle tree (receipts.py); record the redemption (``pending``: vouchers, root, CID,
+   receipts taken) *before* sending;
 5. send ``redeem(vouchers, (root, count, cid))``, record the tx hash, wait, and confirm with the
-   usage proof id and the channels' on-chain ``redeemed``; one the contract refuses (at gas
-   estimation or on-chain) is marked failed and its receipts return to pending.
+   usage proof id and the pairs' on-chain ``redeemed``; vouchers the contract skipped are
+   logged; a batch that reverts is marked failed and its receipts return to pending.
 
-Exactly once: the contract never pays a voucher at or below its channel's ``redeemed``, so a
+When: :meth:`Redeemer.due` — over the threshold, the interval passed, or some pair's
+``redeem_by`` is within ``urgency``. :meth:`Redeemer.watch` shortens ``redeem_by`` from what
+the chain says since the last look: a withdrawal request on a channel (its unlock), a session
+key revocation (the key's end) and a split change that lowers this node's share (its effective
+time). RPC errors end a run with a log line; the next run starts over.
+
+Exactly once: the contract never pays a voucher at or below its pair's ``redeemed``, so a
 voucher cannot be paid twice; a crash after step 4 leaves a ``pending`` row which the next run
 matches to its ``UsageProofRecorded`` event (same node, root and CID, a proof id above the last
 confirmed one) and confirms, or, when no such event exists and the node has no transaction in
@@ -27,7 +37,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from web3.exceptions import ContractLogicError
+import requests
+from eth_utils import keccak
+from web3.exceptions import ContractLogicError, Web3Exception
 from web3.logs import DISCARD
 
 from backend.protocol.eip712 import SignedVoucher
@@ -47,7 +59,15 @@ class RedeemPolicy:
     interval: int = 3_600  # seconds between redemptions while anything is unredeemed
     threshold: int = 10 * 10**18  # OPEN wei unredeemed that triggers a redemption at once
     deadline_slack: int = 60  # seconds a voucher must still have to be worth sending
-    from_block: int = 0  # first block to search for this node's usage proofs
+    from_block: int = 0  # first block to search for this node's usage proofs and threats
+    urgency: int = 900  # seconds before a pair's redeem_by at which it is redeemed at once
+    max_batch: int = 100  # vouchers per redemption at most
+    gas_fraction: float = 0.5  # of the block gas limit a redemption may take
+
+
+SKIP_REASONS = {1: "expired", 2: "invalid signer", 3: "session key not live", 4: "already redeemed"}
+NODE_NOT_ACTIVE = "0x" + keccak(text="NodeNotActive(address)")[:4].hex()
+RPC_ERRORS = (Web3Exception, requests.RequestException, ConnectionError, TimeoutError)
 
 
 class Redeemer:
@@ -64,36 +84,102 @@ class Redeemer:
         self.chain, self.ledger, self.store, self.sender = chain, ledger, store, sender
         self.policy = policy or RedeemPolicy()
         self._started = int(time.time())
+        self._watched = self.policy.from_block - 1  # the last block watch() read
 
     def due(self, now: int) -> bool:
-        """Whether a redemption is due at ``now``: over the threshold, or the interval passed."""
+        """Whether a redemption is due at ``now``: over the threshold, the interval passed, or
+        a pair must be redeemed within ``urgency``."""
         unredeemed = self.ledger.unredeemed_amount()
         if unredeemed == 0:
             return False
         if unredeemed >= self.policy.threshold:
             return True
+        earliest = self.ledger.earliest_redeem_by()
+        if earliest is not None and earliest - now <= self.policy.urgency:
+            return True
         last = self.ledger.last_redemption_at() or self._started  # the first: from start
         return now - last >= self.policy.interval
 
     def maybe_redeem(self, now: int) -> Redemption | None:
-        """Runs :meth:`redeem_now` when :meth:`due`."""
-        return self.redeem_now() if self.due(now) else None
+        """Watches the chain, then runs :meth:`redeem_now` when :meth:`due`. An RPC error is
+        logged and ends the run (the next one starts over)."""
+        try:
+            self.watch()
+            return self.redeem_now() if self.due(now) else None
+        except RPC_ERRORS:
+            log.exception("redemption run stopped by an RPC error; retrying next run")
+            return None
 
     def redeem_now(self) -> Redemption | None:
-        """Reconciles, then redeems every channel with unredeemed value; returns the new
-        redemption as recorded, or None when there was nothing to redeem."""
+        """:meth:`redeem_all`; returns the last batch's redemption (None: nothing to redeem)."""
+        done = self.redeem_all()
+        return done[-1] if done else None
+
+    def redeem_all(self) -> list[Redemption]:
+        """Reconciles, then redeems every pair with unredeemed value in gas-bounded batches;
+        returns the new redemptions as recorded."""
         if not self.reconcile():
-            return None  # an earlier redemption is still in flight: wait for it first
+            return []  # an earlier redemption is still in flight: wait for it first
         vouchers = self._redeemable()
         if not vouchers:
-            return None
+            return []
+        batches = self._batches(vouchers)
         pending = self.ledger.pending_receipts()
-        receipts = [r for _, r in pending]
-        root = receipts_tree(receipts).root if receipts else ZERO_ROOT
-        cid = self.store.put(receipts_log(receipts))
-        self.store.pin(cid)
-        redemption_id = self.ledger.prepare_redemption(vouchers, [i for i, _ in pending], root, cid)
-        return self._send(self._redemption(redemption_id))
+        done: list[Redemption] = []
+        for n, batch in enumerate(batches):
+            pairs = {(v.voucher.payer, v.voucher.model_id) for v in batch}
+            # The first batch also takes receipts of pairs with nothing left to redeem (their
+            # vouchers were redeemed earlier, or the credit covered them).
+            batched = {(v.voucher.payer, v.voucher.model_id) for b in batches for v in b}
+            taken = [
+                (i, r)
+                for i, r in pending
+                if (r.payer, r.model_id) in pairs
+                or (n == 0 and (r.payer, r.model_id) not in batched)
+            ]
+            receipts = [r for _, r in taken]
+            root = receipts_tree(receipts).root if receipts else ZERO_ROOT
+            cid = self.store.put(receipts_log(receipts))
+            self.store.pin(cid)
+            redemption_id = self.ledger.prepare_redemption(batch, [i for i, _ in taken], root, cid)
+            done.append(self._send(self._redemption(redemption_id)))
+        return done
+
+    def watch(self) -> None:
+        """Shortens pairs' ``redeem_by`` by what happened on-chain since the last look."""
+        latest = int(self.chain.w3.eth.block_number)
+        start = self._watched + 1
+        if start > latest:
+            return
+        payments, node = self.chain.payments, self.chain.node
+        window = {"from_block": start, "to_block": latest, "argument_filters": {"node": node}}
+        for event in payments.events.WithdrawalRequested().get_logs(**window):
+            a = event["args"]
+            if self.ledger.shorten_redeem_by(a["payer"], None, int(a["unlockAt"])):
+                log.info(
+                    "payer %s asked to withdraw by %d: redeeming before", a["payer"], a["unlockAt"]
+                )
+        for event in payments.events.SessionKeyRevoked().get_logs(**window):
+            a = event["args"]
+            if self.ledger.shorten_redeem_by(a["payer"], None, int(a["validUntil"])):
+                log.info(
+                    "payer %s revoked key %s (valid until %d): redeeming before",
+                    a["payer"], a["signer"], a["validUntil"],
+                )  # fmt: skip
+        models = {c.model_id for c in self.ledger.unredeemed_channels()}
+        scheduled = self.chain.models.events.SplitScheduled().get_logs(
+            from_block=start, to_block=latest
+        )
+        for model_id in {int(e["args"]["modelId"]) for e in scheduled} & models:
+            effective_at = self.chain.split_change_at(model_id)
+            if effective_at is not None:
+                self.ledger.shorten_model_redeem_by(model_id, effective_at)
+                log.info(
+                    "model %d lowers the node's share at %d: redeeming before",
+                    model_id,
+                    effective_at,
+                )
+        self._watched = latest
 
     def reconcile(self) -> bool:
         """Settles the ``pending`` redemptions a crash left behind, from the chain's state;
@@ -126,13 +212,53 @@ class Redeemer:
                 continue
             if voucher.deadline < now + self.policy.deadline_slack:
                 log.warning(
-                    "voucher of channel (%s, %d) expired at %d unredeemed: %d wei lost",
+                    "voucher of pair (%s, %d) expired at %d unredeemed: %d wei lost",
                     channel.payer, channel.model_id, voucher.deadline,
                     voucher.cumulative_amount - on_chain,
                 )  # fmt: skip
                 continue
+            if channel.signer and channel.signer != channel.payer:
+                key = self.chain.session_key(channel.payer, channel.signer)
+                if key.valid_until < now + self.policy.deadline_slack:
+                    log.warning(
+                        "voucher of pair (%s, %d) signed by session key %s, which stopped at "
+                        "%d: %d wei lost",
+                        channel.payer, channel.model_id, channel.signer, key.valid_until,
+                        voucher.cumulative_amount - on_chain,
+                    )  # fmt: skip
+                    continue
             vouchers.append(channel.voucher)
         return vouchers  # ordered by model id: one payment split per model
+
+    def _batches(self, vouchers: list[SignedVoucher]) -> list[list[SignedVoucher]]:
+        """``vouchers`` cut into batches that fit: at most ``max_batch`` each, and a gas
+        estimate within ``gas_fraction`` of a block; a single voucher the estimate refuses is
+        logged and left out."""
+        size = max(1, self.policy.max_batch)
+        todo = [vouchers[i : i + size] for i in range(0, len(vouchers), size)]
+        limit = int(self.chain.w3.eth.get_block("latest")["gasLimit"] * self.policy.gas_fraction)
+        batches: list[list[SignedVoucher]] = []
+        while todo:
+            batch = todo.pop(0)
+            try:
+                fits = self.sender.estimate([v.redemption_tuple() for v in batch]) <= limit
+                reason = "over the gas limit"
+            except ContractLogicError as refused:
+                if str(refused.data or "").startswith(NODE_NOT_ACTIVE):
+                    log.error("redemptions refused: this node is not active (stake to redeem)")
+                    return []
+                fits, reason = False, f"refused: {refused}"
+            except RPC_ERRORS as failed:  # e.g. gas required exceeds the block's
+                fits, reason = False, f"estimate failed: {failed}"
+            if fits:
+                batches.append(batch)
+            elif len(batch) > 1:
+                half = len(batch) // 2
+                todo[:0] = [batch[:half], batch[half:]]
+            else:
+                v = batch[0].voucher
+                log.error("voucher of pair (%s, %d) left out: %s", v.payer, v.model_id, reason)
+        return batches
 
     def _send(self, redemption: Redemption) -> Redemption:
         chain = self.chain
@@ -158,6 +284,14 @@ class Redeemer:
             log.error("redemption %d reverted in %s", redemption.id, tx_hash)
             self.ledger.fail_redemption(redemption.id)
             return self._redemption(redemption.id)
+        for skipped in self.chain.payments.events.VoucherSkipped().process_receipt(
+            receipt, errors=DISCARD
+        ):
+            a = skipped["args"]
+            log.warning(
+                "redemption %d: the contract skipped the voucher of pair (%s, %d): %s",
+                redemption.id, a["payer"], a["modelId"], SKIP_REASONS.get(a["reason"], a["reason"]),
+            )  # fmt: skip
         events = self.chain.payments.events.UsageProofRecorded().process_receipt(
             receipt, errors=DISCARD
         )

@@ -28,6 +28,11 @@ class RedeemSender(Protocol):
         """Waits for and returns the transaction's receipt."""
         ...
 
+    def estimate(self, vouchers: list[tuple[Any, ...]]) -> int:
+        """The gas ``redeem(vouchers, <a usage proof>)`` would take; ContractLogicError when
+        the contract refuses it."""
+        ...
+
 
 @dataclass
 class Web3Sender:
@@ -48,6 +53,11 @@ class Web3Sender:
 
     def send(self, vouchers: list[tuple[Any, ...]], proof: tuple[bytes, int, str]) -> str:
         return self.send_call(self.payments.functions.redeem(vouchers, proof))
+
+    def estimate(self, vouchers: list[tuple[Any, ...]]) -> int:
+        proof = (b"\x00" * 32, 0, "b" * 59)  # a CIDv1's length: the log CID is not known yet
+        call = self.payments.functions.redeem(vouchers, proof)
+        return int(call.estimate_gas({"from": self.address}))
 
     def send_call(self, call: Any) -> str:
         """Broadcasts any bound contract call from the node's account; returns the tx hash."""

@@ -2,20 +2,30 @@
 
 A voucher is accepted for a request of ``price`` on model ``model_id`` when:
 
-1. it is for the channel (payer, this node, ``model_id``);
-2. its deadline is at least ``deadline_margin`` seconds ahead (time for the node to redeem);
-3. its EIP-712 signature is by the payer, or by a session key of the payer whose on-chain
-   expiry is at least ``session_key_margin`` seconds ahead (a revoked key has expiry 0);
+1. it is for the channel (payer, this node) and pair ``model_id``;
+2. its deadline is at least ``deadline_margin`` seconds ahead (time for the node to redeem) and
+   at most ``max_deadline`` ahead (the node quotes the window);
+3. its EIP-712 signature is by the payer, or by a session key of the channel whose on-chain
+   ``validUntil`` is at least ``session_key_margin`` seconds ahead (a revoked key keeps its
+   power for the channel's delay, then stops);
 4. its cumulative amount is at least the quote's (quote.py's credit rule, counting requests
-   still being served on the channel);
-5. the payer's deposit covers everything outstanding on all its channels with this node
-   (latest voucher - redeemed, this voucher included), less a pending withdrawal that unlocks
-   within ``withdrawal_margin`` seconds (before the node could redeem).
+   still being served on the pair, and never below what the pair redeemed on-chain: the ledger
+   may be new, or another process may have redeemed);
+5. the channel's guaranteed balance (its balance less any withdrawal request still usable)
+   covers everything outstanding on the payer's pairs with this node (latest voucher -
+   redeemed, this voucher included);
+6. when a session key signed it, the key's allowance left covers what the pairs whose latest
+   voucher it signed would draw.
 
-An accepted voucher holds a reservation of its price on the channel until it is settled or
+An accepted voucher holds a reservation of its price on the pair until it is settled or
 released (:meth:`VoucherVerifier.settle`, :meth:`VoucherVerifier.release`), so
-concurrent requests on one channel cannot spend the same credit twice. Reservations live in
+concurrent requests on one pair cannot spend the same credit twice. Reservations live in
 memory: after a crash nothing is reserved, and nothing unanswered was written to the ledger.
+
+Together these make every accepted voucher redeemable in full until its ``redeem_by``
+(its deadline, or its key's end), whatever the payer does afterwards: the channel's balance is
+the node's alone, withdrawals and revocations wait the channel's delay, and split changes wait
+a day; the redeemer redeems before any of these bite.
 """
 
 from __future__ import annotations
@@ -30,7 +40,9 @@ from backend.protocol.eip712 import SignedVoucher, recover_voucher_signer
 from backend.protocol.receipts import Receipt
 from inference_node.payments.chain import PaymentsChain
 from inference_node.payments.errors import (
+    AllowanceExceededError,
     ChannelMismatchError,
+    DeadlineTooFarError,
     DeadlineTooSoonError,
     InsufficientDepositError,
     SessionKeyExpiredError,
@@ -46,8 +58,8 @@ class VerifyPolicy:
     """Safety margins, in seconds."""
 
     deadline_margin: int = 3_600  # a voucher must stay redeemable this long
-    session_key_margin: int = 600  # a session key must stay live this long
-    withdrawal_margin: int = 3_600  # withdrawals unlocking within this are not counted
+    max_deadline: int = 7 * 86_400  # and not longer than this: old promises do not linger
+    session_key_margin: int = 3_600  # a session key must stay live this long
 
 
 @dataclass(frozen=True)
@@ -57,10 +69,24 @@ class Acceptance:
     id: int
     voucher: SignedVoucher
     price: int  # OPEN wei, quoted up front
+    signer: str  # the payer, or the session key that signed
+    redeem_by: int  # unix seconds: the voucher's deadline, or its key's end if sooner
 
     @property
     def channel(self) -> tuple[str, int]:
         return (to_checksum_address(self.voucher.voucher.payer), self.voucher.voucher.model_id)
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """A (payer, model) pair as the verifier sees it."""
+
+    accepted: int  # OPEN wei: the latest voucher's (in flight included), at least redeemed
+    consumed: int  # OPEN wei: receipts' prices, at least redeemed
+    redeemed: int  # OPEN wei: on-chain, as far as known
+    reserved: int  # OPEN wei: prices of requests in flight
+    latest: SignedVoucher | None  # the payer's latest voucher the node holds
+    signer: str  # who signed it
 
 
 @dataclass
@@ -74,26 +100,54 @@ class VoucherVerifier:
     _ids: count = field(default_factory=count, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def _reserved(self, payer: str, model_id: int) -> tuple[int, int]:
-        """(sum of reserved prices, highest in-flight cumulative) on a channel."""
+    def _reserved(self, payer: str, model_id: int) -> tuple[int, Acceptance | None]:
+        """(sum of reserved prices, the in-flight acceptance with the highest cumulative) on
+        a pair."""
         held = [a for a in self._inflight.values() if a.channel == (payer, model_id)]
-        top = max((a.voucher.voucher.cumulative_amount for a in held), default=0)
+        top = max(held, key=lambda a: a.voucher.voucher.cumulative_amount, default=None)
         return sum(a.price for a in held), top
+
+    def _pair(self, payer: str, model_id: int, redeemed_on_chain: int) -> _Pair:
+        """The pair's state from the ledger, in-flight requests and the chain's floor."""
+        state = self.ledger.channel(payer, model_id)
+        reserved, top = self._reserved(payer, model_id)
+        latest, signer = state.voucher, state.signer or payer
+        accepted = state.accepted
+        if top is not None and top.voucher.voucher.cumulative_amount > accepted:
+            latest, signer = top.voucher, top.signer
+            accepted = top.voucher.voucher.cumulative_amount
+        floor = max(redeemed_on_chain, state.redeemed)
+        consumed = state.consumed
+        if floor > accepted:
+            # Redeemed beyond any voucher this ledger holds (another process, a lost data
+            # dir): all of it counts as served, and the next voucher must exceed it.
+            accepted = consumed = floor
+        return _Pair(
+            accepted=accepted,
+            consumed=consumed,
+            redeemed=floor,
+            reserved=reserved,
+            latest=latest,
+            signer=signer,
+        )
 
     def quote(self, payer: str, model_id: int, price: int) -> Quote:
         """The 402 quote for a request of ``price`` by ``payer`` on ``model_id``."""
         payer = to_checksum_address(payer)
+        redeemed = self.chain.redeemed(payer, model_id)
+        now = self.chain.now()
         with self._lock:
-            state = self.ledger.channel(payer, model_id)
-            reserved, top = self._reserved(payer, model_id)
+            pair = self._pair(payer, model_id, redeemed)
         return make_quote(
             self.chain.domain,
             (payer, self.chain.node, model_id),
             price=price,
-            accepted=max(state.accepted, top),
-            consumed=state.consumed,
-            reserved=reserved,
-            min_deadline=self.chain.now() + self.policy.deadline_margin,
+            accepted=pair.accepted,
+            consumed=pair.consumed,
+            reserved=pair.reserved,
+            min_deadline=now + self.policy.deadline_margin,
+            max_deadline=now + self.policy.max_deadline,
+            latest=pair.latest,
         )
 
     def verify(self, signed: SignedVoucher, model_id: int, price: int) -> Acceptance:
@@ -108,34 +162,46 @@ class VoucherVerifier:
         now = self.chain.now()
         if v.deadline < now + self.policy.deadline_margin:
             raise DeadlineTooSoonError(v.deadline, now + self.policy.deadline_margin)
+        if v.deadline > now + self.policy.max_deadline:
+            raise DeadlineTooFarError(v.deadline, now + self.policy.max_deadline)
         signer = recover_voucher_signer(self.chain.domain, signed)
+        redeem_by = v.deadline
+        key = None
         if signer != payer:
-            expiry = self.chain.session_key_expiry(payer, signer)
-            if expiry == 0:
+            key = self.chain.session_key(payer, signer)
+            if key.valid_until == 0:
                 raise WrongSignerError(payer, signer)
-            if expiry < now + self.policy.session_key_margin:
-                raise SessionKeyExpiredError(signer, expiry, now + self.policy.session_key_margin)
-        account = self.chain.account(payer)
+            if key.valid_until < now + self.policy.session_key_margin:
+                raise SessionKeyExpiredError(
+                    signer, key.valid_until, now + self.policy.session_key_margin
+                )
+            redeem_by = min(redeem_by, key.valid_until)
+        channel = self.chain.channel(payer)
+        redeemed_here = self.chain.redeemed(payer, model_id)
         with self._lock:  # the ledger is read under the lock: see settle()
-            channels = {c.model_id: c for c in self.ledger.channels_of(payer)}
+            models = {c.model_id for c in self.ledger.channels_of(payer)} | {model_id}
             outstanding = 0
-            for other in {*channels, model_id}:
-                state = channels.get(other)
-                accepted = state.accepted if state else 0
-                redeemed = state.redeemed if state else 0
-                reserved, top = self._reserved(payer, other)
-                accepted = max(accepted, top)
+            drawn_by_key = 0  # what the pairs whose latest voucher the key signed would draw
+            for other in models:
+                pair = self._pair(payer, other, redeemed_here if other == model_id else 0)
+                accepted, pair_signer = pair.accepted, pair.signer
                 if other == model_id:
-                    consumed = state.consumed if state else 0
-                    required = expected_cumulative(accepted, consumed, reserved, price)
+                    required = expected_cumulative(
+                        pair.accepted, pair.consumed, pair.reserved, price
+                    )
                     if v.cumulative_amount < required:
                         raise UnderpaidError(v.cumulative_amount, required)
-                    accepted = v.cumulative_amount
-                outstanding += max(0, accepted - redeemed)
-            available = account.available(now + self.policy.withdrawal_margin)
+                    accepted, pair_signer = v.cumulative_amount, signer
+                owed = max(0, accepted - pair.redeemed)
+                outstanding += owed
+                if key is not None and pair_signer == signer:
+                    drawn_by_key += owed
+            available = channel.guaranteed(now)
             if outstanding > available:
                 raise InsufficientDepositError(payer, available, outstanding)
-            acceptance = Acceptance(next(self._ids), signed, price)
+            if key is not None and drawn_by_key > key.left:
+                raise AllowanceExceededError(signer, key.left, drawn_by_key)
+            acceptance = Acceptance(next(self._ids), signed, price, signer, redeem_by)
             self._inflight[acceptance.id] = acceptance
         return acceptance
 
@@ -150,7 +216,12 @@ class VoucherVerifier:
             self.release(acceptance)
             raise ValueError(f"actual price {receipt.price} above the quoted {acceptance.price}")
         try:
-            return self.ledger.commit(acceptance.voucher, receipt)
+            return self.ledger.commit(
+                acceptance.voucher,
+                receipt,
+                signer=acceptance.signer,
+                redeem_by=acceptance.redeem_by,
+            )
         finally:
             self.release(acceptance)
 

@@ -28,7 +28,8 @@ from inference_node.payments import (
 from tests.protocol_history import OPEN, History, Roles, contribute, private_key, publish
 
 PRICING = Pricing(per_request=OPEN // 100, per_token=OPEN // 1_000)  # OPEN wei
-DEPOSIT = 100 * OPEN
+DEPOSIT = 100 * OPEN  # into the payer's channel with the node
+SESSION_ALLOWANCE = 50 * OPEN  # what the session key may draw from the channel
 MODEL_ID = 1
 
 
@@ -38,7 +39,7 @@ class World:
     protocol: Web3Protocol
     roles: Roles
     payer_key: bytes
-    session_key: bytes  # authorized by the payer until far in the future
+    session_key: bytes  # authorized on the payer's channel with the node, far into the future
 
     @property
     def payments(self):
@@ -83,8 +84,11 @@ def _build_world(w3: Web3) -> World:
     payments = p["InferencePayments"]
     session = Account.create()
     p.transact(r.payer, token.approve(payments.address, 2**256 - 1))
-    p.transact(r.payer, payments.functions.deposit(DEPOSIT))
-    p.transact(r.payer, payments.functions.authorizeSessionKey(session.address, 2**40))
+    p.transact(r.payer, payments.functions.deposit(r.node, DEPOSIT))
+    p.transact(
+        r.payer,
+        payments.functions.authorizeSessionKey(r.node, session.address, 2**40, SESSION_ALLOWANCE),
+    )
     return World(w3, p, r, private_key(4), bytes(session.key))
 
 

@@ -80,7 +80,7 @@ def _fund_payer(world: World, deposit: int) -> Payer:
     payments = p["InferencePayments"]
     p.transact(r.treasury, p["OpenToken"].functions.transfer(account.address, deposit))
     p.transact(account.address, p["OpenToken"].functions.approve(payments.address, UINT256_MAX))
-    p.transact(account.address, payments.functions.deposit(deposit))
+    p.transact(account.address, payments.functions.deposit(r.node, deposit))
     return Payer(account.address, bytes(account.key))
 
 
@@ -340,7 +340,7 @@ def _check_payers(
         redeemed = payments.redeemed(payer, node_address, cw.model_id).call()
         assert redeemed == channel.accepted == max(int(r["voucher_cumulative"]) for r in mine)
         assert client.wallet.latest(node_address, cw.model_id).voucher.cumulative_amount == redeemed
-        assert deposits[payer] - payments.accountOf(payer).call()[0] == redeemed
+        assert deposits[payer] - payments.channel(payer, cw.world.roles.node).call()[0] == redeemed
         # charged: the receipts' prices (answered, plus at most the one in flight at the kill)
         # and less than one request's unused quote as credit left on the channel
         assert channel.consumed == sum(int(r["price"]) for r in mine)
@@ -375,7 +375,9 @@ def test_sigkill_under_load_then_restart_redeems_every_answer_exactly_once(
     w3, world = cw.world.w3, cw.world
     node_address = world.roles.node
     payments = world.payments.functions
-    deposits = {p.address: payments.accountOf(p.address).call()[0] for p in cw.payers}
+    deposits = {
+        p.address: payments.channel(p.address, cw.world.roles.node).call()[0] for p in cw.payers
+    }
     ledger_path = Path(cw.env["OPENLEDGER_NODE_DATA_DIR"]) / "ledger.sqlite"
     node = NodeProcess(cw.env, int(cw.env["OPENLEDGER_NODE_PORT"]), cw.root / "node.log")
     clients = [Client(p, node, node_address, cw.model_id) for p in cw.payers]

@@ -15,7 +15,9 @@ from eth_utils import keccak
 from backend.protocol.eip712 import Domain, SignedVoucher, Voucher, sign_voucher
 from backend.storage.local import DirectoryStore
 from inference_node.payments import (
+    AllowanceExceededError,
     ChannelMismatchError,
+    DeadlineTooFarError,
     DeadlineTooSoonError,
     InsufficientDepositError,
     Ledger,
@@ -32,7 +34,7 @@ from inference_node.payments import (
     parse_receipts_log,
     receipts_tree,
 )
-from tests.node.conftest import DEPOSIT, MODEL_ID, OPEN, PRICING, World
+from tests.node.conftest import DEPOSIT, MODEL_ID, OPEN, PRICING, SESSION_ALLOWANCE, World
 from tests.protocol_history import private_key
 
 _requests = count()
@@ -166,19 +168,63 @@ def test_verify_refuses_a_deadline_too_close(
     assert refused.value.http_status == 402
 
 
-def test_verify_refuses_a_revoked_or_expiring_session_key(
+def test_verify_refuses_a_deadline_too_far(world: World, verifier: VoucherVerifier) -> None:
+    too_far = world.now() + verifier.policy.max_deadline + 60
+    with pytest.raises(DeadlineTooFarError) as refused:
+        verifier.verify(voucher(world, price(), deadline=too_far), MODEL_ID, price())
+    assert refused.value.http_status == 402
+    quote = verifier.quote(world.roles.payer, MODEL_ID, price())
+    assert quote.min_deadline < quote.max_deadline < too_far
+
+
+def test_verify_honours_a_revoked_session_key_until_its_grace_ends(
     world: World, verifier: VoucherVerifier
 ) -> None:
-    signed = voucher(world, price(), key=world.session_key)
+    """Revoking keeps the key's power for the channel's delay (1 day here), so the node still
+    accepts it while it has ``session_key_margin`` left, then refuses it."""
     session = Account.from_key(world.session_key).address
-    world.transact(world.roles.payer, world.payments.functions.revokeSessionKey(session))
-    with pytest.raises(WrongSignerError):
-        verifier.verify(signed, MODEL_ID, price())
-    expiry = world.now() + 120  # inside the 600 s margin
-    world.transact(world.roles.payer, world.payments.functions.authorizeSessionKey(session, expiry))
+    payments = world.payments.functions
+    world.transact(world.roles.payer, payments.revokeSessionKey(world.roles.node, session))
+    valid_until = world.now() + 86_400
+    assert verifier.chain.session_key(world.roles.payer, session).valid_until == valid_until
+    held = verifier.verify(voucher(world, price(), key=world.session_key), MODEL_ID, price())
+    assert held.redeem_by == valid_until  # before the voucher's own deadline (1 day + 1 block)
+    verifier.release(held)
+    world.w3.provider.make_request("evm_increaseTime", [86_400 - 1_800])
+    world.w3.provider.make_request("evm_mine", [])
     with pytest.raises(SessionKeyExpiredError) as refused:
-        verifier.verify(signed, MODEL_ID, price())
-    assert refused.value.expiry == expiry
+        verifier.verify(voucher(world, price(), key=world.session_key), MODEL_ID, price())
+    assert refused.value.expiry == valid_until
+
+
+def test_verify_refuses_a_key_of_another_channel_or_never_authorized(
+    world: World, verifier: VoucherVerifier
+) -> None:
+    stranger = Account.create()
+    with pytest.raises(WrongSignerError):
+        verifier.verify(voucher(world, price(), key=bytes(stranger.key)), MODEL_ID, price())
+    payments = world.payments.functions
+    far = world.now() + 10 * 86_400
+    # A key of the payer's channel with another node is not a key of this channel.
+    world.transact(
+        world.roles.payer,
+        payments.authorizeSessionKey(world.roles.bob, stranger.address, far, OPEN),
+    )
+    with pytest.raises(WrongSignerError):
+        verifier.verify(voucher(world, price(), key=bytes(stranger.key)), MODEL_ID, price())
+
+
+def test_verify_keeps_a_session_key_within_its_allowance(
+    world: World, verifier: VoucherVerifier
+) -> None:
+    with pytest.raises(AllowanceExceededError) as refused:
+        verifier.verify(
+            voucher(world, SESSION_ALLOWANCE + 1, key=world.session_key), MODEL_ID, price()
+        )
+    assert (refused.value.left, refused.value.needed) == (SESSION_ALLOWANCE, SESSION_ALLOWANCE + 1)
+    serve(verifier, voucher(world, SESSION_ALLOWANCE, key=world.session_key), price(), price())
+    # The payer's own signature is not bound by the key's allowance.
+    serve(verifier, voucher(world, SESSION_ALLOWANCE + price()), price(), price())
 
 
 def test_verify_refuses_an_underpaying_voucher(world: World, verifier: VoucherVerifier) -> None:
@@ -217,17 +263,38 @@ def test_verify_counts_the_payer_other_channels(world: World, verifier: VoucherV
     verifier.verify(voucher(world, 40 * OPEN), MODEL_ID, price())
 
 
-def test_verify_discounts_a_withdrawal_unlocking_too_soon(
+def test_verify_discounts_a_pending_withdrawal_until_it_lapses(
     world: World, verifier: VoucherVerifier
 ) -> None:
+    """A withdrawal request is not counted, however far its unlock; once it lapses (a window
+    after unlocking, finding 6) the balance is the node's guarantee again."""
     payments = world.payments.functions
-    world.transact(world.roles.payer, payments.requestWithdrawal(90 * OPEN))  # unlocks in 1 day
-    held = verifier.verify(voucher(world, 50 * OPEN), MODEL_ID, price())  # margin 1 h: counted
-    verifier.release(held)
-    verifier.policy = type(verifier.policy)(withdrawal_margin=2 * 86_400)
+    world.transact(world.roles.payer, payments.requestWithdrawal(world.roles.node, 90 * OPEN))
     with pytest.raises(InsufficientDepositError) as refused:
         verifier.verify(voucher(world, 11 * OPEN), MODEL_ID, price())
     assert refused.value.available == 10 * OPEN
+    verifier.release(verifier.verify(voucher(world, 10 * OPEN), MODEL_ID, price()))
+    world.w3.provider.make_request("evm_increaseTime", [2 * 86_400 + 1])
+    world.w3.provider.make_request("evm_mine", [])
+    verifier.verify(voucher(world, 50 * OPEN), MODEL_ID, price())
+
+
+def test_verify_and_quote_start_at_what_the_chain_redeemed(
+    world: World, verifier: VoucherVerifier, sender: Web3Sender
+) -> None:
+    """Finding 7: a redemption the ledger never saw (another process, a new data dir) must not
+    make earlier amounts acceptable again."""
+    outside = voucher(world, 5 * price())
+    world.transact(
+        world.roles.node,
+        world.payments.functions.redeem([outside.redemption_tuple()], (b"\x01" * 32, 1, "x")),
+    )
+    quote = verifier.quote(world.roles.payer, MODEL_ID, price())
+    assert (quote.last_accepted, quote.credit) == (5 * price(), 0)
+    assert quote.cumulative_amount == 6 * price()
+    with pytest.raises(UnderpaidError):
+        verifier.verify(voucher(world, 5 * price()), MODEL_ID, price())
+    serve(verifier, voucher(world, 6 * price()), price(), price())
 
 
 # ---------------------------------------------------------------- ledger
@@ -266,7 +333,8 @@ def _redeemed(world: World) -> int:
 
 
 def _balance(world: World) -> int:
-    return world.payments.functions.accountOf(world.roles.payer).call()[0]
+    """The balance of the payer's channel with the node."""
+    return world.payments.functions.channel(world.roles.payer, world.roles.node).call()[0]
 
 
 def _proofs(world: World) -> int:
@@ -303,7 +371,7 @@ def test_redeemer_batches_channels_of_many_payers(
     bob = world.roles.bob
     token, payments = world.protocol["OpenToken"].functions, world.payments.functions
     world.transact(bob, token.approve(world.payments.address, 2**256 - 1))
-    world.transact(bob, payments.deposit(10 * OPEN))
+    world.transact(bob, payments.deposit(world.roles.node, 10 * OPEN))
     serve(verifier, voucher(world, price()), price(), price())
     serve(verifier, voucher(world, 2 * price(), key=private_key(6), payer=bob), price(), price())
     done = redeemer.redeem_now()
@@ -375,14 +443,14 @@ def test_redeemer_reconciles_a_crash_around_sending(
     assert _redeemed(world) == 4 * price() and _balance(world) == DEPOSIT - 4 * price()
 
 
-def test_redeemer_releases_receipts_of_a_refused_redemption(
+def test_redeemer_waits_while_the_node_is_not_active(
     world: World, verifier: VoucherVerifier, redeemer: Redeemer
 ) -> None:
     serve(verifier, voucher(world, price()), price(), price())
     nodes = world.protocol["NodeRegistry"].functions
     world.transact(world.roles.node, nodes.requestUnbonding(1_500 * OPEN))  # below min stake
-    failed = redeemer.redeem_now()
-    assert failed is not None and failed.status == "failed"
+    assert redeemer.redeem_now() is None  # nothing sent, nothing recorded
+    assert redeemer.ledger.redemptions() == []
     assert len(redeemer.ledger.pending_receipts()) == 1 and _proofs(world) == 0
     world.transact(world.roles.node, nodes.stake(1_500 * OPEN))
     done = redeemer.redeem_now()
@@ -435,3 +503,104 @@ def test_concurrent_requests_never_overspend_a_channel(
         t.join()
     assert outcomes.count("served") <= 5
     assert verifier.ledger.channel(world.roles.payer, MODEL_ID).consumed <= 5 * price()
+
+
+def _funded_payer(world: World, deposit: int) -> Account:
+    """A fresh payer with ``deposit`` OPEN wei in its channel with the node (through anvil
+    impersonation)."""
+    account = Account.create()
+    w3, p, r = world.w3, world.protocol, world.roles
+    w3.provider.make_request("anvil_setBalance", [account.address, hex(10**20)])
+    w3.provider.make_request("anvil_impersonateAccount", [account.address])
+    token, payments = p["OpenToken"].functions, world.payments
+    p.transact(r.treasury, token.transfer(account.address, deposit))
+    p.transact(account.address, token.approve(payments.address, 2**256 - 1))
+    p.transact(account.address, payments.functions.deposit(r.node, deposit))
+    return account
+
+
+def test_redeemer_cuts_batches_by_gas_and_pays_every_pair(
+    world: World, verifier: VoucherVerifier, chain: PaymentsChain, store: DirectoryStore,
+    sender: Web3Sender,
+) -> None:  # fmt: skip
+    """Finding 8: one unbounded batch outgrew a block. Batches now fit a gas budget (here
+    about two vouchers' worth) and every pair is paid, each receipt in exactly one proof."""
+    payers = [_funded_payer(world, OPEN) for _ in range(5)]
+    for account in payers:
+        signed = voucher(world, price(), key=bytes(account.key), payer=account.address)
+        serve(verifier, signed, price(), price())
+    block_gas = world.w3.eth.get_block("latest")["gasLimit"]
+    two = [c.voucher.redemption_tuple() for c in verifier.ledger.unredeemed_channels()[:2]]
+    policy = RedeemPolicy(max_batch=4, gas_fraction=(sender.estimate(two) + 1_000) / block_gas)
+    redeemer = Redeemer(chain, verifier.ledger, store, sender, policy)
+    done = redeemer.redeem_all()
+    assert len(done) >= 3 and all(r.status == "confirmed" for r in done)
+    assert all(len(r.vouchers) <= 2 for r in done)
+    assert sum(r.paid or 0 for r in done) == 5 * price()
+    assert sum(r.receipt_count for r in done) == 5 and redeemer.ledger.pending_receipts() == []
+    for account in payers:
+        assert (
+            world.payments.functions.redeemed(account.address, world.roles.node, MODEL_ID).call()
+            == price()
+        )
+
+
+def test_redeemer_leaves_out_a_dead_key_and_pays_the_others(
+    world: World, verifier: VoucherVerifier, redeemer: Redeemer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 1 through the node: a key revoked and past its grace loses its voucher (the node
+    waited too long), but the batch still pays every other pair."""
+    bob = _funded_payer(world, OPEN)
+    later = world.now() + 3 * 86_400
+    keyed = voucher(world, 2 * price(), key=world.session_key, deadline=later)
+    serve(verifier, keyed, price(), price())
+    own = voucher(world, price(), key=bytes(bob.key), payer=bob.address, deadline=later)
+    serve(verifier, own, price(), price())
+    session = Account.from_key(world.session_key).address
+    payments = world.payments.functions
+    world.transact(world.roles.payer, payments.revokeSessionKey(world.roles.node, session))
+    world.w3.provider.make_request("evm_increaseTime", [86_400 + 10])
+    world.w3.provider.make_request("evm_mine", [])
+    done = redeemer.redeem_now()
+    assert done is not None and done.status == "confirmed" and done.paid == price()
+    assert [v.voucher.payer for v in done.vouchers] == [bob.address]
+    assert "session key" in caplog.text and "wei lost" in caplog.text
+
+
+def test_redeemer_redeems_before_a_withdrawal_or_revocation_bites(
+    world: World, verifier: VoucherVerifier, redeemer: Redeemer
+) -> None:
+    """Findings 2 and 6 through the node: after a withdrawal request or a key revocation the
+    pair is due before the unlock / the key's end, not at the next interval."""
+    serve(verifier, voucher(world, 2 * price(), key=world.session_key), price(), price())
+    redeemer.watch()
+    now = world.now()
+    assert not redeemer.due(now)  # far from every deadline, under threshold and interval
+    session = Account.from_key(world.session_key).address
+    payments = world.payments.functions
+    world.transact(world.roles.payer, payments.revokeSessionKey(world.roles.node, session))
+    world.transact(world.roles.payer, payments.requestWithdrawal(world.roles.node, DEPOSIT))
+    redeemer.watch()
+    by = verifier.ledger.channel(world.roles.payer, MODEL_ID).redeem_by
+    assert by <= world.now() + 86_400
+    assert redeemer.due(by - redeemer.policy.urgency)
+    done = redeemer.maybe_redeem(by - redeemer.policy.urgency)
+    assert done is not None and done.paid == 2 * price()
+    world.w3.provider.make_request("evm_increaseTime", [86_400 + 1])
+    world.w3.provider.make_request("evm_mine", [])
+    world.transact(world.roles.payer, payments.withdraw(world.roles.node))
+    assert _balance(world) == 0  # the payer got the rest; the node was paid first
+
+
+def test_redeemer_survives_rpc_errors(
+    world: World, verifier: VoucherVerifier, redeemer: Redeemer, caplog: pytest.LogCaptureFixture
+) -> None:
+    serve(verifier, voucher(world, price()), price(), price())
+
+    def unreachable(*args: object, **kwargs: object) -> int:
+        raise ConnectionError("connection refused")
+
+    redeemer.sender.estimate = unreachable  # type: ignore[method-assign]
+    redeemer.chain.w3.eth.get_block("latest")
+    assert redeemer.maybe_redeem(world.now() + 10**6) is None
+    assert len(redeemer.ledger.pending_receipts()) == 1
