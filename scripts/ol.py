@@ -59,6 +59,7 @@ CLAIM_LEAF_TYPES = ("uint256", "address", "uint256")  # (index, account, amount)
 UINT64 = click.IntRange(min=0, max=2**64 - 1)
 UINT96_MAX = 2**96 - 1
 BPS = click.IntRange(min=0, max=10_000)
+SKIP_REASONS = {1: "expired", 2: "invalid signer", 3: "session key not live", 4: "already redeemed"}
 WITHDRAWALS = ("payments-deposit", "earnings", "datanet", "rewards", "unbonded")
 
 
@@ -485,32 +486,42 @@ def unbond(account: Any, amount: int) -> None:
 # --- payments --------------------------------------------------------------------------------
 
 
-@action("deposit", "Deposit OPEN to pay for inference")
+@action("deposit", "Deposit OPEN into a payment channel with a node")
+@click.argument("node", type=ADDRESS)
 @click.argument("amount", type=AMOUNT)
-def deposit(account: Any, amount: int) -> None:
-    """Deposit AMOUNT OPEN (approved first) into InferencePayments."""
+def deposit(account: Any, node: str, amount: int) -> None:
+    """Deposit AMOUNT OPEN (approved first) into the sender's channel with NODE; only NODE can
+    redeem it, and a withdrawal waits the channel's delay."""
     p = load_protocol()
     ensure_allowance(p, account, p.payments, amount)
     receipt = transact(
-        f"deposited {format_open(amount)}", p.payments.deposit, amount, sender=account, protocol=p
+        f"deposited {format_open(amount)} for node {node}",
+        p.payments.deposit,
+        node,
+        amount,
+        sender=account,
+        protocol=p,
     )
-    click.echo(f"deposit balance {format_open(one_event(receipt, p.payments.Deposited).balance)}")
+    click.echo(f"channel balance {format_open(one_event(receipt, p.payments.Deposited).balance)}")
 
 
-@action("request-withdrawal", "Ask to withdraw part of the deposit")
+@action("request-withdrawal", "Ask to withdraw part of a channel's deposit")
+@click.argument("node", type=ADDRESS)
 @click.argument("amount", type=AMOUNT)
-def request_withdrawal(account: Any, amount: int) -> None:
-    """Ask to withdraw AMOUNT of the deposit, payable after the withdrawal delay."""
+def request_withdrawal(account: Any, node: str, amount: int) -> None:
+    """Ask to withdraw AMOUNT from the sender's channel with NODE, payable after the channel's
+    delay and for a day after that."""
     p = load_protocol()
-    balance = int(p.payments.accountOf(account.address).balance)
+    balance = int(p.payments.channel(account.address, node).balance)
     if amount > balance:
         raise fail(
-            f"the deposit of {account.address} is {format_open(balance)}, "
+            f"the channel of {account.address} with {node} holds {format_open(balance)}, "
             f"less than {format_open(amount)}"
         )
     receipt = transact(
         f"requested a withdrawal of {format_open(amount)}",
         p.payments.requestWithdrawal,
+        node,
         amount,
         sender=account,
         protocol=p,
@@ -518,23 +529,54 @@ def request_withdrawal(account: Any, amount: int) -> None:
     click.echo(f"unlocks at {one_event(receipt, p.payments.WithdrawalRequested).unlockAt}")
 
 
-@action("authorize-session-key", "Let a session key sign vouchers for the sender")
+@action("authorize-session-key", "Let a session key sign vouchers on a channel")
+@click.argument("node", type=ADDRESS)
 @click.argument("signer", type=ADDRESS)
+@click.option(
+    "--allowance", type=AMOUNT, required=True, help="The most OPEN its vouchers may draw."
+)
 @timestamp_option("expiry", "expires-in", "key's expiry", 86_400)
 def authorize_session_key(
-    account: Any, signer: str, expires_in: int | None, expiry: int | None
+    account: Any,
+    node: str,
+    signer: str,
+    allowance: int,
+    expires_in: int | None,
+    expiry: int | None,
 ) -> None:
-    """Let SIGNER sign vouchers for the sender until the expiry."""
+    """Let SIGNER sign vouchers for the sender on its channel with NODE until the expiry,
+    drawing at most the allowance."""
     until = resolve_timestamp(expiry, expires_in, 86_400, "expiry")
     p = load_protocol()
     transact(
-        f"authorized session key {signer} until {until}",
+        f"authorized session key {signer} for node {node} until {until}, "
+        f"allowance {format_open(allowance)}",
         p.payments.authorizeSessionKey,
+        node,
         signer,
         until,
+        allowance,
         sender=account,
         protocol=p,
     )
+
+
+@action("revoke-session-key", "Revoke a session key of a channel")
+@click.argument("node", type=ADDRESS)
+@click.argument("signer", type=ADDRESS)
+def revoke_session_key(account: Any, node: str, signer: str) -> None:
+    """Revoke SIGNER on the sender's channel with NODE: its vouchers stay redeemable for the
+    channel's delay (what the node already served), then the key stops."""
+    p = load_protocol()
+    receipt = transact(
+        f"revoked session key {signer}",
+        p.payments.revokeSessionKey,
+        node,
+        signer,
+        sender=account,
+        protocol=p,
+    )
+    click.echo(f"valid until {one_event(receipt, p.payments.SessionKeyRevoked).validUntil}")
 
 
 def _sign(account: Any, p: Protocol, voucher: Voucher) -> SignedVoucher:
@@ -597,9 +639,9 @@ def sign_voucher_command(
     require_model(p, model_id)
     payer = payer or account.address
     if payer.lower() != account.address.lower():
-        expiry = int(p.payments.sessionKeyExpiry(payer, account.address))
-        if expiry <= chain_now():
-            raise fail(f"{account.address} is not a live session key of {payer}")
+        key = p.payments.sessionKey(payer, node, account.address)
+        if int(key.validUntil) <= chain_now():
+            raise fail(f"{account.address} is not a live session key of {payer} for {node}")
     redeemed = int(p.payments.redeemed(payer, node, model_id))
     if cumulative_amount <= redeemed:
         raise fail(
@@ -665,20 +707,11 @@ def redeem(
     p = load_protocol()
     if not p.nodes.isActive(account.address):
         raise fail(f"{account.address} is not an active node; stake first")
-    now = chain_now()
     for i, signed in enumerate(vouchers):
         v = signed.voucher
         if v.node.lower() != account.address.lower():
             raise fail(f"voucher {i} is for node {v.node}, not the sender {account.address}")
-        if v.deadline < now:
-            raise fail(f"voucher {i} expired at {v.deadline} (now {now})")
         require_model(p, v.model_id)
-        signer = recover_voucher_signer(p.domain, signed)
-        if (
-            signer.lower() != v.payer.lower()
-            and int(p.payments.sessionKeyExpiry(v.payer, signer)) <= now
-        ):
-            raise fail(f"voucher {i} is signed by {signer}, neither its payer nor a live key")
     receipt = transact(
         f"redeemed {len(vouchers)} voucher(s)",
         p.payments.redeem,
@@ -692,6 +725,9 @@ def redeem(
             f"  payer {log.payer} model {log.modelId}: paid {format_open(log.paid)}"
             + (f", shortfall {format_open(log.shortfall)}" if log.shortfall else "")
         )
+    for log in p.payments.VoucherSkipped.from_receipt(receipt):
+        reason = SKIP_REASONS.get(int(log.reason), str(log.reason))
+        click.echo(f"  voucher {log.index} (payer {log.payer}) skipped: {reason}")
     proof = one_event(receipt, p.payments.UsageProofRecorded)
     click.echo(f"usage proof {proof.proofId}: paid {format_open(proof.amount)} in total")
 
@@ -833,16 +869,25 @@ def claim(
 
 @action("withdraw", "Withdraw what a contract owes the sender")
 @click.argument("which", type=click.Choice(WITHDRAWALS))
-def withdraw(account: Any, which: str) -> None:
-    """Withdraw WHICH: payments-deposit (a requested, unlocked withdrawal), earnings (node,
-    developer, treasury), datanet (refunded bonds), rewards (bonds, slashings), unbonded stake."""
+@click.option("--node", type=ADDRESS, help="The channel's node (payments-deposit only).")
+def withdraw(account: Any, which: str, node: str | None) -> None:
+    """Withdraw WHICH: payments-deposit (a requested, unlocked withdrawal of the channel with
+    --node), earnings (node, developer, treasury), datanet (refunded bonds), rewards (bonds,
+    slashings), unbonded stake."""
     p = load_protocol()
     who = account.address
     if which == "payments-deposit":
-        pending = int(p.payments.accountOf(who).pendingWithdrawal)
+        if node is None:
+            raise fail("payments-deposit needs --node: the channel to withdraw from")
+        pending = int(p.payments.channel(who, node).pendingWithdrawal)
         if not pending:
-            raise fail(f"{who} has no withdrawal pending: ape run ol request-withdrawal AMOUNT")
-        receipt = transact("withdrew the deposit", p.payments.withdraw, sender=account, protocol=p)
+            raise fail(
+                f"{who} has no withdrawal pending with {node}: "
+                "ape run ol request-withdrawal NODE AMOUNT"
+            )
+        receipt = transact(
+            "withdrew the deposit", p.payments.withdraw, node, sender=account, protocol=p
+        )
         amount = one_event(receipt, p.payments.Withdrawn).amount
     elif which == "earnings":
         if not int(p.payments.earnings(who)):
@@ -918,8 +963,10 @@ def accept_governance(account: Any) -> None:
 
 
 @action("status", "Summarize the deployment and the sender's position")
-def status(account: Any) -> None:
-    """Print the deployment, protocol counts and the sender's balances, read from the chain."""
+@click.option("--node", "channel_nodes", type=ADDRESS, multiple=True, help="Show this channel.")
+def status(account: Any, channel_nodes: tuple[str, ...]) -> None:
+    """Print the deployment, protocol counts and the sender's balances, read from the chain
+    (and its payment channels with each --node)."""
     p = load_protocol()
     d = p.deployment
     who = account.address
@@ -934,19 +981,20 @@ def status(account: Any) -> None:
         f"models {p.models.modelCount()}, epochs {p.rewards.epochCount()}, "
         f"usage proofs {p.payments.usageProofCount()}"
     )
-    acct = p.payments.accountOf(who)
     node = p.nodes.nodeInfo(who)
     click.echo(f"account {who}")
     click.echo(f"  OPEN balance        {format_open(p.token.balanceOf(who))}")
-    click.echo(
-        f"  deposit             {format_open(acct.balance)}"
-        + (
-            f" (withdrawal of {format_open(acct.pendingWithdrawal)} "
-            f"unlocks at {acct.withdrawalUnlockAt})"
-            if int(acct.pendingWithdrawal)
-            else ""
+    for channel_node in channel_nodes:
+        ch = p.payments.channel(who, channel_node)
+        click.echo(
+            f"  channel with {channel_node}: {format_open(ch.balance)}"
+            + (
+                f" (withdrawal of {format_open(ch.pendingWithdrawal)} "
+                f"unlocks at {ch.withdrawalUnlockAt})"
+                if int(ch.pendingWithdrawal)
+                else ""
+            )
         )
-    )
     click.echo(f"  earnings            {format_open(p.payments.earnings(who))}")
     click.echo(
         f"  stake               {format_open(node.bonded)} bonded, "

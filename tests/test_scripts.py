@@ -396,10 +396,12 @@ def test_protocol_walk_from_datanet_to_claims_disputes_and_withdrawals(
     assert "bonded 100 OPEN: active" in out and "set endpoint http://node.example/v1" in out
 
     # The payer deposits, lets a session key sign, and the node redeems what the key signed.
-    out = ol("deposit", "20", account="TEST::3")
-    assert "deposit balance 20 OPEN" in out
-    out = ol("authorize-session-key", SESSION_KEY, "--expires-in", "3600", account="TEST::3")
-    assert f"authorized session key {SESSION_KEY} until" in out
+    out = ol("deposit", NODE, "20", account="TEST::3")
+    assert "channel balance 20 OPEN" in out
+    out = ol("authorize-session-key", NODE, SESSION_KEY, "--allowance", "15", "--expires-in",
+             "3600", account="TEST::3")  # fmt: skip
+    assert f"authorized session key {SESSION_KEY} for node {NODE} until" in out
+    assert "allowance 15 OPEN" in out
     vouchers = tmp_path / "vouchers.json"
     out = ol(
         "sign-voucher", NODE, str(model), "10", "--payer", PAYER, "--out", str(vouchers),
@@ -438,7 +440,7 @@ def test_protocol_walk_from_datanet_to_claims_disputes_and_withdrawals(
     assert f"leaf 0 of epoch {epoch} was already claimed" in out
 
     # Epoch 2 is challenged and the dispute upheld: the node is slashed for the challenger.
-    ol("deposit", "15", account="TEST::3")
+    ol("deposit", NODE, "15", account="TEST::3")
     third = tmp_path / "third.json"
     ol("sign-voucher", NODE, str(model), "30", "--out", str(third), account="TEST::3")
     ol("redeem", str(third), account="TEST::2")
@@ -460,12 +462,14 @@ def test_protocol_walk_from_datanet_to_claims_disputes_and_withdrawals(
     assert "received 2.5 OPEN" in out  # the approved contribution's bond
     out = ol("withdraw", "rewards")
     assert "received 60 OPEN" in out  # 50 slashed + the 10 bond back
-    ol("request-withdrawal", "5", account="TEST::3")
-    out = ol("withdraw", "payments-deposit", account="TEST::3", ok=False)
+    ol("request-withdrawal", NODE, "5", account="TEST::3")
+    out = ol("withdraw", "payments-deposit", "--node", NODE, account="TEST::3", ok=False)
     assert "would revert: WithdrawalLocked(payer=" in out
     travel(anvil, 61)
-    out = ol("withdraw", "payments-deposit", account="TEST::3")
+    out = ol("withdraw", "payments-deposit", "--node", NODE, account="TEST::3")
     assert "received 5 OPEN" in out
+    out = ol("revoke-session-key", NODE, SESSION_KEY, account="TEST::3")
+    assert f"revoked session key {SESSION_KEY}" in out and "valid until" in out
     ol("unbond", "50", account="TEST::2")
     travel(anvil, 121)
     before = balance_of(anvil, token, NODE)
@@ -474,12 +478,12 @@ def test_protocol_walk_from_datanet_to_claims_disputes_and_withdrawals(
     assert balance_of(anvil, token, NODE) == before + 50 * OPEN
 
     # The summary, read back from the chain.
-    out = ol("status", account="TEST::3")
+    out = ol("status", "--node", NODE, account="TEST::3")
     assert "OPEN supply           1000000000 OPEN" in out
     assert "datanets 1, contributions 2, models 1, epochs 2, usage proofs 3" in out
     assert f"account {PAYER}" in out
     assert "OPEN balance        20 OPEN" in out  # 50 - 35 deposited + 5 withdrawn
-    assert "deposit             0 OPEN" in out  # 35 deposited, 30 redeemed, 5 withdrawn
+    assert f"channel with {NODE}: 0 OPEN" in out  # 35 deposited, 30 redeemed, 5 withdrawn
     out = ol("status", account="TEST::2")
     assert "stake               0 OPEN bonded, 0 OPEN unbonding, inactive" in out
     assert "endpoint http://node.example/v1" in out
@@ -520,7 +524,7 @@ def test_contribute_to_an_unknown_datanet_names_it(
 def test_deposit_rejects_a_malformed_amount(
     ol: Callable[..., str], deployment: dict[str, Any], amount: str, why: str
 ) -> None:
-    out = ol("deposit", amount, ok=False)
+    out = ol("deposit", NODE, amount, ok=False)
     assert f"Invalid value for 'AMOUNT': '{amount}'" in out and why in out, out
     assert "tx 0x" not in out
 
@@ -594,11 +598,10 @@ def test_commands_without_a_deployment_say_to_deploy_first(
 def test_authorize_session_key_rejects_a_past_or_doubled_expiry(
     ol: Callable[..., str], deployment: dict[str, Any]
 ) -> None:
-    out = ol("authorize-session-key", SESSION_KEY, "--expiry", "1000", ok=False)
+    key = ("authorize-session-key", NODE, SESSION_KEY, "--allowance", "1")
+    out = ol(*key, "--expiry", "1000", ok=False)
     assert "Error: the expiry 1000 is not in the future" in out
-    out = ol(
-        "authorize-session-key", SESSION_KEY, "--expiry", "1000", "--expires-in", "60", ok=False
-    )
+    out = ol(*key, "--expiry", "1000", "--expires-in", "60", ok=False)
     assert "as a timestamp or as seconds from now, not both" in out
 
 

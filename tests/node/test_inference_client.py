@@ -49,6 +49,7 @@ from backend.protocol.payment_http import (
 from inference_node.payments import Acceptance, Receipt, VoucherVerifier
 from inference_node.server.payment_gate import PaymentGate, PaymentHTTPError
 from tests.node.conftest import MODEL_ID, PRICING, World
+from tests.protocol_history import private_key
 
 APP = FastAPI()
 APP.state.gate = None
@@ -299,18 +300,33 @@ def test_a_session_key_pays_for_its_payer(
     assert recover_voucher_signer(domain, state.voucher) == payer.signer
 
 
-def test_a_revoked_session_key_is_refused_with_the_node_message(
+def test_a_session_key_past_its_revocation_grace_is_refused_with_the_node_message(
     world: World, domain: Domain, base_url: str, node: VoucherVerifier
 ) -> None:
     payer = wallet(world, domain, key=world.session_key)
     session = Account.from_key(world.session_key).address
-    world.transact(world.roles.payer, world.payments.functions.revokeSessionKey(session))
+    revoke = world.payments.functions.revokeSessionKey(world.roles.node, session)
+    world.transact(world.roles.payer, revoke)
+    world.w3.provider.make_request("evm_increaseTime", [86_400 - 1_800])  # inside the margin
+    world.w3.provider.make_request("evm_mine", [])
+    with client(base_url, payer) as http, pytest.raises(PaymentRefusedError) as refused:
+        http.post("/v1/infer", json=infer_body())
+    assert (refused.value.status, refused.value.code) == (402, "session_key_expired")
+    assert session in str(refused.value) and "valid until" in str(refused.value)
+    assert statuses() == [402, 402]
+    assert node.ledger.channel(world.roles.payer, MODEL_ID).accepted == 0
+
+
+def test_a_key_the_payer_never_authorized_is_refused_with_the_node_message(
+    world: World, domain: Domain, base_url: str, node: VoucherVerifier
+) -> None:
+    stranger = Account.create()
+    payer = wallet(world, domain, key=bytes(stranger.key))
     with client(base_url, payer) as http, pytest.raises(PaymentRefusedError) as refused:
         http.post("/v1/infer", json=infer_body())
     assert (refused.value.status, refused.value.code) == (400, "wrong_signer")
-    assert session in str(refused.value) and "neither payer" in str(refused.value)
+    assert stranger.address in str(refused.value) and "neither payer" in str(refused.value)
     assert statuses() == [402, 400]
-    assert node.ledger.channel(world.roles.payer, MODEL_ID).accepted == 0
 
 
 def test_the_node_refuses_an_underpaying_voucher_and_quotes_the_amount(
@@ -394,22 +410,44 @@ def test_an_expiring_voucher_is_signed_again_for_the_same_amount(
     assert payer.spent == 2 * PRICE
 
 
-def test_a_restarted_wallet_continues_from_a_remembered_voucher(
+def test_a_fresh_wallet_continues_from_the_voucher_the_node_hands_back(
     world: World, domain: Domain, base_url: str, node: VoucherVerifier
 ) -> None:
+    """Finding 9: a second run of the SDK snippet (a new wallet, nothing remembered) used to
+    fail with InflatedQuoteError; the quote now carries the payer's own latest voucher, whose
+    signature the wallet checks before it builds on it."""
     first = wallet(world, domain)
     unused = PRICE - PRICING.price(PROMPT_TOKENS, 5)
     with client(base_url, first) as http:
         assert http.post("/v1/infer", json=infer_body(out=5)).status_code == 200
     restarted = wallet(world, domain)
     with client(base_url, restarted) as http:
-        with pytest.raises(InflatedQuoteError):  # it cannot tell an honest node from a liar
-            http.post("/v1/infer", json=infer_body())
-        latest = first.latest(world.roles.node, MODEL_ID)
-        assert latest is not None
-        restarted.remember(latest)
         assert http.post("/v1/infer", json=infer_body()).status_code == 200
-    assert restarted.spent == PRICE - unused  # the remembered voucher is not counted
+    assert restarted.spent == PRICE - unused  # the resumed voucher is not counted
+    assert statuses() == [402, 200, 402, 200]
+    state = node.ledger.channel(world.roles.payer, MODEL_ID)
+    assert state.accepted == 2 * PRICE - unused
+
+
+def test_a_wallet_of_a_new_session_key_resumes_from_a_trusted_old_key(
+    world: World, domain: Domain, base_url: str, node: VoucherVerifier
+) -> None:
+    with client(base_url, wallet(world, domain, key=world.session_key)) as http:
+        assert http.post("/v1/infer", json=infer_body()).status_code == 200
+    new_key = Account.create()
+    far = world.now() + 30 * 86_400
+    authorize = world.payments.functions.authorizeSessionKey(
+        world.roles.node, new_key.address, far, 10 * PRICE
+    )
+    world.transact(world.roles.payer, authorize)
+    old = Account.from_key(world.session_key).address
+    untrusting = wallet(world, domain, key=bytes(new_key.key))
+    with client(base_url, untrusting) as http, pytest.raises(InflatedQuoteError):
+        http.post("/v1/infer", json=infer_body())  # a voucher of a key it does not know
+    trusting = wallet(world, domain, key=bytes(new_key.key), trusted_signers=(old,))
+    with client(base_url, trusting) as http:
+        assert http.post("/v1/infer", json=infer_body()).status_code == 200
+    assert trusting.spent == PRICE
 
 
 # ---------------------------------------------------------------- concurrency
@@ -495,9 +533,8 @@ def test_the_openai_client_pays_and_reads_the_receipt(
 def test_the_openai_client_raises_the_payment_refusal_without_retrying(
     world: World, domain: Domain, base_url: str, node: VoucherVerifier
 ) -> None:
-    session = Account.from_key(world.session_key).address
-    world.transact(world.roles.payer, world.payments.functions.revokeSessionKey(session))
-    ai = openai_client(f"{base_url}/v1", wallet(world, domain, key=world.session_key))
+    stranger = Account.create()  # never authorized
+    ai = openai_client(f"{base_url}/v1", wallet(world, domain, key=bytes(stranger.key)))
     with pytest.raises(PaymentRefusedError, match="wrong_signer"):
         ai.completions.create(model="1", prompt="tide", max_tokens=4)
     assert statuses() == [402, 400]
@@ -548,6 +585,34 @@ def test_the_wallet_bounds_what_a_node_may_ask_by_what_it_signed(
         payer.pay(_quote(node, world, last_accepted=5 * PRICE, cumulative_amount=6 * PRICE))
     again = payer.pay(_quote(node, world, last_accepted=PRICE, cumulative_amount=2 * PRICE))
     assert again.voucher.cumulative_amount == 2 * PRICE
+
+
+def test_the_wallet_resumes_only_from_a_voucher_its_payer_signed(
+    world: World, domain: Domain, node: VoucherVerifier
+) -> None:
+    """A node cannot inflate a fresh wallet's baseline with a voucher it signed itself, nor with
+    one of another channel; the payer's own signature is taken."""
+    forged = sign_voucher(
+        private_key(3),
+        domain,
+        Voucher(world.roles.payer, world.roles.node, MODEL_ID, 5 * PRICE, 2**40),
+    )
+    liar = _quote(node, world, last_accepted=5 * PRICE, cumulative_amount=6 * PRICE, latest=forged)
+    with pytest.raises(InflatedQuoteError):
+        wallet(world, domain).pay(liar)
+    other_model = sign_voucher(
+        world.payer_key, domain, Voucher(world.roles.payer, world.roles.node, 7, 5 * PRICE, 2**40)
+    )
+    with pytest.raises(InflatedQuoteError):
+        wallet(world, domain).pay(replace(liar, latest=other_model))
+    own = sign_voucher(
+        world.payer_key,
+        domain,
+        Voucher(world.roles.payer, world.roles.node, MODEL_ID, 5 * PRICE, 2**40),
+    )
+    payer = wallet(world, domain)
+    assert payer.pay(replace(liar, latest=own)).voucher.cumulative_amount == 6 * PRICE
+    assert payer.spent == PRICE
 
 
 def test_the_wallet_adds_its_vouchers_a_stale_quote_missed(

@@ -73,7 +73,8 @@ def high_s(signed: SignedVoucher) -> SignedVoucher:
 def quote() -> Quote:
     return make_quote(
         DOMAIN, (PAYER, NODE, MODEL_ID), price=PRICE, accepted=3 * PRICE, consumed=2 * PRICE,
-        reserved=PRICE // 2, min_deadline=1_800_000_000,
+        reserved=PRICE // 2, min_deadline=1_800_000_000, max_deadline=1_800_600_000,
+        latest=signed_voucher(cumulative=3 * PRICE),
     )  # fmt: skip
 
 
@@ -158,9 +159,11 @@ def test_quote_round_trips_between_node_and_client() -> None:
     assert parsed == PaymentQuote(
         domain=DOMAIN, payer=PAYER, node=NODE, model_id=MODEL_ID, price=PRICE,
         last_accepted=3 * PRICE, credit=PRICE // 2, cumulative_amount=3 * PRICE + PRICE // 2,
-        min_deadline=1_800_000_000,
+        min_deadline=1_800_000_000, max_deadline=1_800_600_000,
+        latest=signed_voucher(cumulative=3 * PRICE),
     )  # fmt: skip
     assert parsed.to_json() == node_quote.to_json()
+    assert wire["latestVoucher"]["cumulative_amount"] == str(3 * PRICE)  # strings for JavaScript
     voucher = parsed.voucher(parsed.cumulative_amount, 1_900_000_000)
     assert voucher.channel == (PAYER, parsed.node, MODEL_ID)
 

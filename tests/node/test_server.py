@@ -178,7 +178,7 @@ def test_session_key_pays_and_redemption_records_the_usage_proof(
     receipts = [r for _, r in runtime.ledger.pending_receipts()]
     assert len(receipts) == 3
     payments = world.payments.functions
-    before = payments.accountOf(world.roles.payer).call()[0]
+    before = payments.channel(world.roles.payer, world.roles.node).call()[0]
     done = httpx.post(f"{url}/node/redeem", timeout=60).json()
     assert done["redeemed"] is True and done["receipts"] == 3
     record = payments.usageRecord(done["usage_proof_id"]).call()
@@ -188,7 +188,7 @@ def test_session_key_pays_and_redemption_records_the_usage_proof(
     assert logged == receipts
     accepted = runtime.ledger.channel(world.roles.payer, model_id).accepted
     assert payments.redeemed(world.roles.payer, world.roles.node, model_id).call() == accepted
-    assert before - payments.accountOf(world.roles.payer).call()[0] == accepted
+    assert before - payments.channel(world.roles.payer, world.roles.node).call()[0] == accepted
     assert int(done["paid"]) == accepted and accepted < OPEN
     status = httpx.get(f"{url}/node/status").json()
     assert status["payments"]["pending_receipts"] == 0
