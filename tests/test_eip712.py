@@ -73,13 +73,13 @@ def expected_voucher_digest(domain: Domain, v: Voucher) -> bytes:
 
 def expected_session_key_digest(domain: Domain, a: SessionKeyAuthorization) -> bytes:
     typehash = keccak(
-        b"SessionKeyAuthorization(address payer,address signer,uint256 expiry,uint256 nonce,"
-        b"uint256 deadline)"
+        b"SessionKeyAuthorization(address payer,address node,address signer,uint256 expiry,"
+        b"uint256 allowance,uint256 nonce,uint256 deadline)"
     )
     struct_hash = keccak(
         encode(
-            ["bytes32", "address", "address", "uint256", "uint256", "uint256"],
-            [typehash, a.payer, a.signer, a.expiry, a.nonce, a.deadline],
+            ["bytes32", "address", "address", "address"] + ["uint256"] * 4,
+            [typehash, a.payer, a.node, a.signer, a.expiry, a.allowance, a.nonce, a.deadline],
         )
     )
     return keccak(b"\x19\x01" + domain_separator(domain) + struct_hash)
@@ -191,20 +191,54 @@ def test_recover_voucher_signer_of_altered_voucher_is_not_the_signer():
     assert recover_voucher_signer(DOMAIN, altered) != PAYER
 
 
-def test_sign_session_key_recovers_to_the_payer():
-    authorization = SessionKeyAuthorization(PAYER, OTHER, 1_900_000_000, 3, 1_800_000_000)
-    signature = sign_session_key(PAYER_KEY, DOMAIN, authorization)
+AUTHORIZATION = SessionKeyAuthorization(
+    PAYER, NODE, OTHER, 1_900_000_000, 50 * 10**18, 3, 1_800_000_000
+)
 
-    assert authorization.message() == {
+
+def test_sign_session_key_recovers_to_the_payer():
+    signature = sign_session_key(PAYER_KEY, DOMAIN, AUTHORIZATION)
+
+    assert AUTHORIZATION.message() == {
         "payer": PAYER,
+        "node": NODE,
         "signer": OTHER,
         "expiry": 1_900_000_000,
+        "allowance": 50 * 10**18,
         "nonce": 3,
         "deadline": 1_800_000_000,
     }
+    assert recover(expected_session_key_digest(DOMAIN, AUTHORIZATION), signature) == PAYER
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        replace(AUTHORIZATION, payer=OTHER),
+        replace(AUTHORIZATION, node=OTHER),
+        replace(AUTHORIZATION, signer=NODE),
+        replace(AUTHORIZATION, expiry=AUTHORIZATION.expiry + 1),
+        replace(AUTHORIZATION, allowance=AUTHORIZATION.allowance + 1),
+        replace(AUTHORIZATION, nonce=4),
+        replace(AUTHORIZATION, deadline=AUTHORIZATION.deadline + 1),
+    ],
+    ids=["payer", "node", "signer", "expiry", "allowance", "nonce", "deadline"],
+)
+def test_session_key_signature_does_not_cover_a_changed_field(changed: SessionKeyAuthorization):
+    """The payer's signature binds every field: a relayer cannot retarget it to another node,
+    raise the allowance or reuse it at another nonce."""
+    signature = sign_session_key(PAYER_KEY, DOMAIN, AUTHORIZATION)
+    assert recover(expected_session_key_digest(DOMAIN, changed), signature) != PAYER
+
+
+@settings(max_examples=25, deadline=None)
+@given(expiry=UINT256, allowance=st.integers(0, 2**96 - 1), nonce=UINT256, deadline=UINT256)
+def test_sign_session_key_matches_independent_encoding_for_any_values(
+    expiry: int, allowance: int, nonce: int, deadline: int
+):
+    authorization = SessionKeyAuthorization(PAYER, NODE, OTHER, expiry, allowance, nonce, deadline)
+    signature = sign_session_key(PAYER_KEY, DOMAIN, authorization)
     assert recover(expected_session_key_digest(DOMAIN, authorization), signature) == PAYER
-    next_nonce = replace(authorization, nonce=4)
-    assert recover(expected_session_key_digest(DOMAIN, next_nonce), signature) != PAYER
 
 
 # ---------------------------------------------------------------------------------- encodings

@@ -884,7 +884,7 @@ def test_redemption_funds_the_pool_with_the_contributors_share(
     setup, rewards, payments, token, node, payer, protocol
 ):
     token.approve(payments, 100 * OPEN, sender=payer)
-    payments.deposit(100 * OPEN, sender=payer)
+    payments.deposit(node, 100 * OPEN, sender=payer)
     voucher = Voucher(
         payer.address, node.address, setup.model_id, 100 * OPEN, chain.pending_timestamp + 3_600
     )

@@ -6,6 +6,7 @@ from typing import Any
 
 import ape
 import pytest
+from ape import chain
 
 from backend.protocol.contracts import project
 
@@ -16,6 +17,8 @@ SPLIT = (6_000, 2_000, 1_500, PROTOCOL_BPS)  # developer, contributors, node, pr
 PRICING = (2 * 10**15, 10**12)  # perRequest, perToken (OPEN wei)
 ZERO = "0x0000000000000000000000000000000000000000"
 NONE, ACTIVE, PAUSED, RETIRED = 0, 1, 2, 3  # ModelStatus
+DAY = 86_400  # seconds
+SPLIT_CHANGE_DELAY = DAY
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -28,6 +31,12 @@ def trained_datanet(datanets, curator, contributor) -> int:
     datanets.publishVersion(datanet, b"\x11" * 32, "bafkreimanifest", 1, sender=curator)
     datanets.createDatanet("bafkreiunpublished", 0, 1, curator, sender=curator)
     return datanet
+
+
+def pending_split(models: Any, model_id: int) -> tuple[tuple[int, ...], int]:
+    """(split, effectiveAt) of ``models.pendingSplit``, as plain tuples."""
+    split, effective_at = models.pendingSplit(model_id)
+    return tuple(split), effective_at
 
 
 def spec(trained_datanet: int, attributor: str, **changes: Any) -> tuple:
@@ -348,20 +357,79 @@ def test_set_pricing_unknown_model_reverts(models, registered_model, developer):
 # setSplit --------------------------------------------------------------------------------
 
 
-def test_set_split_stores_and_emits(models, registered_model, developer):
+def test_set_split_schedules_and_emits(models, registered_model, developer):
     split = (4_000, 4_000, 1_500, PROTOCOL_BPS)
     tx = models.setSplit(registered_model, split, sender=developer)
+
+    effective_at = tx.timestamp + SPLIT_CHANGE_DELAY
     assert tx.events == [
-        models.SplitSet(
+        models.SplitScheduled(
             modelId=registered_model,
             developer=4_000,
             contributors=4_000,
             node=1_500,
             protocol=PROTOCOL_BPS,
+            effectiveAt=effective_at,
         )
     ]
+    assert models.SPLIT_CHANGE_DELAY() == SPLIT_CHANGE_DELAY
+    assert pending_split(models, registered_model) == (split, effective_at)
+    # The split in effect does not move until the delay has passed.
+    assert tuple(models.paymentTerms(registered_model)[1]) == SPLIT
+    assert tuple(models.model(registered_model).split) == SPLIT
+
+
+def test_set_split_takes_effect_after_split_change_delay(models, registered_model, developer):
+    split = (4_000, 4_000, 1_500, PROTOCOL_BPS)
+    effective_at = models.setSplit(registered_model, split, sender=developer).timestamp + DAY
+
+    chain.mine(timestamp=effective_at - 1)
+    assert tuple(models.paymentTerms(registered_model)[1]) == SPLIT
+    chain.mine(timestamp=effective_at)
     assert tuple(models.paymentTerms(registered_model)[1]) == split
     assert tuple(models.model(registered_model).split) == split
+    assert pending_split(models, registered_model) == (split, effective_at)  # in the past
+
+
+def test_set_split_again_replaces_the_scheduled_change_and_restarts_the_delay(
+    models, registered_model, developer
+):
+    first = (4_000, 4_000, 1_500, PROTOCOL_BPS)
+    second = (3_000, 5_000, 1_500, PROTOCOL_BPS)
+    models.setSplit(registered_model, first, sender=developer)
+    chain.pending_timestamp += DAY // 2
+    effective_at = models.setSplit(registered_model, second, sender=developer).timestamp + DAY
+
+    chain.mine(timestamp=effective_at - 1)  # past the first change's time: it never applies
+    assert tuple(models.paymentTerms(registered_model)[1]) == SPLIT
+    chain.mine(timestamp=effective_at)
+    assert tuple(models.paymentTerms(registered_model)[1]) == second
+
+
+def test_set_split_after_a_change_took_effect_keeps_it_until_the_next(
+    models, registered_model, developer
+):
+    first = (4_000, 4_000, 1_500, PROTOCOL_BPS)
+    second = (3_000, 5_000, 1_500, PROTOCOL_BPS)
+    models.setSplit(registered_model, first, sender=developer)
+    chain.pending_timestamp += DAY
+    effective_at = models.setSplit(registered_model, second, sender=developer).timestamp + DAY
+
+    # The first change is in effect (not rolled back to the registered split) ...
+    assert tuple(models.paymentTerms(registered_model)[1]) == first
+    assert tuple(models.model(registered_model).split) == first
+    # ... until the second one's time.
+    chain.mine(timestamp=effective_at)
+    assert tuple(models.paymentTerms(registered_model)[1]) == second
+
+
+def test_pending_split_without_change_is_zero(models, registered_model):
+    assert pending_split(models, registered_model) == ((0, 0, 0, 0), 0)
+
+
+def test_pending_split_unknown_model_reverts(models, registered_model):
+    with ape.reverts(models.UnknownModel, modelId=99):
+        models.pendingSplit(99)
 
 
 def test_set_split_invalid_reverts(models, registered_model, developer):
@@ -372,6 +440,7 @@ def test_set_split_invalid_reverts(models, registered_model, developer):
     with ape.reverts(models.ContributorsShareBelowFloor, given=0, floor=FLOOR_BPS):
         models.setSplit(registered_model, (8_000, 0, 1_500, 500), sender=developer)
     assert tuple(models.paymentTerms(registered_model)[1]) == SPLIT
+    assert pending_split(models, registered_model) == ((0, 0, 0, 0), 0)
 
 
 def test_set_split_checks_current_governance_parameters(
@@ -385,8 +454,11 @@ def test_set_split_checks_current_governance_parameters(
         models.setSplit(registered_model, SPLIT, sender=developer)
     with ape.reverts(models.ContributorsShareBelowFloor, given=2_000, floor=2_500):
         models.setSplit(registered_model, (5_700, 2_000, 1_500, 800), sender=developer)
-    models.setSplit(registered_model, (5_200, 2_500, 1_500, 800), sender=developer)
-    assert tuple(models.paymentTerms(registered_model)[1]) == (5_200, 2_500, 1_500, 800)
+    tx = models.setSplit(registered_model, (5_200, 2_500, 1_500, 800), sender=developer)
+    assert pending_split(models, registered_model) == (
+        (5_200, 2_500, 1_500, 800),
+        tx.timestamp + SPLIT_CHANGE_DELAY,
+    )
 
 
 def test_set_split_by_non_developer_reverts(models, registered_model, other):
