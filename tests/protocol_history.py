@@ -1,6 +1,7 @@
 """A scripted protocol history on a local anvil, for the indexer and API tests: every contract
-emits its main events (Datanets, reviews, versions, a model, a staked node, deposits, a voucher
-redemption with its usage proof, attribution epochs, a challenge, a claim, withdrawals)."""
+emits its main events (Datanets, reviews, versions, a model, a staked node, a payment channel
+with its deposit and a session key, a voucher redemption with its usage proof, attribution
+epochs, a challenge, a claim, withdrawals)."""
 
 from __future__ import annotations
 
@@ -140,17 +141,20 @@ def make_history(w3: Web3, store: ContentStore | None = None) -> History:
         r.developer, models.functions.publishVersion(1, "bafkadapter2", "bafkmanifest2", 1, 2)
     )
 
-    # The payer deposits, signs a voucher; the node redeems it with a usage proof.
+    # The payer deposits into its channel with the node and lets a session key sign on it (up
+    # to 50 OPEN), signs a voucher; the node redeems it with a usage proof.
     payments = p["InferencePayments"]
     p.transact(r.payer, token.approve(payments.address, 2**256 - 1))
-    p.transact(r.payer, payments.functions.deposit(100 * OPEN))
-    p.transact(r.payer, payments.functions.authorizeSessionKey(r.challenger, 2**40))
+    p.transact(r.payer, payments.functions.deposit(r.node, 100 * OPEN))
+    p.transact(
+        r.payer, payments.functions.authorizeSessionKey(r.node, r.challenger, 2**40, 50 * OPEN)
+    )
     domain = Domain(w3.eth.chain_id, payments.address)
     deadline = w3.eth.get_block("latest")["timestamp"] + 10 * 86_400
     voucher = sign_voucher(private_key(4), domain, Voucher(r.payer, r.node, 1, 10 * OPEN, deadline))
     proof = (b"\x11" * 32, 3, _put(store, b"receipts"))
     p.transact(r.node, payments.functions.redeem([voucher.redemption_tuple()], proof))
-    p.transact(r.payer, payments.functions.requestWithdrawal(5 * OPEN))
+    p.transact(r.payer, payments.functions.requestWithdrawal(r.node, 5 * OPEN))
 
     # Epoch 1: a report paying Alice and Bob out of the pool (2 OPEN from the redemption).
     leaves = [(0, r.alice, 3 * OPEN // 2), (1, r.bob, OPEN // 2)]
@@ -161,9 +165,11 @@ def make_history(w3: Web3, store: ContentStore | None = None) -> History:
     p.transact(r.node, rewards.functions.postEpoch(1, tree.root, 2 * OPEN, h.report_cid))
     p.transact(r.challenger, token.approve(rewards.address, 2**256 - 1))
     p.transact(r.node, nodes.functions.requestUnbonding(100 * OPEN))
-    w3.provider.make_request("evm_increaseTime", [2 * 86_400])
+    # Past the epoch's challenge window and the withdrawal's delay (1 day each), within the
+    # withdrawal's window (it lapses a day after it unlocks).
+    w3.provider.make_request("evm_increaseTime", [3 * 86_400 // 2])
     w3.provider.make_request("evm_mine", [])
-    p.transact(r.payer, payments.functions.withdraw())
+    p.transact(r.payer, payments.functions.withdraw(r.node))
     claim = rewards.functions.claim(1, 0, r.alice, 3 * OPEN // 2, tree.proof(0))
     p.transact(r.alice, claim)
     challenge_epoch(h)

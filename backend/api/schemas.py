@@ -3,6 +3,7 @@ the node did not report a block's timestamp); hashes, roots and proofs are 0x-he
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
@@ -103,6 +104,10 @@ class Split(BaseModel):
     protocol: int = Field(description="bps")
 
 
+class ScheduledSplit(Split):
+    effective_at: int = Field(description="when it replaces the split in effect")
+
+
 class ModelPublic(BaseModel):
     id: int
     developer: str
@@ -112,7 +117,12 @@ class ModelPublic(BaseModel):
     status: str = Field(description="active, paused or retired")
     version_count: int
     pricing: Pricing
-    split: Split
+    split: Split = Field(description="the split in effect at the last indexed block")
+    scheduled_split: ScheduledSplit | None = Field(
+        description="a split change not yet in effect at the last indexed block (a change "
+        "waits the registry's SPLIT_CHANGE_DELAY, so nodes redeem what they served under the "
+        "split they served it under)"
+    )
     block_number: int
     created_at: int | None
     tx_hash: str
@@ -140,23 +150,78 @@ class NodePublic(BaseModel):
     active: bool = Field(description="bonded stake at least the registry's minimum")
 
 
-class SessionKey(BaseModel):
+class WithdrawalStatus(StrEnum):
+    """A channel's withdrawal request at the last indexed block."""
+
+    NONE = "none"  # no request pending
+    LOCKED = "locked"  # before its unlock time
+    WITHDRAWABLE = "withdrawable"  # unlocked, within the withdrawal window
+    LAPSED = "lapsed"  # past the window: it must be requested again
+
+
+class SessionKeyPublic(BaseModel):
+    """A key that signs vouchers for the payer on one channel, within an allowance. (What it
+    has drawn so far is not logged per key: ``InferencePayments.sessionKey`` tells.)"""
+
+    payer: str
+    node: str
     signer: str
-    expiry: int
+    expiry: int = Field(description="as last authorized")
+    allowance: Wei = Field(description="what its vouchers may draw from the channel in total")
+    valid_until: int = Field(
+        description="its expiry or, once revoked, the revocation + the channel's withdraw delay "
+        "if sooner: vouchers it signed are redeemable until then"
+    )
+    revoked: bool
+    revoked_at: int | None = Field(description="when it was revoked (null: not revoked)")
+    live: bool = Field(description="valid_until not passed at the last indexed block")
+    block_number: int = Field(description="the block of its last authorization")
+    authorized_at: int | None
+
+
+class ChannelPublic(BaseModel):
+    """The payment channel of a payer with one node: its deposit backs that node only."""
+
+    payer: str
+    node: str
+    balance: Wei = Field(description="redeemable by the node")
+    deposited: Wei
+    spent: Wei = Field(description="paid to the node by redeemed vouchers")
+    withdrawn: Wei
+    withdraw_delay: int = Field(
+        description="seconds a withdrawal (or a key's revocation) waits; fixed when the "
+        "channel opened"
+    )
+    pending_withdrawal: Wei = Field(description="requested (0: none)")
+    withdrawal_unlock_at: int = Field(description="0 when none is pending")
+    withdrawal_lapses_at: int = Field(
+        description="the unlock time + the withdrawal window: the request cannot be used after "
+        "it (0 when none is pending)"
+    )
+    withdrawal_status: WithdrawalStatus
+    block_number: int = Field(description="the block that opened it")
+    opened_at: int | None
+    tx_hash: str = Field(description="the transaction that opened it")
+
+
+class ChannelDetail(ChannelPublic):
+    session_keys: list[SessionKeyPublic] = Field(description="revoked ones included")
 
 
 class PayerAccountPublic(BaseModel):
+    """A payer's totals over its channels."""
+
     payer: str
+    channel_count: int
     balance: Wei
-    pending_withdrawal: Wei
-    withdrawal_unlock_at: int
     deposited: Wei
     spent: Wei = Field(description="paid to nodes by redeemed vouchers")
     withdrawn: Wei
+    pending_withdrawal: Wei = Field(description="requested, lapsed requests included")
 
 
 class PayerAccountDetail(PayerAccountPublic):
-    session_keys: list[SessionKey]
+    channels: list[ChannelDetail] = Field(description="in the order they were opened")
 
 
 class RedemptionPublic(BaseModel):
@@ -171,6 +236,30 @@ class RedemptionPublic(BaseModel):
     usage_proof_id: int | None
     block_number: int
     redeemed_at: int | None
+
+
+class SkipReason(StrEnum):
+    """Why a redemption skipped a voucher (IInferencePayments.SkipReason)."""
+
+    EXPIRED = "expired"  # its deadline passed
+    INVALID_SIGNER = "invalid_signer"  # not signed by the payer nor a session key of the channel
+    SESSION_KEY_NOT_LIVE = "session_key_not_live"  # its key expired, or its revocation took effect
+    NOT_ABOVE_REDEEMED = "not_above_redeemed"  # its (payer, model) already redeemed as much
+
+
+class SkippedVoucherPublic(BaseModel):
+    """A voucher a node submitted that its redemption did not pay."""
+
+    tx_hash: str
+    log_index: int
+    payer: str
+    node: str
+    model_id: int
+    index: int = Field(description="its position in the redemption's batch")
+    reason: SkipReason
+    usage_proof_id: int | None
+    block_number: int
+    skipped_at: int | None
 
 
 class PaymentSplitPublic(BaseModel):
@@ -198,6 +287,7 @@ class UsageProofPublic(BaseModel):
 
 class UsageProofDetail(UsageProofPublic):
     redemptions: list[RedemptionPublic]
+    skipped: list[SkippedVoucherPublic] = Field(description="the vouchers it did not pay")
     splits: list[PaymentSplitPublic]
 
 

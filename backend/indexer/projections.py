@@ -6,8 +6,9 @@ replaying ``events`` from scratch rebuilds the same tables (how a reorg is rolle
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from backend.indexer.abi import DecodedLog
 
@@ -15,6 +16,13 @@ Handler = Callable[[sqlite3.Connection, DecodedLog], None]
 HANDLERS: dict[tuple[str, str], Handler] = {}
 
 MODEL_STATUS = {0: "none", 1: "active", 2: "paused", 3: "retired"}
+# IInferencePayments.SkipReason, by value (0, None, is never logged).
+SKIP_REASONS = {1: "expired", 2: "invalid_signer", 3: "session_key_not_live",
+                4: "not_above_redeemed"}  # fmt: skip
+# Protocol constants the events do not carry (checked against the contracts by the tests).
+WITHDRAWAL_WINDOW = 86_400  # InferencePayments: an unlocked withdrawal request lapses after it
+SPLIT_CHANGE_DELAY = 86_400  # ModelRegistry: a split change takes effect this long after
+MAX_SQL_INTEGER = 2**63 - 1
 PARAMETER_EVENTS = {
     "MinStakeSet": "minStake",
     "UnbondingDelaySet": "unbondingDelay",
@@ -38,6 +46,11 @@ def on(contract: str, *events: str) -> Callable[[Handler], Handler]:
     return register
 
 
+class ProjectionError(ValueError):
+    """A stored event that this code's projections cannot apply (say, one logged by an older
+    version of its contract, with other arguments)."""
+
+
 def apply(conn: sqlite3.Connection, ev: DecodedLog) -> None:
     """Applies ``ev`` to the read model (events without a projection only stay raw)."""
     handler = HANDLERS.get((ev.contract, ev.event))
@@ -45,6 +58,30 @@ def apply(conn: sqlite3.Connection, ev: DecodedLog) -> None:
         handler(conn, ev)
     elif ev.event in PARAMETER_EVENTS:
         _set_parameter(conn, ev)
+
+
+def stored_events(conn: sqlite3.Connection) -> Iterable[DecodedLog]:
+    """The stored raw events in chain order."""
+    rows = conn.execute(
+        "SELECT block_number, block_hash, block_timestamp, tx_hash, log_index, contract,"
+        " address, event, args FROM events ORDER BY block_number, log_index"
+    )
+    for row in rows.fetchall():
+        yield DecodedLog(*row[:8], args=json.loads(row[8]))
+
+
+def replay(conn: sqlite3.Connection) -> None:
+    """Applies every stored event to the (empty) read model, in chain order, inside the
+    caller's transaction; raises :class:`ProjectionError` for an event it cannot apply."""
+    for ev in stored_events(conn):
+        try:
+            apply(conn, ev)
+        except (KeyError, TypeError, ValueError) as why:
+            raise ProjectionError(
+                f"{ev.contract}.{ev.event} at block {ev.block_number} (tx {ev.tx_hash}, log "
+                f"{ev.log_index}) does not fit this version's projection "
+                f"({type(why).__name__}: {why})"
+            ) from why
 
 
 def _set_parameter(conn: sqlite3.Connection, ev: DecodedLog) -> None:
@@ -57,17 +94,46 @@ def _set_parameter(conn: sqlite3.Connection, ev: DecodedLog) -> None:
     )
 
 
-def _amount(conn: sqlite3.Connection, table: str, column: str, where: str, key: object) -> int:
-    row = conn.execute(f"SELECT {column} FROM {table} WHERE {where} = ?", (key,)).fetchone()
+def _match(where: str | tuple[str, ...], key: object) -> tuple[str, tuple[object, ...]]:
+    if isinstance(where, str):
+        return f"{where} = ?", (key,)
+    assert isinstance(key, tuple) and len(key) == len(where)
+    return " AND ".join(f"{column} = ?" for column in where), key
+
+
+def _amount(
+    conn: sqlite3.Connection, table: str, column: str, where: str | tuple[str, ...], key: object
+) -> int:
+    condition, params = _match(where, key)
+    row = conn.execute(f"SELECT {column} FROM {table} WHERE {condition}", params).fetchone()
     return int(row[0]) if row else 0
 
 
 def _add(
-    conn: sqlite3.Connection, table: str, column: str, where: str, key: object, delta: int
+    conn: sqlite3.Connection,
+    table: str,
+    column: str,
+    where: str | tuple[str, ...],
+    key: object,
+    delta: int,
 ) -> None:
-    """``table.column += delta`` for the row whose ``where`` is ``key`` (amounts are TEXT)."""
+    """``table.column += delta`` for the row whose ``where`` is ``key`` (amounts are TEXT;
+    ``where`` is a column, or a tuple of columns with ``key`` the tuple of their values)."""
     value = _amount(conn, table, column, where, key) + delta
-    conn.execute(f"UPDATE {table} SET {column} = ? WHERE {where} = ?", (str(value), key))
+    condition, params = _match(where, key)
+    conn.execute(f"UPDATE {table} SET {column} = ? WHERE {condition}", (str(value), *params))
+
+
+def _time(value: int) -> int:
+    """A uint64 time as an SQLite integer: times past 2^63 - 1 s (never, in practice) are
+    stored as 2^63 - 1."""
+    return min(value, MAX_SQL_INTEGER)
+
+
+def _model_id(value: int) -> int | str:
+    """A model id from a voucher: the integer when SQLite can hold it, else its decimal text
+    (see ``schema.READ_MODEL_TABLES``)."""
+    return value if value <= MAX_SQL_INTEGER else str(value)
 
 
 # ---------------------------------------------------------------- DatanetRegistry
@@ -206,6 +272,30 @@ def _split(conn: sqlite3.Connection, ev: DecodedLog) -> None:
     )
 
 
+@on("ModelRegistry", "SplitScheduled")
+def _split_scheduled(conn: sqlite3.Connection, ev: DecodedLog) -> None:
+    a = ev.args
+    # The registry schedules at block time + SPLIT_CHANGE_DELAY, exactly: that gives the block
+    # time when the node did not report it.
+    now = ev.block_timestamp
+    if now is None:
+        now = a["effectiveAt"] - SPLIT_CHANGE_DELAY
+    # A change whose time had come is the split now (the registry makes it so before
+    # scheduling the next one); one whose time had not come is replaced, never in effect.
+    conn.execute(
+        "UPDATE models SET split_developer = scheduled_developer,"
+        " split_contributors = scheduled_contributors, split_node = scheduled_node,"
+        " split_protocol = scheduled_protocol WHERE id = ? AND scheduled_at <= ?",
+        (a["modelId"], now),
+    )
+    conn.execute(
+        "UPDATE models SET scheduled_developer = ?, scheduled_contributors = ?,"
+        " scheduled_node = ?, scheduled_protocol = ?, scheduled_at = ? WHERE id = ?",
+        (a["developer"], a["contributors"], a["node"], a["protocol"], _time(a["effectiveAt"]),
+         a["modelId"]),
+    )  # fmt: skip
+
+
 @on("ModelRegistry", "AttributorSet")
 def _attributor(conn: sqlite3.Connection, ev: DecodedLog) -> None:
     conn.execute(
@@ -269,67 +359,100 @@ def _slashed(conn: sqlite3.Connection, ev: DecodedLog) -> None:
 # ---------------------------------------------------------------- InferencePayments
 
 
-def _ensure_payer(conn: sqlite3.Connection, payer: str, block: int) -> None:
+def _ensure_channel(conn: sqlite3.Connection, ev: DecodedLog) -> tuple[str, str]:
+    """The channel (payer, node) of ``ev``, created by its first event (ChannelOpened, then
+    Deposited, in the deposit's transaction)."""
+    key = (ev.args["payer"], ev.args["node"])
     conn.execute(
-        "INSERT OR IGNORE INTO payer_accounts (payer, block_number) VALUES (?, ?)", (payer, block)
+        "INSERT OR IGNORE INTO channels (payer, node, block_number, opened_at, tx_hash)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (*key, ev.block_number, ev.block_timestamp, ev.tx_hash),
+    )
+    return key
+
+
+CHANNEL = ("payer", "node")
+
+
+@on("InferencePayments", "ChannelOpened")
+def _channel_opened(conn: sqlite3.Connection, ev: DecodedLog) -> None:
+    key = _ensure_channel(conn, ev)
+    conn.execute(
+        "UPDATE channels SET withdraw_delay = ? WHERE payer = ? AND node = ?",
+        (ev.args["withdrawDelay"], *key),
     )
 
 
 @on("InferencePayments", "Deposited")
 def _deposited(conn: sqlite3.Connection, ev: DecodedLog) -> None:
-    payer = ev.args["payer"]
-    _ensure_payer(conn, payer, ev.block_number)
-    _add(conn, "payer_accounts", "deposited", "payer", payer, ev.args["amount"])
+    key = _ensure_channel(conn, ev)
+    _add(conn, "channels", "deposited", CHANNEL, key, ev.args["amount"])
     conn.execute(
-        "UPDATE payer_accounts SET balance = ? WHERE payer = ?", (str(ev.args["balance"]), payer)
+        "UPDATE channels SET balance = ? WHERE payer = ? AND node = ?",
+        (str(ev.args["balance"]), *key),
     )
 
 
 @on("InferencePayments", "WithdrawalRequested")
 def _withdrawal_requested(conn: sqlite3.Connection, ev: DecodedLog) -> None:
-    payer = ev.args["payer"]
-    _ensure_payer(conn, payer, ev.block_number)
+    key = _ensure_channel(conn, ev)
     conn.execute(
-        "UPDATE payer_accounts SET pending_withdrawal = ?, withdrawal_unlock_at = ?"
-        " WHERE payer = ?",
-        (str(ev.args["amount"]), ev.args["unlockAt"], payer),
+        "UPDATE channels SET pending_withdrawal = ?, withdrawal_unlock_at = ?"
+        " WHERE payer = ? AND node = ?",
+        (str(ev.args["amount"]), _time(ev.args["unlockAt"]), *key),
     )
 
 
 @on("InferencePayments", "WithdrawalCancelled")
 def _withdrawal_cancelled(conn: sqlite3.Connection, ev: DecodedLog) -> None:
     conn.execute(
-        "UPDATE payer_accounts SET pending_withdrawal = '0', withdrawal_unlock_at = 0"
-        " WHERE payer = ?",
-        (ev.args["payer"],),
+        "UPDATE channels SET pending_withdrawal = '0', withdrawal_unlock_at = 0"
+        " WHERE payer = ? AND node = ?",
+        (ev.args["payer"], ev.args["node"]),
     )
 
 
 @on("InferencePayments", "Withdrawn")
 def _payer_withdrawn(conn: sqlite3.Connection, ev: DecodedLog) -> None:
-    payer, amount = ev.args["payer"], ev.args["amount"]
-    _ensure_payer(conn, payer, ev.block_number)
-    _add(conn, "payer_accounts", "balance", "payer", payer, -amount)
-    _add(conn, "payer_accounts", "withdrawn", "payer", payer, amount)
+    key = _ensure_channel(conn, ev)
+    _add(conn, "channels", "balance", CHANNEL, key, -ev.args["amount"])
+    _add(conn, "channels", "withdrawn", CHANNEL, key, ev.args["amount"])
     _withdrawal_cancelled(conn, ev)
 
 
 @on("InferencePayments", "SessionKeyAuthorized")
 def _session_key(conn: sqlite3.Connection, ev: DecodedLog) -> None:
     a = ev.args
+    expiry = _time(a["expiry"])
+    # A new authorization replaces the key's terms, revoked or not (a key still live can only
+    # get more time and allowance: the contract refuses a reduction).
     conn.execute(
-        "INSERT INTO session_keys (payer, signer, expiry) VALUES (?, ?, ?)"
-        " ON CONFLICT (payer, signer) DO UPDATE SET expiry = excluded.expiry",
-        (a["payer"], a["signer"], a["expiry"]),
-    )
+        "INSERT INTO session_keys (payer, node, signer, expiry, allowance, valid_until,"
+        " block_number, authorized_at, tx_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (payer, node, signer) DO UPDATE SET expiry = excluded.expiry,"
+        " allowance = excluded.allowance, valid_until = excluded.valid_until,"
+        " revoked_block = NULL, revoked_at = NULL, block_number = excluded.block_number,"
+        " authorized_at = excluded.authorized_at, tx_hash = excluded.tx_hash",
+        (
+            a["payer"], a["node"], a["signer"], expiry, str(a["allowance"]), expiry,
+            ev.block_number, ev.block_timestamp, ev.tx_hash,
+        ),
+    )  # fmt: skip
 
 
 @on("InferencePayments", "SessionKeyRevoked")
 def _session_key_revoked(conn: sqlite3.Connection, ev: DecodedLog) -> None:
+    # The key keeps signing power until validUntil (the revocation + the channel's delay, or
+    # its expiry if sooner): the row stays, with its new end. Revoking a key never authorized
+    # logs validUntil 0 and changes nothing.
+    a = ev.args
     conn.execute(
-        "DELETE FROM session_keys WHERE payer = ? AND signer = ?",
-        (ev.args["payer"], ev.args["signer"]),
-    )
+        "UPDATE session_keys SET valid_until = ?, revoked_block = COALESCE(revoked_block, ?),"
+        " revoked_at = CASE WHEN revoked_block IS NULL THEN ? ELSE revoked_at END"
+        " WHERE payer = ? AND node = ? AND signer = ?",
+        (_time(a["validUntil"]), ev.block_number, ev.block_timestamp, a["payer"], a["node"],
+         a["signer"]),
+    )  # fmt: skip
 
 
 @on("InferencePayments", "VoucherRedeemed")
@@ -339,14 +462,29 @@ def _voucher_redeemed(conn: sqlite3.Connection, ev: DecodedLog) -> None:
         "INSERT INTO redemptions (tx_hash, log_index, payer, node, model_id, cumulative_amount,"
         " paid, shortfall, block_number, redeemed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            ev.tx_hash, ev.log_index, a["payer"], a["node"], a["modelId"],
+            ev.tx_hash, ev.log_index, a["payer"], a["node"], _model_id(a["modelId"]),
             str(a["cumulativeAmount"]), str(a["paid"]), str(a["shortfall"]), ev.block_number,
             ev.block_timestamp,
         ),
     )  # fmt: skip
-    _ensure_payer(conn, a["payer"], ev.block_number)
-    _add(conn, "payer_accounts", "balance", "payer", a["payer"], -a["paid"])
-    _add(conn, "payer_accounts", "spent", "payer", a["payer"], a["paid"])
+    if a["paid"]:  # a voucher paid nothing when its channel is empty (or was never opened)
+        key = _ensure_channel(conn, ev)
+        _add(conn, "channels", "balance", CHANNEL, key, -a["paid"])
+        _add(conn, "channels", "spent", CHANNEL, key, a["paid"])
+
+
+@on("InferencePayments", "VoucherSkipped")
+def _voucher_skipped(conn: sqlite3.Connection, ev: DecodedLog) -> None:
+    a = ev.args
+    conn.execute(
+        "INSERT INTO skipped_vouchers (tx_hash, log_index, payer, node, model_id, idx, reason,"
+        " block_number, skipped_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            ev.tx_hash, ev.log_index, a["payer"], a["node"], _model_id(a["modelId"]),
+            a["index"], SKIP_REASONS.get(a["reason"], str(a["reason"])), ev.block_number,
+            ev.block_timestamp,
+        ),
+    )  # fmt: skip
 
 
 @on("InferencePayments", "PaymentSplit")
@@ -375,8 +513,9 @@ def _usage_proof(conn: sqlite3.Connection, ev: DecodedLog) -> None:
             str(a["amount"]), ev.block_number, ev.block_timestamp, ev.tx_hash,
         ),
     )  # fmt: skip
-    # The vouchers and splits of a redemption are logged before its usage proof, in one tx.
-    for table in ("redemptions", "payment_splits"):
+    # The vouchers (paid or skipped) and splits of a redemption are logged before its usage
+    # proof, in one tx.
+    for table in ("redemptions", "skipped_vouchers", "payment_splits"):
         conn.execute(
             f"UPDATE {table} SET usage_proof_id = ? WHERE tx_hash = ? AND log_index < ?"
             " AND usage_proof_id IS NULL",

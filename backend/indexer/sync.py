@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,8 +234,7 @@ class Indexer:
             self.conn.execute("UPDATE meta SET value = ? WHERE key = 'cursor'", (str(block),))
             self.conn.execute("DELETE FROM meta WHERE key = 'cursor_timestamp'")
             clear_read_model(self.conn)
-            for ev in stored_events(self.conn):
-                projections.apply(self.conn, ev)
+            projections.replay(self.conn)
 
     # ------------------------------------------------------------ forever
 
@@ -259,13 +257,3 @@ class Indexer:
 
     def close(self) -> None:
         self.conn.close()
-
-
-def stored_events(conn: sqlite3.Connection) -> Iterable[DecodedLog]:
-    """The stored raw events in chain order."""
-    rows = conn.execute(
-        "SELECT block_number, block_hash, block_timestamp, tx_hash, log_index, contract,"
-        " address, event, args FROM events ORDER BY block_number, log_index"
-    )
-    for row in rows.fetchall():
-        yield DecodedLog(*row[:8], args=json.loads(row[8]))

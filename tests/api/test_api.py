@@ -84,6 +84,7 @@ def test_models_nodes_payments_and_usage_proofs(client, stack):
     model = client.get("/models/1").json()
     assert model["split"] == {"developer": 6_000, "contributors": 2_000, "node": 1_500,
                               "protocol": 500}  # fmt: skip
+    assert model["scheduled_split"] is None
     assert model["pricing"]["per_request"] == str(OPEN // 10)
     assert client.get("/models", params={"datanet_id": 1}).json()["total"] == 1
     assert client.get("/models", params={"datanet_id": 2}).json()["total"] == 0
@@ -93,13 +94,24 @@ def test_models_nodes_payments_and_usage_proofs(client, stack):
     assert node["active"] is True
     assert node["slashed"] == str(500 * OPEN)
     account = client.get(f"/payments/accounts/{roles.payer}").json()
-    assert account["balance"] == str(85 * OPEN)
-    assert account["session_keys"] == [{"signer": roles.challenger, "expiry": 2**40}]
+    assert (account["balance"], account["channel_count"]) == (str(85 * OPEN), 1)
+    (channel,) = account["channels"]
+    assert (channel["node"], channel["balance"], channel["withdrawn"]) == (
+        roles.node, str(85 * OPEN), str(5 * OPEN),
+    )  # fmt: skip
+    assert channel["withdrawal_status"] == "none"
+    assert [(k["signer"], k["expiry"], k["allowance"], k["revoked"], k["live"])
+            for k in channel["session_keys"]] == [
+        (roles.challenger, 2**40, str(50 * OPEN), False, True)
+    ]  # fmt: skip
+    by_node = client.get("/payments/channels", params={"node": roles.node.lower()}).json()
+    assert [(c["payer"], c["spent"]) for c in by_node["items"]] == [(roles.payer, str(10 * OPEN))]
     redemptions = client.get("/payments/redemptions", params={"node": roles.node}).json()
     assert redemptions["total"] == 1 and redemptions["items"][0]["paid"] == str(10 * OPEN)
     proof = client.get("/usage-proofs/1").json()
     assert proof["receipt_count"] == 3
     assert [r["payer"] for r in proof["redemptions"]] == [roles.payer]
+    assert proof["skipped"] == []
     assert proof["splits"][0]["contributors_share"] == str(2 * OPEN)
 
 

@@ -96,7 +96,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
         p, r = history.protocol, history.roles
         token, payments = p["OpenToken"].functions, p["InferencePayments"]
         p.transact(r.alice, token.approve(payments.address, 2**256 - 1))
-        p.transact(r.alice, payments.functions.deposit(10 * OPEN))
+        p.transact(r.alice, payments.functions.deposit(r.node, 10 * OPEN))
         # the history already redeemed 10 OPEN of the payer's channel (with a junk receipts log)
         yield Chain(anvil, history, store, root / "index.db", {r.payer: 10 * OPEN})
 

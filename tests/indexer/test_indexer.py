@@ -42,9 +42,18 @@ def test_sync_indexes_every_event_of_the_six_contracts(chain, decoders, tmp_path
     node = c.execute("SELECT bonded, unbonding, slashed, endpoint FROM nodes").fetchone()
     assert tuple(node) == (str(1_400 * open_), str(100 * open_), str(500 * open_),
                            "http://127.0.0.1:9000")  # fmt: skip
-    account = c.execute("SELECT balance, deposited, spent, withdrawn FROM payer_accounts")
-    assert tuple(account.fetchone()) == (str(85 * open_), str(100 * open_), str(10 * open_),
-                                         str(5 * open_))  # fmt: skip
+    channels = c.execute(
+        "SELECT payer, node, balance, deposited, spent, withdrawn, pending_withdrawal,"
+        " withdraw_delay FROM channels"
+    ).fetchall()
+    assert [tuple(ch) for ch in channels] == [
+        (history.roles.payer, history.roles.node, str(85 * open_), str(100 * open_),
+         str(10 * open_), str(5 * open_), "0", 86_400),
+    ]  # fmt: skip
+    key = c.execute("SELECT node, signer, expiry, allowance, valid_until, revoked_block"
+                    " FROM session_keys").fetchone()  # fmt: skip
+    assert tuple(key) == (history.roles.node, history.roles.challenger, 2**40, str(50 * open_),
+                          2**40, None)  # fmt: skip
     assert c.execute("SELECT usage_proof_id FROM redemptions").fetchone()[0] == 1
     pool = c.execute("SELECT funded, unallocated, claimed FROM pools").fetchone()
     assert tuple(pool) == (str(3 * open_), str(open_), str(3 * open_ // 2))

@@ -6,20 +6,39 @@ from fastapi import APIRouter
 
 from backend.api.deps import AddressQuery, DbDep, IdPath, IdQuery, PageDep
 from backend.api.errors import not_found, responses
-from backend.api.queries import fetch_one, fetch_page
-from backend.api.schemas import ModelPublic, ModelVersionPublic, Page, Pricing, Split
+from backend.api.queries import chain_time, fetch_one, fetch_page
+from backend.api.schemas import (
+    ModelPublic,
+    ModelVersionPublic,
+    Page,
+    Pricing,
+    ScheduledSplit,
+    Split,
+)
 
 router = APIRouter(prefix="/models", tags=["models"], responses=responses(404, 422))
 
 
-def to_model(row: sqlite3.Row) -> ModelPublic:
+def to_model(row: sqlite3.Row, now: int | None) -> ModelPublic:
+    """The model as of time ``now``: a scheduled split whose time has come is the split."""
+    split = Split(developer=row["split_developer"], contributors=row["split_contributors"],
+                  node=row["split_node"], protocol=row["split_protocol"])  # fmt: skip
+    scheduled = None
+    if row["scheduled_at"] is not None:
+        scheduled = ScheduledSplit(
+            developer=row["scheduled_developer"], contributors=row["scheduled_contributors"],
+            node=row["scheduled_node"], protocol=row["scheduled_protocol"],
+            effective_at=row["scheduled_at"],
+        )  # fmt: skip
+        if now is not None and now >= scheduled.effective_at:
+            split, scheduled = Split(**scheduled.model_dump(exclude={"effective_at"})), None
     return ModelPublic(
         **{k: row[k] for k in ("id", "developer", "metadata_cid", "base_model_cid", "attributor",
                                "status", "version_count", "block_number", "created_at",
                                "tx_hash")},
         pricing=Pricing(per_request=row["price_per_request"], per_token=row["price_per_token"]),
-        split=Split(developer=row["split_developer"], contributors=row["split_contributors"],
-                    node=row["split_node"], protocol=row["split_protocol"]),
+        split=split,
+        scheduled_split=scheduled,
     )  # fmt: skip
 
 
@@ -41,14 +60,15 @@ def list_models(
         "id IN (SELECT model_id FROM model_versions WHERE datanet_id = ?)": datanet_id,
     }
     rows, total = fetch_page(db, "models", page, filters=filters, order="id")
-    return Page(items=[to_model(r) for r in rows], total=total, limit=page.limit,
+    now = chain_time(db)
+    return Page(items=[to_model(r, now) for r in rows], total=total, limit=page.limit,
                 offset=page.offset)  # fmt: skip
 
 
 @router.get("/{model_id}", response_model=ModelPublic)
 def get_model(db: DbDep, model_id: IdPath) -> ModelPublic:
-    """One model: developer, status, pricing, split."""
-    return to_model(require_model(db, model_id))
+    """One model: developer, status, pricing, the split in effect and any scheduled change."""
+    return to_model(require_model(db, model_id), chain_time(db))
 
 
 @router.get("/{model_id}/versions", response_model=Page[ModelVersionPublic])

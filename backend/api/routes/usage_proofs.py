@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from backend.api.deps import AddressQuery, DbDep, IdPath, PageDep
 from backend.api.errors import not_found, responses
 from backend.api.queries import fetch_one, fetch_page
+from backend.api.routes.payments import to_skipped
 from backend.api.schemas import (
     Page,
     PaymentSplitPublic,
@@ -26,12 +27,16 @@ def list_usage_proofs(db: DbDep, page: PageDep, node: AddressQuery = "") -> Page
 
 @router.get("/{proof_id}", response_model=UsageProofDetail)
 def get_usage_proof(db: DbDep, proof_id: IdPath) -> UsageProofDetail:
-    """One usage proof with the vouchers it redeemed and how the payment was split."""
+    """One usage proof with the vouchers it redeemed (and those it skipped) and how the
+    payment was split."""
     row = fetch_one(db, "SELECT * FROM usage_proofs WHERE id = ?", proof_id)
     if row is None:
         raise not_found(f"usage proof {proof_id}")
     redemptions = db.execute(
         "SELECT * FROM redemptions WHERE usage_proof_id = ? ORDER BY log_index", (proof_id,)
+    ).fetchall()
+    skipped = db.execute(
+        "SELECT * FROM skipped_vouchers WHERE usage_proof_id = ? ORDER BY log_index", (proof_id,)
     ).fetchall()
     splits = db.execute(
         "SELECT * FROM payment_splits WHERE usage_proof_id = ? ORDER BY log_index", (proof_id,)
@@ -39,5 +44,6 @@ def get_usage_proof(db: DbDep, proof_id: IdPath) -> UsageProofDetail:
     return UsageProofDetail(
         **dict(row),
         redemptions=[RedemptionPublic.model_validate(dict(r)) for r in redemptions],
+        skipped=[to_skipped(r) for r in skipped],
         splits=[PaymentSplitPublic.model_validate(dict(s)) for s in splits],
     )
