@@ -133,22 +133,22 @@ def redeem_now(ctx: click.Context) -> None:
         _echo(response.json())
         return
     from backend.datanets.store import open_store
-    from inference_node.payments import Ledger, PaymentsChain, Redeemer, RedeemPolicy
-    from inference_node.server.runtime import connect
+    from inference_node.payments import Ledger, PaymentsChain, Redeemer
+    from inference_node.server.runtime import connect, redeem_policy
 
     protocol, sender = connect(settings)
     chain = PaymentsChain(protocol.w3, protocol["InferencePayments"], protocol["ModelRegistry"],
                           sender.address)  # fmt: skip
     with Ledger(settings.ledger_path, sender.address) as ledger:
-        done = Redeemer(
-            chain, ledger, open_store(settings.store), sender, RedeemPolicy()
-        ).redeem_now()
-    if done is None:
+        policy = redeem_policy(settings)
+        done = Redeemer(chain, ledger, open_store(settings.store), sender, policy).redeem_all()
+    if not done:
         _echo({"redeemed": False, "reason": "nothing unredeemed"})
         return
-    _echo({"redeemed": done.status == "confirmed", "status": done.status, "tx_hash": done.tx_hash,
-           "usage_proof_id": done.proof_id, "paid": str(done.paid), "receipts": done.receipt_count,
-           "receipts_cid": done.receipts_cid})  # fmt: skip
+    for r in done:
+        _echo({"redeemed": r.status == "confirmed", "status": r.status, "tx_hash": r.tx_hash,
+               "usage_proof_id": r.proof_id, "paid": str(r.paid), "receipts": r.receipt_count,
+               "receipts_cid": r.receipts_cid})  # fmt: skip
 
 
 @main.command()

@@ -18,6 +18,12 @@ from eth_utils import keccak, to_checksum_address
 DOMAIN_NAME = "OpenLedger InferencePayments"
 DOMAIN_VERSION = "1"
 
+EIP712_DOMAIN_TYPE = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
 VOUCHER_TYPE = [
     {"name": "payer", "type": "address"},
     {"name": "node", "type": "address"},
@@ -160,15 +166,7 @@ class SignedVoucher:
 def _typed(domain: Domain, primary: str, fields: list[dict[str, str]], message: dict[str, Any]):
     return encode_typed_data(
         full_message={
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                primary: fields,
-            },
+            "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, primary: fields},
             "primaryType": primary,
             "domain": domain.as_dict(),
             "message": message,

@@ -1,13 +1,14 @@
 """Client SDK for paid inference: a wallet that signs vouchers for a node's quotes within the
 limits its owner set, an ``httpx.Auth`` that pays automatically, and OpenAI clients wired
-with it. The wire format is ``backend/protocol/payment_http.py``.
+with it. The wire format is x402 v2 with the ``openledger-voucher`` scheme
+(``backend/protocol/payment_http.py``, docs/payment-protocol.md).
 
 One request, as :class:`PayingAuth` sends it::
 
-    POST /v1/completions   X-OpenLedger-Payer, [X-OpenLedger-Voucher: the latest voucher
-                           this wallet signed on the request's channel, if any]
+    POST /v1/completions   X-OpenLedger-Payer, [PAYMENT-SIGNATURE: the latest voucher this
+                           wallet signed on the request's channel, if any]
     <- 200                 the channel's credit covered it: one round trip
-    <- 402 + quote         the wallet checks the quote, signs, and the request is sent again
+    <- 402 PAYMENT-REQUIRED  the wallet checks the quote, signs, and the request is sent again
     <- 402/400 again       PaymentRefusedError with the node's message (but see PayingAuth
                            for a concurrent request's larger voucher)
 
@@ -40,15 +41,16 @@ import httpx
 import openai
 from eth_account import Account
 from eth_utils import is_address, to_checksum_address
+from x402.schemas.payments import PaymentRequirements
 
 from backend.protocol.eip712 import Domain, SignedVoucher, recover_voucher_signer, sign_voucher
 from backend.protocol.payment_http import (
     PAYER_HEADER,
+    PAYMENT_SIGNATURE_HEADER,
     PAYMENT_STATUSES,
-    VOUCHER_HEADER,
     PaymentAnswer,
     PaymentQuote,
-    encode_voucher,
+    encode_payment,
     parse_payment_answer,
 )
 
@@ -349,6 +351,8 @@ class PayingAuth(httpx.Auth):
         self.wallet = wallet
         self.model_id_of = model_id_of
         self._nodes: dict[tuple[str, str, int | None], str] = {}  # origin -> node address
+        # The requirement each channel was last quoted: what a proactive payment accepts.
+        self._requirements: dict[tuple[str, int], PaymentRequirements] = {}
         self._lock = threading.Lock()
 
     def sync_auth_flow(
@@ -388,12 +392,14 @@ class PayingAuth(httpx.Auth):
         answer = self._answer(response)
         if answer is None:
             return
-        if answer.quote is None:
+        if answer.quote is None or answer.requirement is None:
             raise PaymentRefusedError(answer)
         signed = self.wallet.pay(answer.quote, attached=attached)
+        requirement = answer.requirement
         with self._lock:
             self._nodes[_origin(request)] = answer.quote.node
-        request.headers[VOUCHER_HEADER] = encode_voucher(signed)
+            self._requirements[(answer.quote.node, answer.quote.model_id)] = requirement
+        request.headers[PAYMENT_SIGNATURE_HEADER] = encode_payment(requirement, signed)
         sent = signed.voucher
         for _ in range(MAX_RESENDS + 1):
             response = yield request
@@ -408,7 +414,7 @@ class PayingAuth(httpx.Auth):
             ):
                 break
             sent = latest.voucher  # a concurrent request signed more: no new signature
-            request.headers[VOUCHER_HEADER] = encode_voucher(latest)
+            request.headers[PAYMENT_SIGNATURE_HEADER] = encode_payment(requirement, latest)
         raise PaymentRefusedError(refused)
 
     def _prepare(self, request: httpx.Request) -> int:
@@ -417,13 +423,15 @@ class PayingAuth(httpx.Auth):
         with self._lock:
             node = self.wallet.node or self._nodes.get(_origin(request))
         model_id = self.model_id_of(request)
-        voucher = None
+        voucher, requirement = None, None
         if node is not None and model_id is not None:
             voucher = self.wallet.latest(node, model_id)
-        if voucher is None:
-            request.headers.pop(VOUCHER_HEADER, None)
+            with self._lock:
+                requirement = self._requirements.get((node, model_id))
+        if voucher is None or requirement is None:
+            request.headers.pop(PAYMENT_SIGNATURE_HEADER, None)
             return 0
-        request.headers[VOUCHER_HEADER] = encode_voucher(voucher)
+        request.headers[PAYMENT_SIGNATURE_HEADER] = encode_payment(requirement, voucher)
         return voucher.voucher.cumulative_amount
 
     @staticmethod
@@ -434,13 +442,13 @@ class PayingAuth(httpx.Auth):
         try:
             body = response.json()
         except (ValueError, UnicodeDecodeError):
-            return None
+            body = None
         try:
-            return parse_payment_answer(response.status_code, body)
+            return parse_payment_answer(response.status_code, response.headers, body)
         except ValueError as exc:
             raise MalformedQuoteError(
                 f"node at {response.request.url} answered {response.status_code} with a "
-                f"malformed quote: {exc}",
+                f"malformed payment requirement: {exc}",
                 None,
             ) from None
 

@@ -1,55 +1,30 @@
-"""The HTTP payment protocol between an inference node and its clients (one source of truth).
+"""The HTTP payment protocol between an inference node and its clients: an x402 v2 scheme,
+``openledger-voucher``, over x402's HTTP transport (one source of truth; the full spec with
+examples is docs/payment-protocol.md).
 
-Every paid endpoint (``/v1/completions``, ``/v1/chat/completions`` …) speaks it; the node's
-payment gate (``inference_node/server/payment_gate.py``) answers with it and the client SDK
-(``backend/protocol/inference_client.py``) pays with it.
+The node's payment gate (``inference_node/server/payment_gate.py``) answers with it and the client
+SDK (``backend/protocol/inference_client.py``) pays with it; any x402 client that signs EIP-712
+(ethers, viem, a browser wallet's ``eth_signTypedData_v4``) can too.
 
 Request headers
     ``X-OpenLedger-Payer: 0x…``
-        The address that pays (its deposit in InferencePayments). It lets the node quote a
-        request that carries no voucher.
-    ``X-OpenLedger-Voucher: <base64url>``
-        base64url (RFC 4648 §5; the encoder leaves out the ``=`` padding, the decoder accepts
-        both) of the compact JSON of :meth:`SignedVoucher.to_json`::
+        The address that pays. The amount to sign depends on what the payer's channel already
+        holds, so the node quotes only a known payer; x402 has no field for this before a
+        payment, hence this header.
+    ``PAYMENT-SIGNATURE: <base64 of PaymentPayload JSON>``
+        x402 v2 ``PaymentPayload``: ``accepted`` is the requirement it pays (scheme
+        ``openledger-voucher``), ``payload`` is ``{"voucher": <Voucher message>, "signature":
+        "0x<r><s><v>"}``; the signature must be canonical (low s), as the contract demands.
 
-            {"payer":"0x…","node":"0x…","model_id":1,"cumulative_amount":…,"deadline":…,
-             "signature":"0x<r><s><v>"}
-
-        Integers may be JSON numbers or decimal strings (clients whose JSON numbers are
-        doubles, such as JavaScript, must send amounts as strings). The signature must be
-        canonical, as ``ECDSA.tryRecover`` on-chain demands: ``v`` 27/28 (or 0/1),
-        ``0 < r < n``, ``0 < s <= n/2``; anything else could never be redeemed.
-
-Payment answers (HTTP 402 and 400), shaped like OpenAI errors so that OpenAI SDKs surface the
-message, plus the quote to sign::
-
-    {"error": {"message": str, "type": str, "code": str, "param": str | null},
-     "quote": Quote.to_json() | null}
-
-* 402, ``type`` ``"payment_required"``: no voucher, or a voucher that does not pay enough
-  (yet). ``code`` is :attr:`PaymentRequiredError.reason` (``underpaid``,
-  ``deadline_too_soon``, ``session_key_expired``, ``insufficient_deposit``) or
-  ``voucher_required`` (payer known, no voucher) or ``payer_required``.
-* 400, ``type`` ``"invalid_voucher"``: a voucher that resending can never make valid; ``code``
-  is :attr:`InvalidVoucherError.reason` (``wrong_signer``, ``channel_mismatch``) or
-  ``malformed_voucher`` (undecodable header, ``param`` names it) or ``payer_mismatch``
-  (payer header and voucher disagree).
-* 400, ``type`` ``"invalid_request_error"``, ``code`` ``"malformed_payer"``: the payer header
-  is not an address (``param`` names it).
-
-``quote`` is present in every payment answer — that marks the answer as one (a 400 without a
-``quote`` key is an ordinary bad request) — and is a fresh quote whenever the payer is known
-(from the payer header or the voucher). Decision: a request with neither header is answered
-402 ``payer_required`` with ``"quote": null`` — a quote names its channel (payer, node, model)
-and the amount to sign depends on what that channel already accepted, so without a payer
-there is nothing to sign; the client resends with ``X-OpenLedger-Payer``.
-
-Success headers (set on the answer after the receipt is written)
-    ``X-OpenLedger-Receipt``  the receipt's id in the node's ledger
-    ``X-OpenLedger-Price``    the actual price of the request, OPEN wei (decimal)
-    ``X-OpenLedger-Accepted`` the channel's accepted cumulative amount, OPEN wei
-    ``X-OpenLedger-Credit``   accepted - consumed after this request, OPEN wei; requests still
-                              in flight on the channel may spend part of it
+Answers
+    402 (or 400 for a voucher that can never be valid) with ``PAYMENT-REQUIRED: <base64 of
+    PaymentRequired JSON>`` — ``accepts[0]`` names the scheme, network (CAIP-2), asset (OPEN),
+    ``amount`` (the request's price), ``payTo`` (the node) and in ``extra`` the channel, the
+    cumulative amount to sign, the deadline window, the payer's latest voucher the node holds,
+    and the EIP-712 typed data ready to sign — and an OpenAI-shaped JSON error body
+    ``{"error": {"message", "type", "code", "param"}}`` so that OpenAI SDKs show the reason.
+    Success: ``PAYMENT-RESPONSE: <base64 of SettleResponse JSON>`` with the receipt (settlement
+    on-chain is deferred to the node's batched redemption, so ``transaction`` is empty).
 """
 
 from __future__ import annotations
@@ -57,14 +32,27 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from eth_utils import is_address, to_checksum_address
+from pydantic import ValidationError
+from x402.http.constants import (
+    PAYMENT_REQUIRED_HEADER,
+    PAYMENT_RESPONSE_HEADER,
+    PAYMENT_SIGNATURE_HEADER,
+)
+from x402.http.utils import (
+    encode_payment_required_header,
+    encode_payment_response_header,
+    encode_payment_signature_header,
+)
+from x402.schemas.payments import PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo
+from x402.schemas.responses import SettleResponse
 
 from backend.protocol.eip712 import (
+    EIP712_DOMAIN_TYPE,
     VOUCHER_TYPE,
     Domain,
     Signature,
@@ -72,29 +60,22 @@ from backend.protocol.eip712 import (
     Voucher,
 )
 
+SCHEME = "openledger-voucher"
+X402_VERSION = 2
 PAYER_HEADER = "X-OpenLedger-Payer"
-VOUCHER_HEADER = "X-OpenLedger-Voucher"
-RECEIPT_HEADER = "X-OpenLedger-Receipt"
-PRICE_HEADER = "X-OpenLedger-Price"
-ACCEPTED_HEADER = "X-OpenLedger-Accepted"
-CREDIT_HEADER = "X-OpenLedger-Credit"
+PAYMENT_HEADERS = (PAYMENT_REQUIRED_HEADER, PAYMENT_SIGNATURE_HEADER, PAYMENT_RESPONSE_HEADER)
 
 PAYMENT_REQUIRED = "payment_required"  # error type of 402 answers
 INVALID_VOUCHER = "invalid_voucher"  # error type of 400 answers about the voucher
 INVALID_REQUEST = "invalid_request_error"  # error type of a malformed payer header
 PAYMENT_STATUSES = (400, 402)
 
-MAX_VOUCHER_HEADER = 2_048  # characters; an encoded voucher is about 400
+QUOTE_TIMEOUT = 300  # seconds a quote is meant to be answered in (x402 maxTimeoutSeconds)
+SUGGESTED_VALIDITY = 86_400  # seconds: the deadline the typed data suggests, within the window
+MAX_PAYMENT_HEADER = 16_384  # characters; a payment with its echoed requirement is ~3,000
 UINT256_MAX = 2**256 - 1
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
-EIP712_DOMAIN_TYPE = [
-    {"name": "name", "type": "string"},
-    {"name": "version", "type": "string"},
-    {"name": "chainId", "type": "uint256"},
-    {"name": "verifyingContract", "type": "address"},
-]
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
-_VOUCHER_FIELDS = ("payer", "node", "model_id", "cumulative_amount", "deadline", "signature")
+_VOUCHER_FIELDS = ("payer", "node", "modelId", "cumulativeAmount", "deadline")
 
 
 # ---------------------------------------------------------------- field parsing
@@ -130,13 +111,7 @@ def _field(data: Mapping[str, Any], key: str, what: str) -> Any:
     return data[key]
 
 
-def parse_payer(text: str) -> str:
-    """The checksummed address of an ``X-OpenLedger-Payer`` header; ValueError otherwise."""
-    return _address(text.strip(), PAYER_HEADER)
-
-
-def _signature(value: object, where: str = VOUCHER_HEADER) -> Signature:
-    what = f"{where} signature"
+def _signature(value: object, what: str) -> Signature:
     if not isinstance(value, str) or not value.startswith("0x"):
         raise ValueError(f"{what} must be 0x-prefixed hex, got {value!r}")
     try:
@@ -156,63 +131,57 @@ def _signature(value: object, where: str = VOUCHER_HEADER) -> Signature:
     return signature
 
 
-# ---------------------------------------------------------------- voucher header
+def parse_payer(text: str) -> str:
+    """The checksummed address of an ``X-OpenLedger-Payer`` header; ValueError otherwise."""
+    return _address(text.strip(), PAYER_HEADER)
 
 
-def encode_voucher(signed: SignedVoucher) -> str:
-    """The ``X-OpenLedger-Voucher`` value of ``signed``."""
-    compact = json.dumps(signed.to_json(), separators=(",", ":"))
-    return base64.urlsafe_b64encode(compact.encode()).rstrip(b"=").decode("ascii")
+def caip2(chain_id: int) -> str:
+    """The CAIP-2 id of an EVM chain (``eip155:<chain id>``), x402's ``network``."""
+    return f"eip155:{chain_id}"
 
 
-def decode_voucher(text: str) -> SignedVoucher:
-    """The signed voucher of an ``X-OpenLedger-Voucher`` value; ValueError naming what is wrong."""
-    text = text.strip()
-    if not text:
-        raise ValueError(f"{VOUCHER_HEADER} is empty")
-    if len(text) > MAX_VOUCHER_HEADER:
-        raise ValueError(
-            f"{VOUCHER_HEADER} is {len(text)} characters, at most {MAX_VOUCHER_HEADER}"
-        )
-    body = text.rstrip("=")
-    if not _BASE64URL.fullmatch(body):
-        raise ValueError(f"{VOUCHER_HEADER} is not base64url (A-Z a-z 0-9 - _)")
-    try:
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-    except binascii.Error:
-        raise ValueError(f"{VOUCHER_HEADER} is not base64url: truncated") from None
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{VOUCHER_HEADER} is not base64url of JSON: {exc}") from None
-    return parse_signed_voucher(data, VOUCHER_HEADER)
+# ---------------------------------------------------------------- vouchers on the wire
 
 
-def voucher_json(signed: SignedVoucher) -> dict[str, Any]:
-    """The wire JSON of a signed voucher: amounts as decimal strings (safe in JavaScript)."""
-    data = signed.to_json()
-    for key in ("model_id", "cumulative_amount", "deadline"):
-        data[key] = str(data[key])
-    return data
+def voucher_message(voucher: Voucher) -> dict[str, str]:
+    """The EIP-712 ``Voucher`` message as JSON: addresses checksummed, integers as decimal
+    strings (exact in JavaScript; ethers and ``eth_signTypedData_v4`` take them as-is)."""
+    m = voucher.message()
+    return {k: str(v) if isinstance(v, int) else v for k, v in m.items()}
+
+
+def signed_voucher_json(signed: SignedVoucher) -> dict[str, Any]:
+    """``{"voucher": <message>, "signature": "0x<r><s><v>"}``: a payment's ``payload``, and the
+    form of a quote's ``latestVoucher``."""
+    return {
+        "voucher": voucher_message(signed.voucher),
+        "signature": "0x" + signed.signature.to_bytes().hex(),
+    }
 
 
 def parse_signed_voucher(data: object, what: str) -> SignedVoucher:
-    """The signed voucher of its wire JSON; ValueError naming what is wrong."""
+    """The signed voucher of :func:`signed_voucher_json`'s form; ValueError naming the field."""
     data = _object(data, what)
-    missing = [k for k in _VOUCHER_FIELDS if k not in data]
-    if missing:
-        raise ValueError(f"{what} lacks field(s) {', '.join(missing)}")
-    unknown = sorted(set(data) - set(_VOUCHER_FIELDS))
+    unknown = sorted(set(data) - {"voucher", "signature"})
     if unknown:
         raise ValueError(f"{what} has unknown field(s) {', '.join(unknown)}")
+    message = _object(_field(data, "voucher", what), f"{what}.voucher")
+    missing = [k for k in _VOUCHER_FIELDS if k not in message]
+    if missing:
+        raise ValueError(f"{what}.voucher lacks field(s) {', '.join(missing)}")
+    unknown = sorted(set(message) - set(_VOUCHER_FIELDS))
+    if unknown:
+        raise ValueError(f"{what}.voucher has unknown field(s) {', '.join(unknown)}")
     voucher = Voucher(
-        payer=_address(data["payer"], f"{what} payer"),
-        node=_address(data["node"], f"{what} node"),
-        model_id=_uint(data["model_id"], f"{what} model_id"),
-        cumulative_amount=_uint(data["cumulative_amount"], f"{what} cumulative_amount"),
-        deadline=_uint(data["deadline"], f"{what} deadline"),
+        payer=_address(message["payer"], f"{what}.voucher.payer"),
+        node=_address(message["node"], f"{what}.voucher.node"),
+        model_id=_uint(message["modelId"], f"{what}.voucher.modelId"),
+        cumulative_amount=_uint(message["cumulativeAmount"], f"{what}.voucher.cumulativeAmount"),
+        deadline=_uint(message["deadline"], f"{what}.voucher.deadline"),
     )
-    return SignedVoucher(voucher, _signature(data["signature"], what))
+    signature = _signature(_field(data, "signature", what), f"{what}.signature")
+    return SignedVoucher(voucher, signature)
 
 
 # ---------------------------------------------------------------- the quote
@@ -220,9 +189,12 @@ def parse_signed_voucher(data: object, what: str) -> SignedVoucher:
 
 @dataclass(frozen=True)
 class PaymentQuote:
-    """A node's quote as a client reads it (the wire form of the node's ``Quote``)."""
+    """What a request costs and what the next voucher on its channel must promise: the
+    ``extra`` of an ``openledger-voucher`` requirement, as the node states it and a client
+    reads it."""
 
-    domain: Domain
+    domain: Domain  # EIP-712 domain of InferencePayments
+    asset: str  # the OPEN token
     payer: str
     node: str
     model_id: int
@@ -231,7 +203,7 @@ class PaymentQuote:
     credit: int  # OPEN wei, what the channel's latest voucher still covers
     cumulative_amount: int  # OPEN wei, the least cumulative amount to sign
     min_deadline: int  # unix seconds, the earliest voucher deadline the node accepts
-    max_deadline: int | None = None  # unix seconds, the latest one (None: not stated)
+    max_deadline: int  # unix seconds, the latest one
     latest: SignedVoucher | None = None  # the payer's latest voucher the node holds
 
     @property
@@ -242,94 +214,265 @@ class PaymentQuote:
         """The voucher on this quote's channel for ``cumulative_amount`` until ``deadline``."""
         return Voucher(self.payer, self.node, self.model_id, cumulative_amount, deadline)
 
-    def to_json(self) -> dict[str, Any]:
-        """The wire form (the same as the node's ``Quote.to_json``)."""
+    @property
+    def suggested_deadline(self) -> int:
+        """A deadline inside the node's window: a day after the earliest, at most the latest."""
+        return min(self.max_deadline, self.min_deadline + SUGGESTED_VALIDITY)
+
+    def typed_data(self) -> dict[str, Any]:
+        """The quoted voucher as ``eth_signTypedData_v4`` JSON (types include EIP712Domain)."""
+        message = voucher_message(self.voucher(self.cumulative_amount, self.suggested_deadline))
         return {
-            "price": str(self.price),
-            "channel": {"payer": self.payer, "node": self.node, "modelId": self.model_id},
-            "lastAccepted": str(self.last_accepted),
-            "credit": str(self.credit),
-            "cumulativeAmount": str(self.cumulative_amount),
-            "minDeadline": self.min_deadline,
-            "maxDeadline": self.max_deadline,
-            "latestVoucher": None if self.latest is None else voucher_json(self.latest),
-            "eip712": {
-                "domain": self.domain.as_dict(),
-                "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, "Voucher": VOUCHER_TYPE},
-                "primaryType": "Voucher",
-            },
+            "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, "Voucher": VOUCHER_TYPE},
+            "primaryType": "Voucher",
+            "domain": self.domain.as_dict(),
+            "message": message,
         }
 
+    def extra(self) -> dict[str, Any]:
+        return {
+            "channel": {"payer": self.payer, "node": self.node, "modelId": str(self.model_id)},
+            "cumulativeAmount": str(self.cumulative_amount),
+            "lastAccepted": str(self.last_accepted),
+            "credit": str(self.credit),
+            "minDeadline": self.min_deadline,
+            "maxDeadline": self.max_deadline,
+            # The payer's own latest signed voucher: a wallet that lost its state checks the
+            # signature and continues the channel from it (nothing rests on the node's word).
+            "latestVoucher": None if self.latest is None else signed_voucher_json(self.latest),
+            "typedData": self.typed_data(),
+            # ethers' signTypedData(domain, types, message) refuses EIP712Domain in types.
+            "voucherTypes": {"Voucher": VOUCHER_TYPE},
+        }
+
+    def requirements(self) -> PaymentRequirements:
+        """The x402 v2 requirement (an ``accepts`` entry) of this quote."""
+        return PaymentRequirements(
+            scheme=SCHEME,
+            network=caip2(self.domain.chain_id),
+            asset=self.asset,
+            amount=str(self.price),
+            pay_to=self.node,
+            max_timeout_seconds=QUOTE_TIMEOUT,
+            extra=self.extra(),
+        )
+
     @classmethod
-    def from_json(cls, data: object) -> PaymentQuote:
-        """Parses and checks a quote; ValueError naming the bad field."""
-        q = _object(data, "quote")
-        channel = _object(_field(q, "channel", "quote"), "quote channel")
-        eip712 = _object(_field(q, "eip712", "quote"), "quote eip712")
-        if eip712.get("primaryType") != "Voucher":
-            raise ValueError(f"quote asks to sign {eip712.get('primaryType')!r}, not a Voucher")
-        types = _object(_field(eip712, "types", "quote eip712"), "quote eip712 types")
+    def from_requirements(cls, requirements: PaymentRequirements) -> PaymentQuote:
+        """Parses and checks an ``openledger-voucher`` requirement; ValueError naming the bad
+        field."""
+        if requirements.scheme != SCHEME:
+            raise ValueError(f"requirement scheme is {requirements.scheme!r}, not {SCHEME!r}")
+        q = _object(requirements.extra, "extra")
+        if q.get("channel") is None:
+            raise ValueError(f"the node needs the payer first: send {PAYER_HEADER}")
+        channel = _object(q["channel"], "extra.channel")
+        typed = _object(_field(q, "typedData", "extra"), "extra.typedData")
+        if typed.get("primaryType") != "Voucher":
+            raise ValueError(f"extra.typedData signs {typed.get('primaryType')!r}, not a Voucher")
+        types = _object(_field(typed, "types", "extra.typedData"), "extra.typedData.types")
         if types.get("Voucher") != VOUCHER_TYPE:
-            raise ValueError(f"quote Voucher type is {types.get('Voucher')!r}, not {VOUCHER_TYPE}")
-        d = _object(_field(eip712, "domain", "quote eip712"), "quote eip712 domain")
-        name, version = _field(d, "name", "quote domain"), _field(d, "version", "quote domain")
+            raise ValueError(f"extra.typedData Voucher type is {types.get('Voucher')!r}")
+        if types.get("EIP712Domain") != EIP712_DOMAIN_TYPE:
+            raise ValueError(f"extra.typedData EIP712Domain is {types.get('EIP712Domain')!r}")
+        d = _object(_field(typed, "domain", "extra.typedData"), "extra.typedData.domain")
+        name, version = _field(d, "name", "domain"), _field(d, "version", "domain")
         if not isinstance(name, str) or not isinstance(version, str):
-            raise ValueError(f"quote domain name and version must be strings: {name!r} {version!r}")
+            raise ValueError(f"domain name and version must be strings: {name!r} {version!r}")
         domain = Domain(
-            chain_id=_uint(_field(d, "chainId", "quote domain"), "quote domain chainId"),
+            chain_id=_uint(_field(d, "chainId", "domain"), "domain chainId"),
             verifying_contract=_address(
-                _field(d, "verifyingContract", "quote domain"), "quote domain verifyingContract"
+                _field(d, "verifyingContract", "domain"), "domain verifyingContract"
             ),
             name=name,
             version=version,
         )
+        if requirements.network != caip2(domain.chain_id):
+            raise ValueError(
+                f"requirement network {requirements.network!r} is not the domain's chain "
+                f"{caip2(domain.chain_id)!r}"
+            )
+        node = _address(_field(channel, "node", "extra.channel"), "extra.channel.node")
+        if _address(requirements.pay_to, "payTo") != node:
+            raise ValueError(f"payTo {requirements.pay_to} is not the channel's node {node}")
+        latest = q.get("latestVoucher")
         quote = cls(
             domain=domain,
-            payer=_address(_field(channel, "payer", "quote channel"), "quote channel payer"),
-            node=_address(_field(channel, "node", "quote channel"), "quote channel node"),
-            model_id=_uint(_field(channel, "modelId", "quote channel"), "quote channel modelId"),
-            price=_uint(_field(q, "price", "quote"), "quote price"),
-            last_accepted=_uint(_field(q, "lastAccepted", "quote"), "quote lastAccepted"),
-            credit=_uint(_field(q, "credit", "quote"), "quote credit"),
+            asset=_address(requirements.asset, "asset"),
+            payer=_address(_field(channel, "payer", "extra.channel"), "extra.channel.payer"),
+            node=node,
+            model_id=_uint(_field(channel, "modelId", "extra.channel"), "extra.channel.modelId"),
+            price=_uint(requirements.amount, "amount"),
+            last_accepted=_uint(_field(q, "lastAccepted", "extra"), "extra.lastAccepted"),
+            credit=_uint(_field(q, "credit", "extra"), "extra.credit"),
             cumulative_amount=_uint(
-                _field(q, "cumulativeAmount", "quote"), "quote cumulativeAmount"
+                _field(q, "cumulativeAmount", "extra"), "extra.cumulativeAmount"
             ),
-            min_deadline=_uint(_field(q, "minDeadline", "quote"), "quote minDeadline"),
-            max_deadline=None
-            if q.get("maxDeadline") is None
-            else _uint(q["maxDeadline"], "quote maxDeadline"),
-            latest=None
-            if q.get("latestVoucher") is None
-            else parse_signed_voucher(q["latestVoucher"], "quote latestVoucher"),
+            min_deadline=_uint(_field(q, "minDeadline", "extra"), "extra.minDeadline"),
+            max_deadline=_uint(_field(q, "maxDeadline", "extra"), "extra.maxDeadline"),
+            latest=None if latest is None else parse_signed_voucher(latest, "extra.latestVoucher"),
         )
         if quote.cumulative_amount < quote.last_accepted:
             raise ValueError(
-                f"quote cumulativeAmount {quote.cumulative_amount} is below its lastAccepted "
+                f"extra.cumulativeAmount {quote.cumulative_amount} is below its lastAccepted "
                 f"{quote.last_accepted}"
             )
         if quote.credit > quote.last_accepted:
             raise ValueError(
-                f"quote credit {quote.credit} exceeds its lastAccepted {quote.last_accepted}"
+                f"extra.credit {quote.credit} exceeds its lastAccepted {quote.last_accepted}"
+            )
+        if quote.max_deadline < quote.min_deadline:
+            raise ValueError(
+                f"extra.maxDeadline {quote.max_deadline} is before minDeadline {quote.min_deadline}"
             )
         return quote
+
+
+# ---------------------------------------------------------------- PAYMENT-REQUIRED
+
+
+def payer_requirement(domain: Domain, asset: str, node: str, price: int) -> PaymentRequirements:
+    """The requirement answered to a request with no payer: the price and the domain, and
+    ``extra.channel`` null (resend with ``X-OpenLedger-Payer`` for the amount to sign)."""
+    return PaymentRequirements(
+        scheme=SCHEME,
+        network=caip2(domain.chain_id),
+        asset=asset,
+        amount=str(price),
+        pay_to=node,
+        max_timeout_seconds=QUOTE_TIMEOUT,
+        extra={"channel": None, "payerHeader": PAYER_HEADER, "domain": domain.as_dict()},
+    )
+
+
+def payment_required(
+    requirement: PaymentRequirements, *, error: str, resource: str | None = None
+) -> str:
+    """The ``PAYMENT-REQUIRED`` header value: base64 of the x402 v2 ``PaymentRequired``."""
+    answer = PaymentRequired(
+        x402_version=X402_VERSION,
+        error=error,
+        resource=None if resource is None else ResourceInfo(url=resource),
+        accepts=[requirement],
+    )
+    return encode_payment_required_header(answer)
+
+
+def _base64_json(text: str, what: str) -> Any:
+    text = text.strip()
+    if not text:
+        raise ValueError(f"{what} is empty")
+    if len(text) > MAX_PAYMENT_HEADER:
+        raise ValueError(f"{what} is {len(text)} characters, at most {MAX_PAYMENT_HEADER}")
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{what} is not base64") from None
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{what} is not base64 of JSON: {exc}") from None
+
+
+def _model(cls: Any, data: Any, what: str) -> Any:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"{what}: {where}: {first['msg']}") from None
+
+
+def decode_payment_required(text: str) -> PaymentRequired:
+    """The ``PaymentRequired`` of a ``PAYMENT-REQUIRED`` value; ValueError when malformed."""
+    data = _object(_base64_json(text, PAYMENT_REQUIRED_HEADER), PAYMENT_REQUIRED_HEADER)
+    if data.get("x402Version") != X402_VERSION:
+        raise ValueError(f"{PAYMENT_REQUIRED_HEADER} is x402 version {data.get('x402Version')}")
+    return _model(PaymentRequired, data, PAYMENT_REQUIRED_HEADER)
+
+
+# ---------------------------------------------------------------- PAYMENT-SIGNATURE
+
+
+def encode_payment(requirement: PaymentRequirements, signed: SignedVoucher) -> str:
+    """The ``PAYMENT-SIGNATURE`` value paying ``requirement`` with ``signed``."""
+    payload = PaymentPayload(
+        x402_version=X402_VERSION, accepted=requirement, payload=signed_voucher_json(signed)
+    )
+    return encode_payment_signature_header(payload)
+
+
+def decode_payment(text: str) -> tuple[SignedVoucher, PaymentRequirements]:
+    """The voucher and the accepted requirement of a ``PAYMENT-SIGNATURE`` value; ValueError
+    naming what is wrong."""
+    what = PAYMENT_SIGNATURE_HEADER
+    data = _object(_base64_json(text, what), what)
+    if data.get("x402Version") != X402_VERSION:
+        raise ValueError(f"{what} is x402 version {data.get('x402Version')!r}, not 2")
+    payment = _model(PaymentPayload, data, what)
+    if payment.accepted.scheme != SCHEME:
+        raise ValueError(f"{what} pays scheme {payment.accepted.scheme!r}, not {SCHEME!r}")
+    return parse_signed_voucher(payment.payload, f"{what} payload"), payment.accepted
+
+
+# ---------------------------------------------------------------- PAYMENT-RESPONSE
+
+
+@dataclass(frozen=True)
+class PaymentReceipt:
+    """What a paid answer's ``PAYMENT-RESPONSE`` says: the receipt the node wrote."""
+
+    receipt_id: int
+    payer: str
+    network: str  # CAIP-2
+    price: int  # OPEN wei, actual
+    accepted: int  # OPEN wei, the channel's accepted cumulative amount
+    credit: int  # OPEN wei, accepted - consumed after this request
+
+    def to_headers(self) -> dict[str, str]:
+        response = SettleResponse(
+            success=True,
+            transaction="",  # redeemed later, in a batch: the usage proof names the receipt
+            network=self.network,
+            payer=self.payer,
+            amount=str(self.price),
+            extra={
+                "receiptId": str(self.receipt_id),
+                "accepted": str(self.accepted),
+                "credit": str(self.credit),
+            },
+        )
+        return {PAYMENT_RESPONSE_HEADER: encode_payment_response_header(response)}
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> PaymentReceipt | None:
+        """The receipt of a response's headers; None when it carries none; ValueError when it
+        is malformed."""
+        text = header(headers, PAYMENT_RESPONSE_HEADER)
+        if text is None:
+            return None
+        data = _base64_json(text, PAYMENT_RESPONSE_HEADER)
+        response = _model(SettleResponse, data, PAYMENT_RESPONSE_HEADER)
+        extra = _object(response.extra or {}, f"{PAYMENT_RESPONSE_HEADER} extra")
+        what = f"{PAYMENT_RESPONSE_HEADER} extra"
+        return cls(
+            receipt_id=_uint(_field(extra, "receiptId", what), f"{what}.receiptId"),
+            payer=_address(response.payer, f"{PAYMENT_RESPONSE_HEADER} payer"),
+            network=response.network,
+            price=_uint(response.amount, f"{PAYMENT_RESPONSE_HEADER} amount"),
+            accepted=_uint(_field(extra, "accepted", what), f"{what}.accepted"),
+            credit=_uint(_field(extra, "credit", what), f"{what}.credit"),
+        )
 
 
 # ---------------------------------------------------------------- payment answers
 
 
 def payment_error_body(
-    *,
-    error_type: str,
-    code: str,
-    message: str,
-    quote: Mapping[str, Any] | None,
-    param: str | None = None,
+    *, error_type: str, code: str, message: str, param: str | None = None
 ) -> dict[str, Any]:
-    """The JSON body of a 402/400 payment answer (``quote``: ``Quote.to_json()`` or None)."""
-    return {
-        "error": {"message": message, "type": error_type, "code": code, "param": param},
-        "quote": None if quote is None else dict(quote),
-    }
+    """The OpenAI-shaped JSON body of a 402/400 payment answer."""
+    return {"error": {"message": message, "type": error_type, "code": code, "param": param}}
 
 
 @dataclass(frozen=True)
@@ -341,62 +484,40 @@ class PaymentAnswer:
     code: str
     message: str
     param: str | None
-    quote: PaymentQuote | None
+    requirement: PaymentRequirements | None  # accepts[0], our scheme
+    quote: PaymentQuote | None  # None when the node did not know the payer
 
 
-def parse_payment_answer(status: int, body: object) -> PaymentAnswer | None:
-    """The payment answer of a response, or None when it is not one (another status, or a body
-    without the ``error`` object and ``quote`` key). ValueError when its quote is malformed."""
-    if status not in PAYMENT_STATUSES or not isinstance(body, dict) or "quote" not in body:
+def parse_payment_answer(
+    status: int, headers: Mapping[str, str], body: object
+) -> PaymentAnswer | None:
+    """The payment answer of a response, or None when it is not one (another status, or no
+    ``PAYMENT-REQUIRED`` header). ValueError when the header is malformed."""
+    text = header(headers, PAYMENT_REQUIRED_HEADER)
+    if status not in PAYMENT_STATUSES or text is None:
         return None
-    error = body.get("error")
-    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
-        return None
-    quote = None if body["quote"] is None else PaymentQuote.from_json(body["quote"])
+    required = decode_payment_required(text)
+    ours = [r for r in required.accepts if r.scheme == SCHEME]
+    if not ours:
+        raise ValueError(f"{PAYMENT_REQUIRED_HEADER} accepts no {SCHEME!r} payment")
+    requirement = ours[0]
+    quote = None
+    if requirement.extra.get("channel") is not None:
+        quote = PaymentQuote.from_requirements(requirement)
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        error = {"message": required.error or "payment required", "code": PAYMENT_REQUIRED}
+    code, message = str(error.get("code")), str(error.get("message"))
     param = error.get("param")
     return PaymentAnswer(
         status=status,
-        type=str(error.get("type")),
-        code=str(error.get("code")),
-        message=error["message"],
+        type=str(error.get("type", PAYMENT_REQUIRED)),
+        code=code,
+        message=message,
         param=param if isinstance(param, str) else None,
+        requirement=requirement,
         quote=quote,
     )
-
-
-# ---------------------------------------------------------------- success headers
-
-
-@dataclass(frozen=True)
-class PaymentReceipt:
-    """What the success headers say about a paid request."""
-
-    receipt_id: int
-    price: int  # OPEN wei, actual
-    accepted: int  # OPEN wei, the channel's accepted cumulative amount
-    credit: int  # OPEN wei, accepted - consumed after this request
-
-    def to_headers(self) -> dict[str, str]:
-        return {
-            RECEIPT_HEADER: str(self.receipt_id),
-            PRICE_HEADER: str(self.price),
-            ACCEPTED_HEADER: str(self.accepted),
-            CREDIT_HEADER: str(self.credit),
-        }
-
-    @classmethod
-    def from_headers(cls, headers: Mapping[str, str]) -> PaymentReceipt | None:
-        """The receipt of a response's headers (matched case-insensitively); None when the
-        response carries none; ValueError when they are partial or malformed."""
-        names = (RECEIPT_HEADER, PRICE_HEADER, ACCEPTED_HEADER, CREDIT_HEADER)
-        values = {name: header(headers, name) for name in names}
-        if all(v is None for v in values.values()):
-            return None
-        missing = [name for name, v in values.items() if v is None]
-        if missing:
-            raise ValueError(f"payment headers lack {', '.join(missing)}")
-        r, p, a, c = (_uint(values[name], name) for name in names)
-        return cls(receipt_id=r, price=p, accepted=a, credit=c)
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

@@ -31,7 +31,7 @@ from inference_node.payments.errors import (
     WrongSignerError,
 )
 from inference_node.payments.ledger import ChannelState, Ledger, LedgerError, Redemption
-from inference_node.payments.quote import Pricing, Quote, expected_cumulative, make_quote
+from inference_node.payments.quote import Pricing, expected_cumulative, make_quote
 from inference_node.payments.redeemer import Redeemer, RedeemPolicy
 from inference_node.payments.sender import RedeemSender, Web3Sender
 from inference_node.payments.verify import Acceptance, VerifyPolicy, VoucherVerifier
@@ -53,7 +53,6 @@ __all__ = [
     "PaymentRequiredError",
     "PaymentsChain",
     "Pricing",
-    "Quote",
     "Receipt",
     "RedeemPolicy",
     "RedeemSender",

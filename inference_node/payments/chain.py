@@ -63,6 +63,10 @@ class PaymentsChain:
     def domain(self) -> Domain:
         return Domain(self.w3.eth.chain_id, self.payments.address)
 
+    def token(self) -> str:
+        """The OPEN token (x402's ``asset``)."""
+        return to_checksum_address(self.payments.functions.token().call())
+
     def now(self) -> int:
         """The latest block's timestamp (the clock redemptions are judged by)."""
         return int(self.w3.eth.get_block("latest")["timestamp"])

@@ -24,12 +24,11 @@ spent by later requests on the same channel.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from eth_utils import to_checksum_address
 
-from backend.protocol.eip712 import VOUCHER_TYPE, Domain, SignedVoucher
-from backend.protocol.payment_http import voucher_json
+from backend.protocol.eip712 import Domain, SignedVoucher
+from backend.protocol.payment_http import PaymentQuote
 
 EIP712_DOMAIN_TYPE = [
     {"name": "name", "type": "string"},
@@ -58,51 +57,11 @@ def expected_cumulative(accepted: int, consumed: int, reserved: int, price: int)
     return max(accepted, consumed + reserved + price)
 
 
-@dataclass(frozen=True)
-class Quote:
-    """What a request costs and what the next voucher on its channel must promise."""
-
-    domain: Domain
-    payer: str
-    node: str
-    model_id: int
-    price: int  # OPEN wei, quoted up front from max_tokens
-    last_accepted: int  # OPEN wei, cumulative amount of the latest accepted voucher
-    credit: int  # OPEN wei, accepted - consumed - reserved (never below 0)
-    cumulative_amount: int  # OPEN wei, the least cumulative amount to sign
-    min_deadline: int  # unix seconds, the earliest deadline the node accepts
-    max_deadline: int  # unix seconds, the latest deadline the node accepts
-    latest: SignedVoucher | None = None  # the payer's latest voucher on the pair, as held
-
-    def to_json(self) -> dict[str, Any]:
-        """The 402 payload: amounts as decimal strings, plus the EIP-712 typed data to sign."""
-        return {
-            "price": str(self.price),
-            "channel": {
-                "payer": to_checksum_address(self.payer),
-                "node": to_checksum_address(self.node),
-                "modelId": self.model_id,
-            },
-            "lastAccepted": str(self.last_accepted),
-            "credit": str(self.credit),
-            "cumulativeAmount": str(self.cumulative_amount),
-            "minDeadline": self.min_deadline,
-            "maxDeadline": self.max_deadline,
-            # The payer's own latest signed voucher: a wallet that lost its state checks the
-            # signature and continues the channel from it (nothing is trusted on the node's word).
-            "latestVoucher": None if self.latest is None else voucher_json(self.latest),
-            "eip712": {
-                "domain": self.domain.as_dict(),
-                "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, "Voucher": VOUCHER_TYPE},
-                "primaryType": "Voucher",
-            },
-        }
-
-
 def make_quote(
     domain: Domain,
     channel: tuple[str, str, int],
     *,
+    asset: str,
     price: int,
     accepted: int,
     consumed: int,
@@ -110,13 +69,14 @@ def make_quote(
     min_deadline: int,
     max_deadline: int,
     latest: SignedVoucher | None = None,
-) -> Quote:
+) -> PaymentQuote:
     """The quote for a request of ``price`` on ``channel`` = (payer, node, model id)."""
     payer, node, model_id = channel
-    return Quote(
+    return PaymentQuote(
         domain=domain,
-        payer=payer,
-        node=node,
+        asset=to_checksum_address(asset),
+        payer=to_checksum_address(payer),
+        node=to_checksum_address(node),
         model_id=model_id,
         price=price,
         last_accepted=accepted,

@@ -37,6 +37,7 @@ from itertools import count
 from eth_utils import to_checksum_address
 
 from backend.protocol.eip712 import SignedVoucher, recover_voucher_signer
+from backend.protocol.payment_http import PaymentQuote
 from backend.protocol.receipts import Receipt
 from inference_node.payments.chain import PaymentsChain
 from inference_node.payments.errors import (
@@ -50,7 +51,7 @@ from inference_node.payments.errors import (
     WrongSignerError,
 )
 from inference_node.payments.ledger import Ledger
-from inference_node.payments.quote import Quote, expected_cumulative, make_quote
+from inference_node.payments.quote import expected_cumulative, make_quote
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ class VoucherVerifier:
             signer=signer,
         )
 
-    def quote(self, payer: str, model_id: int, price: int) -> Quote:
+    def quote(self, payer: str, model_id: int, price: int) -> PaymentQuote:
         """The 402 quote for a request of ``price`` by ``payer`` on ``model_id``."""
         payer = to_checksum_address(payer)
         redeemed = self.chain.redeemed(payer, model_id)
@@ -141,6 +142,7 @@ class VoucherVerifier:
         return make_quote(
             self.chain.domain,
             (payer, self.chain.node, model_id),
+            asset=self.chain.token(),
             price=price,
             accepted=pair.accepted,
             consumed=pair.consumed,

@@ -7,8 +7,10 @@ template for chat) → price it from the prompt and ``max_tokens`` → the gate 
 chunk; a client that leaves mid-stream is charged for the tokens it was sent, and one whose
 request fails is charged nothing (its reservation is released).
 
-Extensions, ignored by OpenAI clients: the ``openledger`` object of a response (receipt id,
-price, request hash) and the ``X-OpenLedger-*`` payment headers.
+Payment is x402 v2 (scheme ``openledger-voucher``, docs/payment-protocol.md): a 402 carries
+``PAYMENT-REQUIRED``, the client pays with ``PAYMENT-SIGNATURE``, an answer carries
+``PAYMENT-RESPONSE``. Extension, ignored by OpenAI clients: the ``openledger`` object of a
+response (receipt id, price, request hash; a streamed answer's only receipt).
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from backend.protocol.payment_http import (
+    PAYER_HEADER,
+    PAYMENT_REQUIRED_HEADER,
+    PAYMENT_RESPONSE_HEADER,
+    PAYMENT_SIGNATURE_HEADER,
+)
 from backend.protocol.receipts import Receipt
 from inference_node.engine.adapters import AdapterError
 from inference_node.engine.sampling import SamplingParams
@@ -45,6 +53,58 @@ from inference_node.server.runtime import NodeRuntime
 log = logging.getLogger(__name__)
 ZERO32 = b"\x00" * 32
 LOOPBACK = {"127.0.0.1", "::1"}
+
+
+_ERROR_BODY = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "message": {"type": "string"},
+                        "type": {"type": "string"},
+                        "code": {"type": "string"},
+                        "param": {"type": ["string", "null"]},
+                    },
+                }
+            },
+        }
+    }
+}
+_REQUIRED = {
+    PAYMENT_REQUIRED_HEADER: {
+        "description": "base64 of the x402 v2 PaymentRequired JSON: accepts[0] is an "
+        "`openledger-voucher` requirement with the quote and the EIP-712 typed data to sign "
+        "(docs/payment-protocol.md)",
+        "schema": {"type": "string"},
+    }
+}
+PAYMENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The answer. Not streamed, it carries the receipt in PAYMENT-RESPONSE.",
+        "headers": {
+            PAYMENT_RESPONSE_HEADER: {
+                "description": "base64 of the x402 SettleResponse JSON: the receipt id, the "
+                "actual price (amount), the channel's accepted amount and credit (extra)",
+                "schema": {"type": "string"},
+            }
+        },
+    },
+    402: {
+        "description": "Payment required: no voucher, or one that does not pay enough yet. "
+        f"Send {PAYER_HEADER} to be quoted, then pay with {PAYMENT_SIGNATURE_HEADER}.",
+        "headers": _REQUIRED,
+        "content": _ERROR_BODY,
+    },
+    400: {
+        "description": "A bad request, or a payment that can never be valid (wrong signer, "
+        "another channel, malformed); payment answers carry PAYMENT-REQUIRED.",
+        "headers": _REQUIRED,
+        "content": _ERROR_BODY,
+    },
+}
 
 
 class APIError(Exception):
@@ -84,7 +144,7 @@ def create_app(node: NodeRuntime) -> FastAPI:
 
     @app.exception_handler(PaymentHTTPError)
     async def _payment(_: Request, exc: PaymentHTTPError) -> JSONResponse:
-        return JSONResponse(exc.body, exc.status)
+        return JSONResponse(exc.body, exc.status, headers=exc.headers)
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
@@ -107,12 +167,12 @@ def create_app(node: NodeRuntime) -> FastAPI:
             ],
         }
 
-    @app.post("/v1/completions", response_model=None)
+    @app.post("/v1/completions", response_model=None, responses=PAYMENT_RESPONSES)
     async def completions(body: CompletionRequest, request: Request):
         prompt = _or_400(lambda: node.tokenizer.encode(body.prompt_text))
         return await _serve(request, body, "completion", prompt, default_max=16)
 
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post("/v1/chat/completions", response_model=None, responses=PAYMENT_RESPONSES)
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         prompt = _or_400(
             lambda: list(
@@ -138,18 +198,23 @@ def create_app(node: NodeRuntime) -> FastAPI:
         if request.client is None or request.client.host not in LOOPBACK:
             raise APIError(403, "redeem is accepted from the node's own host only", "forbidden")
         done = await to_thread.run_sync(node.redeem_now)
-        if done is None:
-            return {"redeemed": False}
-        return {
-            "redeemed": done.status == "confirmed",
-            "redemption_id": done.id,
-            "status": done.status,
-            "tx_hash": done.tx_hash,
-            "usage_proof_id": done.proof_id,
-            "paid": str(done.paid) if done.paid is not None else None,
-            "receipts": done.receipt_count,
-            "receipts_cid": done.receipts_cid,
-        }
+        if not done:
+            return {"redeemed": False, "redemptions": []}
+        batches = [
+            {
+                "redemption_id": r.id,
+                "status": r.status,
+                "tx_hash": r.tx_hash,
+                "usage_proof_id": r.proof_id,
+                "paid": str(r.paid) if r.paid is not None else None,
+                "receipts": r.receipt_count,
+                "receipts_cid": r.receipts_cid,
+            }
+            for r in done
+        ]
+        # The last batch's fields at the top level too: one batch is the common case.
+        return {"redeemed": all(r.status == "confirmed" for r in done), **batches[-1],
+                "redemptions": batches}  # fmt: skip
 
     async def _serve(
         request: Request,
@@ -181,7 +246,7 @@ def create_app(node: NodeRuntime) -> FastAPI:
         )
         price = served.pricing.price(len(prompt), max_tokens)
         headers = dict(request.headers)
-        acceptance = await to_thread.run_sync(node.gate.admit, headers, served.model_id, price)
+        acceptance = await node.gate.admit_async(headers, served.model_id, price, str(request.url))
         request_id = uuid.uuid4().hex
         try:
             handle = node.engine.submit(prompt, params, adapter=served.name, request_id=request_id)

@@ -1,5 +1,6 @@
 """The payment gate of the node's HTTP server: HTTP headers in, an accepted voucher or a
-payment answer out (the wire format is ``backend/protocol/payment_http.py``).
+payment answer out (x402 v2, scheme ``openledger-voucher``: ``backend/protocol/payment_http.py``
+and docs/payment-protocol.md).
 
 Per paid request the server does::
 
@@ -7,7 +8,7 @@ Per paid request the server does::
     try:
         acceptance = gate.admit(request.headers, model_id, price)
     except PaymentHTTPError as refused:
-        return JSONResponse(refused.body, status_code=refused.status)
+        return JSONResponse(refused.body, refused.status, headers=refused.headers)
     try:
         answer = ...                                        # the inference
         result = gate.settle(acceptance, receipt)           # durable, before the answer leaves
@@ -44,12 +45,16 @@ from backend.protocol.payment_http import (
     INVALID_VOUCHER,
     PAYER_HEADER,
     PAYMENT_REQUIRED,
-    VOUCHER_HEADER,
+    PAYMENT_REQUIRED_HEADER,
+    PAYMENT_SIGNATURE_HEADER,
     PaymentReceipt,
-    decode_voucher,
+    caip2,
+    decode_payment,
     header,
     parse_payer,
+    payer_requirement,
     payment_error_body,
+    payment_required,
 )
 from backend.protocol.receipts import Receipt
 from inference_node.payments.errors import InvalidVoucherError, PaymentError
@@ -76,12 +81,14 @@ class _RefusalError(Exception):
 
 
 class PaymentHTTPError(Exception):
-    """A request the gate refused: answer it with ``status`` (402 or 400) and JSON ``body``."""
+    """A request the gate refused: answer it with ``status`` (402 or 400), JSON ``body`` and
+    ``headers`` (``PAYMENT-REQUIRED``)."""
 
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
         super().__init__(f"{status} {body['error']['code']}: {body['error']['message']}")
         self.status = status
         self.body = body
+        self.headers = headers
 
     @property
     def code(self) -> str:
@@ -96,10 +103,15 @@ class SettleResult:
     accepted: int  # OPEN wei, the channel's accepted cumulative amount
     credit: int  # OPEN wei, accepted - consumed after this request
     price: int  # OPEN wei, the actual price written in the receipt
+    payer: str
+    network: str  # CAIP-2
 
     def headers(self) -> dict[str, str]:
-        """The ``X-OpenLedger-Receipt/Price/Accepted/Credit`` headers of the answer."""
-        return PaymentReceipt(self.receipt_id, self.price, self.accepted, self.credit).to_headers()
+        """The ``PAYMENT-RESPONSE`` header of the answer."""
+        receipt = PaymentReceipt(
+            self.receipt_id, self.payer, self.network, self.price, self.accepted, self.credit
+        )
+        return receipt.to_headers()
 
 
 class PaymentGate:
@@ -109,29 +121,43 @@ class PaymentGate:
     def __init__(self, verifier: VoucherVerifier) -> None:
         self.verifier = verifier
 
-    def admit(self, headers: Mapping[str, str], model_id: int, price: int) -> Acceptance:
+    def admit(
+        self,
+        headers: Mapping[str, str],
+        model_id: int,
+        price: int,
+        resource: str | None = None,
+    ) -> Acceptance:
         """Accepts the request's voucher for ``price`` OPEN wei on ``model_id`` and reserves
-        the price, or raises :class:`PaymentHTTPError`."""
+        the price, or raises :class:`PaymentHTTPError` (``resource``: the URL, for x402's
+        ``resource``)."""
         if price < 0 or model_id < 0:
             raise ValueError(f"price and model id must be >= 0, got {price}, {model_id}")
         try:
             return self._admit(headers, model_id, price)
         except _RefusalError as refusal:
-            quote = None
+            chain = self.verifier.chain
             if refusal.payer is not None:
-                quote = self.verifier.quote(refusal.payer, model_id, price).to_json()
+                requirement = self.verifier.quote(refusal.payer, model_id, price).requirements()
+            else:
+                requirement = payer_requirement(chain.domain, chain.token(), chain.node, price)
             log.debug("payment refused (%s %s): %s", refusal.status, refusal.code, refusal)
             body = payment_error_body(
                 error_type=refusal.error_type,
                 code=refusal.code,
                 message=str(refusal),
-                quote=quote,
                 param=refusal.param,
             )
-            raise PaymentHTTPError(refusal.status, body) from None
+            required = payment_required(
+                requirement, error=f"{refusal.code}: {refusal}", resource=resource
+            )
+            raise PaymentHTTPError(
+                refusal.status, body, {PAYMENT_REQUIRED_HEADER: required}
+            ) from None
 
     def _admit(self, headers: Mapping[str, str], model_id: int, price: int) -> Acceptance:
-        payer_text, voucher_text = header(headers, PAYER_HEADER), header(headers, VOUCHER_HEADER)
+        payer_text = header(headers, PAYER_HEADER)
+        payment_text = header(headers, PAYMENT_SIGNATURE_HEADER)
         payer = None
         if payer_text is not None:
             try:
@@ -140,28 +166,37 @@ class PaymentGate:
                 raise _RefusalError(
                     400, INVALID_REQUEST, "malformed_payer", str(exc), None, PAYER_HEADER
                 ) from None
-        if voucher_text is None:
+        if payment_text is None:
             if payer is None:
                 message = (
                     f"payment required: send {PAYER_HEADER} with the paying address to get a "
-                    f"quote, then {VOUCHER_HEADER} with a voucher signed for it"
+                    f"quote, then {PAYMENT_SIGNATURE_HEADER} with a voucher signed for it"
                 )
                 raise _RefusalError(402, PAYMENT_REQUIRED, "payer_required", message, None)
             message = (
                 f"payment required: this request costs up to {price} wei on model {model_id}; "
-                f"sign the quoted voucher and send it in {VOUCHER_HEADER}"
+                f"sign the quoted voucher and send it in {PAYMENT_SIGNATURE_HEADER}"
             )
             raise _RefusalError(402, PAYMENT_REQUIRED, "voucher_required", message, payer)
         try:
-            signed = decode_voucher(voucher_text)
+            signed, accepted = decode_payment(payment_text)
         except ValueError as exc:
             raise _RefusalError(
-                400, INVALID_VOUCHER, "malformed_voucher", str(exc), payer, VOUCHER_HEADER
-            ) from None
+                400, INVALID_VOUCHER, "malformed_payment", str(exc), payer,
+                PAYMENT_SIGNATURE_HEADER,
+            ) from None  # fmt: skip
         voucher_payer = to_checksum_address(signed.voucher.payer)
         if payer is not None and payer != voucher_payer:
             message = f"{PAYER_HEADER} is {payer} but the voucher's payer is {voucher_payer}"
             raise _RefusalError(400, INVALID_VOUCHER, "payer_mismatch", message, payer)
+        chain = self.verifier.chain
+        network = caip2(chain.domain.chain_id)
+        if accepted.network != network or accepted.pay_to.lower() != chain.node.lower():
+            message = (
+                f"the payment accepts network {accepted.network} and payTo {accepted.pay_to}; "
+                f"this node is {chain.node} on {network}"
+            )
+            raise _RefusalError(400, INVALID_VOUCHER, "requirement_mismatch", message, payer)
         try:
             return self.verifier.verify(signed, model_id, price)
         except PaymentError as exc:
@@ -171,10 +206,11 @@ class PaymentGate:
                 exc.http_status, error_type, exc.reason, str(exc), voucher_payer
             ) from None
         except BadSignature as exc:
-            message = f"{VOUCHER_HEADER} signature recovers no address: {exc}"
+            message = f"{PAYMENT_SIGNATURE_HEADER} signature recovers no address: {exc}"
             raise _RefusalError(
-                400, INVALID_VOUCHER, "malformed_voucher", message, voucher_payer, VOUCHER_HEADER
-            ) from None
+                400, INVALID_VOUCHER, "malformed_payment", message, voucher_payer,
+                PAYMENT_SIGNATURE_HEADER,
+            ) from None  # fmt: skip
 
     def settle(self, acceptance: Acceptance, receipt: Receipt) -> SettleResult:
         """Writes ``receipt`` (with the actual price) and the voucher durably and drops the
@@ -184,17 +220,19 @@ class PaymentGate:
         payer, model_id = acceptance.channel
         state = self.verifier.ledger.channel(payer, model_id)
         credit = max(0, state.accepted - state.consumed)
-        return SettleResult(receipt_id, state.accepted, credit, receipt.price)
+        network = caip2(self.verifier.chain.domain.chain_id)
+        return SettleResult(receipt_id, state.accepted, credit, receipt.price, payer, network)
 
     def release(self, acceptance: Acceptance) -> None:
         """Drops the reservation of a request that was not served."""
         self.verifier.release(acceptance)
 
     async def admit_async(
-        self, headers: Mapping[str, str], model_id: int, price: int
+        self, headers: Mapping[str, str], model_id: int, price: int, resource: str | None = None
     ) -> Acceptance:
         """:meth:`admit` in a worker thread (it reads the chain)."""
-        return await anyio.to_thread.run_sync(partial(self.admit, headers, model_id, price))
+        admit = partial(self.admit, headers, model_id, price, resource)
+        return await anyio.to_thread.run_sync(admit)
 
     async def settle_async(self, acceptance: Acceptance, receipt: Receipt) -> SettleResult:
         """:meth:`settle` in a worker thread (it fsyncs the ledger)."""

@@ -45,6 +45,11 @@ class NodeSettings(BaseSettings):
     redeem_interval: int = 3_600  # seconds between redemptions while anything is owed
     redeem_threshold_wei: int = 10 * 10**18  # owed amount that triggers a redemption at once
     deadline_margin: int = 3_600  # a voucher must stay redeemable this long
+    max_deadline: int = 7 * 86_400  # and no longer than this
+    session_key_margin: int = 3_600  # a session key must stay live this long
+    redeem_urgency: int = 900  # redeem a voucher this long before it could be lost
+    redeem_batch: int = 100  # vouchers per redemption at most
+    redeem_gas_fraction: float = 0.5  # of a block's gas limit one redemption may take
     poll_seconds: float = 5.0  # how often the redeemer and the model catalog look again
     # HTTP
     host: str = "127.0.0.1"

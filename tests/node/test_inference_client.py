@@ -40,11 +40,14 @@ from backend.protocol.inference_client import (
 from backend.protocol.payment_http import (
     PAYER_HEADER,
     PAYMENT_REQUIRED,
-    VOUCHER_HEADER,
+    PAYMENT_REQUIRED_HEADER,
+    PAYMENT_SIGNATURE_HEADER,
     PaymentQuote,
     PaymentReceipt,
-    encode_voucher,
+    encode_payment,
+    parse_payment_answer,
     payment_error_body,
+    payment_required,
 )
 from inference_node.payments import Acceptance, Receipt, VoucherVerifier
 from inference_node.server.payment_gate import PaymentGate, PaymentHTTPError
@@ -100,7 +103,8 @@ async def _admit(
             request.headers, int(str(model)), PRICING.price(tokens_in, max_tokens)
         )
     except PaymentHTTPError as refused:
-        return None, _answer(path, JSONResponse(refused.body, status_code=refused.status))
+        response = JSONResponse(refused.body, refused.status, headers=refused.headers)
+        return None, _answer(path, response)
     return acceptance, None
 
 
@@ -184,11 +188,11 @@ async def lying(request: Request) -> Any:
     quote = await anyio.to_thread.run_sync(
         _gate().verifier.quote, request.headers[PAYER_HEADER], int(body["model"]), PRICE
     )
-    wire = {**quote.to_json(), "cumulativeAmount": str(quote.cumulative_amount + PRICE)}
-    answer = payment_error_body(
-        error_type=PAYMENT_REQUIRED, code="underpaid", message="pay more", quote=wire
-    )
-    return _answer("/v1/lying", JSONResponse(answer, status_code=402))
+    inflated = replace(quote, cumulative_amount=quote.cumulative_amount + PRICE)
+    answer = payment_error_body(error_type=PAYMENT_REQUIRED, code="underpaid", message="pay more")
+    required = payment_required(inflated.requirements(), error="underpaid")
+    response = JSONResponse(answer, 402, headers={PAYMENT_REQUIRED_HEADER: required})
+    return _answer("/v1/lying", response)
 
 
 # ---------------------------------------------------------------- fixtures
@@ -262,8 +266,9 @@ def test_first_request_pays_after_one_402_and_the_quote_honours_credit(
         assert statuses() == [402, 200]
         unused = PRICE - PRICING.price(PROMPT_TOKENS, 5)
         assert PaymentReceipt.from_headers(first.headers) == PaymentReceipt(
-            receipt_id=1, price=PRICE - unused, accepted=PRICE, credit=unused
-        )
+            receipt_id=1, payer=world.roles.payer, network=f"eip155:{domain.chain_id}",
+            price=PRICE - unused, accepted=PRICE, credit=unused,
+        )  # fmt: skip
         second = http.post("/v1/infer", json=infer_body())  # credit too small: pays the rest
         assert second.status_code == 200 and statuses() == [402, 200, 402, 200]
     latest = payer.latest(world.roles.node, MODEL_ID)
@@ -337,12 +342,14 @@ def test_the_node_refuses_an_underpaying_voucher_and_quotes_the_amount(
         domain,
         Voucher(world.roles.payer, world.roles.node, MODEL_ID, PRICE - 1, world.now() + 86_400),
     )
-    answer = httpx.post(
-        f"{base_url}/v1/infer", json=infer_body(), headers={VOUCHER_HEADER: encode_voucher(cheap)}
-    )
+    quote = node.quote(world.roles.payer, MODEL_ID, PRICE)
+    headers = {PAYMENT_SIGNATURE_HEADER: encode_payment(quote.requirements(), cheap)}
+    answer = httpx.post(f"{base_url}/v1/infer", json=infer_body(), headers=headers)
     assert answer.status_code == 402
     assert answer.json()["error"]["code"] == "underpaid"
-    assert PaymentQuote.from_json(answer.json()["quote"]).cumulative_amount == PRICE
+    parsed = parse_payment_answer(answer.status_code, answer.headers, answer.json())
+    assert parsed is not None and parsed.quote is not None
+    assert parsed.quote.cumulative_amount == PRICE
 
 
 def test_the_wallet_refuses_an_inflated_quote_and_signs_nothing(
@@ -461,7 +468,8 @@ def test_concurrent_requests_on_one_voucher_never_double_spend_its_credit(
         domain,
         Voucher(world.roles.payer, world.roles.node, MODEL_ID, 3 * PRICE, world.now() + 86_400),
     )
-    headers = {VOUCHER_HEADER: encode_voucher(signed)}
+    requirement = node.quote(world.roles.payer, MODEL_ID, PRICE).requirements()
+    headers = {PAYMENT_SIGNATURE_HEADER: encode_payment(requirement, signed)}
     codes: list[int] = []
 
     def request() -> None:
@@ -557,8 +565,8 @@ def test_the_async_openai_client_pays(
 
 
 def _quote(node: VoucherVerifier, world: World, **changes: Any) -> PaymentQuote:
-    quote = PaymentQuote.from_json(node.quote(world.roles.payer, MODEL_ID, PRICE).to_json())
-    return replace(quote, **changes)
+    requirement = node.quote(world.roles.payer, MODEL_ID, PRICE).requirements()
+    return replace(PaymentQuote.from_requirements(requirement), **changes)
 
 
 def test_the_wallet_pins_the_first_domain_and_its_payer(

@@ -89,19 +89,23 @@ def test_quote_prices_max_tokens_up_front(world: World, verifier: VoucherVerifie
     assert price(20) == OPEN // 100 + 30 * (OPEN // 1_000)
     assert verifier.chain.pricing(MODEL_ID) == PRICING
     quote = verifier.quote(world.roles.payer, MODEL_ID, price())
-    body = quote.to_json()
-    assert body["price"] == str(price())
-    assert body["cumulativeAmount"] == str(price())
-    assert body["channel"] == {
+    requirement = quote.requirements()
+    assert (requirement.scheme, requirement.amount) == ("openledger-voucher", str(price()))
+    assert requirement.pay_to == world.roles.node
+    assert requirement.asset == world.protocol["OpenToken"].address
+    extra = requirement.extra
+    assert extra["cumulativeAmount"] == str(price())
+    assert extra["channel"] == {
         "payer": world.roles.payer,
         "node": world.roles.node,
-        "modelId": MODEL_ID,
+        "modelId": str(MODEL_ID),
     }
-    assert body["eip712"]["domain"]["verifyingContract"] == world.payments.address
-    assert [f["name"] for f in body["eip712"]["types"]["Voucher"]] == [
+    typed = extra["typedData"]
+    assert typed["domain"]["verifyingContract"] == world.payments.address
+    assert [f["name"] for f in typed["types"]["Voucher"]] == [
         "payer", "node", "modelId", "cumulativeAmount", "deadline",
     ]  # fmt: skip
-    assert body["minDeadline"] >= world.now() + verifier.policy.deadline_margin
+    assert extra["minDeadline"] >= world.now() + verifier.policy.deadline_margin
 
 
 def test_quote_after_a_short_answer_is_lowered_by_the_unused_part(

@@ -13,6 +13,7 @@ import pytest
 import torch
 from eth_account import Account
 from transformers import AutoTokenizer
+from x402.http.utils import decode_payment_required_header
 
 from backend.protocol.inference_client import VoucherWallet, openai_client
 from backend.storage.local import DirectoryStore
@@ -141,10 +142,16 @@ def test_request_without_voucher_gets_402_with_a_quote(world: World, node) -> No
         f"{url}/v1/chat/completions", json=body, headers={"X-OpenLedger-Payer": world.roles.payer}
     )
     assert response.status_code == 402
-    quote = response.json()["quote"]
-    assert quote["channel"]["modelId"] == model_id
-    assert quote["channel"]["node"] == world.roles.node
-    assert int(quote["price"]) == int(quote["cumulativeAmount"]) > 0
+    required = decode_payment_required_header(response.headers["PAYMENT-REQUIRED"])
+    [requirement] = required.accepts
+    assert requirement.scheme == "openledger-voucher" and requirement.pay_to == world.roles.node
+    assert requirement.network == f"eip155:{world.w3.eth.chain_id}"
+    assert requirement.extra["channel"]["modelId"] == str(model_id)
+    assert int(requirement.amount) == int(requirement.extra["cumulativeAmount"]) > 0
+    assert required.resource is not None and required.resource.url.endswith("/chat/completions")
+    spec = httpx.get(f"{url}/openapi.json").json()
+    documented = spec["paths"]["/v1/chat/completions"]["post"]["responses"]["402"]
+    assert "PAYMENT-REQUIRED" in documented["headers"]
     unpaid = openai.OpenAI(base_url=f"{url}/v1", api_key="x")
     with pytest.raises(openai.APIStatusError) as refused:
         unpaid.chat.completions.create(model=str(model_id), messages=MESSAGES)
