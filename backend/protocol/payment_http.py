@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils import is_address, to_checksum_address
+from eth_utils import is_address, is_checksum_address, to_checksum_address
 from pydantic import ValidationError
 from x402.http.constants import (
     PAYMENT_REQUIRED_HEADER,
@@ -96,6 +96,9 @@ def _uint(value: object, what: str) -> int:
 def _address(value: object, what: str) -> str:
     if not isinstance(value, str) or not is_address(value) or not value.startswith("0x"):
         raise ValueError(f"{what} must be a 0x-prefixed 20-byte hex address, got {value!r}")
+    digits = value[2:]
+    if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(value):
+        raise ValueError(f"{what} has a wrong EIP-55 checksum (a typo?): {value!r}")
     return to_checksum_address(value)
 
 
@@ -166,22 +169,27 @@ def parse_signed_voucher(data: object, what: str) -> SignedVoucher:
     unknown = sorted(set(data) - {"voucher", "signature"})
     if unknown:
         raise ValueError(f"{what} has unknown field(s) {', '.join(unknown)}")
-    message = _object(_field(data, "voucher", what), f"{what}.voucher")
-    missing = [k for k in _VOUCHER_FIELDS if k not in message]
-    if missing:
-        raise ValueError(f"{what}.voucher lacks field(s) {', '.join(missing)}")
-    unknown = sorted(set(message) - set(_VOUCHER_FIELDS))
-    if unknown:
-        raise ValueError(f"{what}.voucher has unknown field(s) {', '.join(unknown)}")
-    voucher = Voucher(
-        payer=_address(message["payer"], f"{what}.voucher.payer"),
-        node=_address(message["node"], f"{what}.voucher.node"),
-        model_id=_uint(message["modelId"], f"{what}.voucher.modelId"),
-        cumulative_amount=_uint(message["cumulativeAmount"], f"{what}.voucher.cumulativeAmount"),
-        deadline=_uint(message["deadline"], f"{what}.voucher.deadline"),
-    )
+    voucher = parse_voucher_message(_field(data, "voucher", what), f"{what}.voucher")
     signature = _signature(_field(data, "signature", what), f"{what}.signature")
     return SignedVoucher(voucher, signature)
+
+
+def parse_voucher_message(data: object, what: str) -> Voucher:
+    """The voucher of :func:`voucher_message`'s form; ValueError naming the field."""
+    message = _object(data, what)
+    missing = [k for k in _VOUCHER_FIELDS if k not in message]
+    if missing:
+        raise ValueError(f"{what} lacks field(s) {', '.join(missing)}")
+    unknown = sorted(set(message) - set(_VOUCHER_FIELDS))
+    if unknown:
+        raise ValueError(f"{what} has unknown field(s) {', '.join(unknown)}")
+    return Voucher(
+        payer=_address(message["payer"], f"{what}.payer"),
+        node=_address(message["node"], f"{what}.node"),
+        model_id=_uint(message["modelId"], f"{what}.modelId"),
+        cumulative_amount=_uint(message["cumulativeAmount"], f"{what}.cumulativeAmount"),
+        deadline=_uint(message["deadline"], f"{what}.deadline"),
+    )
 
 
 # ---------------------------------------------------------------- the quote
@@ -321,6 +329,14 @@ class PaymentQuote:
             raise ValueError(
                 f"extra.credit {quote.credit} exceeds its lastAccepted {quote.last_accepted}"
             )
+        signs = parse_voucher_message(
+            _field(typed, "message", "extra.typedData"), "extra.typedData.message"
+        )
+        if signs.channel != quote.channel or signs.cumulative_amount != quote.cumulative_amount:
+            raise ValueError(
+                f"extra.typedData.message signs {signs.cumulative_amount} on {signs.channel}, "
+                f"not the quoted {quote.cumulative_amount} on {quote.channel}"
+            )
         if quote.max_deadline < quote.min_deadline:
             raise ValueError(
                 f"extra.maxDeadline {quote.max_deadline} is before minDeadline {quote.min_deadline}"
@@ -451,8 +467,13 @@ class PaymentReceipt:
         text = header(headers, PAYMENT_RESPONSE_HEADER)
         if text is None:
             return None
-        data = _base64_json(text, PAYMENT_RESPONSE_HEADER)
+        data = _object(_base64_json(text, PAYMENT_RESPONSE_HEADER), PAYMENT_RESPONSE_HEADER)
         response = _model(SettleResponse, data, PAYMENT_RESPONSE_HEADER)
+        if not response.success:
+            raise ValueError(
+                f"{PAYMENT_RESPONSE_HEADER} reports a failed payment: "
+                f"{response.error_reason}: {response.error_message}"
+            )
         extra = _object(response.extra or {}, f"{PAYMENT_RESPONSE_HEADER} extra")
         what = f"{PAYMENT_RESPONSE_HEADER} extra"
         return cls(

@@ -196,7 +196,9 @@ class PaymentGate:
                 f"the payment accepts network {accepted.network} and payTo {accepted.pay_to}; "
                 f"this node is {chain.node} on {network}"
             )
-            raise _RefusalError(400, INVALID_VOUCHER, "requirement_mismatch", message, payer)
+            raise _RefusalError(
+                400, INVALID_VOUCHER, "requirement_mismatch", message, voucher_payer
+            )
         try:
             return self.verifier.verify(signed, model_id, price)
         except PaymentError as exc:
