@@ -19,7 +19,6 @@ from typing import Any
 
 import click
 from ape.cli import ConnectedProviderCommand, account_option
-from eth_account.messages import encode_typed_data
 from eth_utils import to_checksum_address
 
 from backend.protocol.cli_support import (
@@ -49,6 +48,7 @@ from backend.protocol.eip712 import (
     Voucher,
     recover_voucher_signer,
     sign_voucher,
+    typed_message,
 )
 from backend.protocol.merkle import leaf_hash, process_proof
 
@@ -584,22 +584,7 @@ def _sign(account: Any, p: Protocol, voucher: Voucher) -> SignedVoucher:
     key = getattr(account, "private_key", None)
     if key:
         return sign_voucher(key, p.domain, voucher)
-    signable = encode_typed_data(
-        full_message={
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                "Voucher": VOUCHER_TYPE,
-            },
-            "primaryType": "Voucher",
-            "domain": p.domain.as_dict(),
-            "message": voucher.message(),
-        }
-    )
+    signable = typed_message(p.domain, "Voucher", VOUCHER_TYPE, voucher.message())
     signed = account.sign_message(signable)
     if signed is None:
         raise fail(f"{account.alias or account.address} declined to sign the voucher")

@@ -15,11 +15,14 @@ from hypothesis import strategies as st
 from backend.protocol.eip712 import (
     DOMAIN_NAME,
     DOMAIN_VERSION,
+    SECP256K1_N,
     Domain,
+    InvalidSignatureError,
     SessionKeyAuthorization,
     Signature,
     SignedVoucher,
     Voucher,
+    parse_signature,
     recover_voucher_signer,
     sign_session_key,
     sign_voucher,
@@ -167,6 +170,20 @@ def test_sign_voucher_recovers_to_the_signer():
     assert len(signed.signature.r) == len(signed.signature.s) == 32
     assert recover_voucher_signer(DOMAIN, signed) == PAYER
     assert recover(expected_voucher_digest(DOMAIN, VOUCHER), signed.signature) == PAYER
+
+
+def test_recover_voucher_signer_refuses_the_high_s_twin_of_a_signature():
+    """The other valid-looking encoding of a signature (s -> n - s, v flipped) recovers the same
+    signer in plain ecrecover, but the contract's ECDSA refuses it: so does the recovery here."""
+    signed = sign_voucher(PAYER_KEY, DOMAIN, VOUCHER)
+    sig = signed.signature
+    high_s = (SECP256K1_N - int.from_bytes(sig.s, "big")).to_bytes(32, "big")
+    twin = SignedVoucher(VOUCHER, Signature(55 - sig.v, sig.r, high_s))
+    with pytest.raises(InvalidSignatureError, match="lower half"):
+        recover_voucher_signer(DOMAIN, twin)
+    with pytest.raises(InvalidSignatureError, match="lower half"):
+        parse_signature("0x" + twin.signature.to_bytes().hex())
+    assert parse_signature("0x" + sig.to_bytes().hex()) == sig
 
 
 def test_sign_voucher_accepts_a_hex_key_and_is_deterministic():

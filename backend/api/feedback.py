@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from backend.api.deps import Database
-from backend.modelfactory.feedback import FeedbackStore, ReceiptIndex, feedback_domain
+from backend.modelfactory.feedback import FeedbackStore, ReceiptIndex
+from backend.protocol.eip712 import feedback_domain
 from backend.protocol.receipts import Receipt, ReceiptLogError, parse_receipts_log, receipts_tree
 from backend.storage.base import ContentNotFoundError, ContentStore, ContentStoreError
 

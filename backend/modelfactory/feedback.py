@@ -43,8 +43,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Protocol
 
-from eth_account import Account
-from eth_account.messages import SignableMessage, encode_typed_data
+from eth_account.messages import SignableMessage
 from eth_utils import keccak, to_checksum_address
 
 from backend.datanets.formats import (
@@ -53,22 +52,21 @@ from backend.datanets.formats import (
     DatanetMetadata,
     validate_contribution,
 )
-from backend.protocol.eip712 import Domain, Signature
-from backend.protocol.payment_http import EIP712_DOMAIN_TYPE, SECP256K1_N
+from backend.protocol.eip712 import (
+    PREFERENCE_TYPE,
+    RATING_TYPE,
+    Domain,
+    InvalidSignatureError,
+    Signature,
+    parse_signature,
+    recover_signer,
+    sign_typed,
+    typed_digest,
+    typed_message,
+)
 from backend.protocol.receipts import Receipt, ReceiptLogError, parse_receipts_log
 from backend.storage.base import ContentStore
 
-DOMAIN_NAME = "OpenLedger Feedback"
-DOMAIN_VERSION = "1"
-RATING_TYPE = [
-    {"name": "requestHash", "type": "bytes32"},
-    {"name": "score", "type": "uint8"},
-    {"name": "commentHash", "type": "bytes32"},
-]
-PREFERENCE_TYPE = [
-    {"name": "chosenRequestHash", "type": "bytes32"},
-    {"name": "rejectedRequestHash", "type": "bytes32"},
-]
 MIN_SCORE, MAX_SCORE = 1, 5
 ZERO32 = bytes(32)
 MAX_SQLITE_INT = 2**63 - 1
@@ -131,11 +129,6 @@ class DuplicateFeedbackError(FeedbackError):
 
 
 # ---------------------------------------------------------------- typed data
-
-
-def feedback_domain(chain_id: int, model_registry: str) -> Domain:
-    """The EIP-712 domain of feedback: bound to one chain and one ModelRegistry."""
-    return Domain(chain_id, model_registry, name=DOMAIN_NAME, version=DOMAIN_VERSION)
 
 
 def comment_hash(comment: str | None) -> bytes:
@@ -272,66 +265,35 @@ def _hex32(value: object, what: str) -> bytes:
 
 
 def _parse_signature(value: object) -> Signature:
-    if not isinstance(value, str) or not value.startswith("0x"):
-        raise BadSignatureError(f"signature must be 0x-prefixed hex, got {value!r}")
     try:
-        raw = bytes.fromhex(value[2:])
-    except ValueError:
-        raise BadSignatureError(f"signature is not hex: {value!r}") from None
-    if len(raw) != 65:
-        raise BadSignatureError(f"signature must be 65 bytes (r, s, v), got {len(raw)}")
-    return Signature.from_bytes(raw)
-
-
-def _typed(domain: Domain, primary: str, fields: list[dict[str, str]], message: dict[str, Any]):
-    return encode_typed_data(
-        full_message={
-            "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, primary: fields},
-            "primaryType": primary,
-            "domain": domain.as_dict(),
-            "message": message,
-        }
-    )
-
-
-def _sign(private_key: bytes | str, signable: SignableMessage) -> Signature:
-    signed = Account.sign_message(signable, private_key)
-    return Signature(v=signed.v, r=signed.r.to_bytes(32, "big"), s=signed.s.to_bytes(32, "big"))
+        return parse_signature(value)
+    except InvalidSignatureError as exc:
+        raise BadSignatureError(str(exc)) from None
 
 
 def _recover(signable: SignableMessage, signature: Signature) -> str:
     """The signer, refusing what a contract's ``ECDSA.recover`` refuses (EIP-2: low s only),
     so one answer cannot be rated twice under two encodings of one signature."""
-    r, s = int.from_bytes(signature.r, "big"), int.from_bytes(signature.s, "big")
-    if signature.v not in (27, 28):
-        raise BadSignatureError(f"signature v must be 27 or 28 (or 0 or 1), got {signature.v}")
-    if not 0 < r < SECP256K1_N:
-        raise BadSignatureError("signature r is out of range")
-    if not 0 < s <= SECP256K1_N // 2:
-        raise BadSignatureError("signature s must be in the lower half of the curve order (EIP-2)")
     try:
-        return to_checksum_address(
-            Account.recover_message(signable, signature=signature.to_bytes())
-        )
-    except Exception as exc:  # eth_keys raises several types for points off the curve
-        raise BadSignatureError(f"signature recovers no address: {exc}") from None
+        return recover_signer(signable, signature)
+    except InvalidSignatureError as exc:
+        raise BadSignatureError(str(exc)) from None
 
 
 def rating_digest(domain: Domain, rating: Rating) -> bytes:
     """The 32-byte EIP-712 digest a rater signs."""
-    signable = _typed(domain, "Rating", RATING_TYPE, rating.message())
-    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+    return typed_digest(typed_message(domain, "Rating", RATING_TYPE, rating.message()))
 
 
 def sign_rating(private_key: bytes | str, domain: Domain, rating: Rating) -> SignedRating:
     """Signs ``rating`` with the payer's key (as a wallet's ``eth_signTypedData_v4`` would)."""
-    signable = _typed(domain, "Rating", RATING_TYPE, rating.message())
-    return SignedRating(rating, _sign(private_key, signable))
+    signable = typed_message(domain, "Rating", RATING_TYPE, rating.message())
+    return SignedRating(rating, sign_typed(private_key, signable))
 
 
 def recover_rating_signer(domain: Domain, signed: SignedRating) -> str:
     """The checksummed address that signed ``signed``; :class:`BadSignatureError` if none."""
-    signable = _typed(domain, "Rating", RATING_TYPE, signed.rating.message())
+    signable = typed_message(domain, "Rating", RATING_TYPE, signed.rating.message())
     return _recover(signable, signed.signature)
 
 
@@ -339,13 +301,13 @@ def sign_preference(
     private_key: bytes | str, domain: Domain, preference: Preference
 ) -> SignedPreference:
     """Signs ``preference`` with the payer's key."""
-    signable = _typed(domain, "Preference", PREFERENCE_TYPE, preference.message())
-    return SignedPreference(preference, _sign(private_key, signable))
+    signable = typed_message(domain, "Preference", PREFERENCE_TYPE, preference.message())
+    return SignedPreference(preference, sign_typed(private_key, signable))
 
 
 def recover_preference_signer(domain: Domain, signed: SignedPreference) -> str:
     """The checksummed address that signed ``signed``; :class:`BadSignatureError` if none."""
-    signable = _typed(domain, "Preference", PREFERENCE_TYPE, signed.preference.message())
+    signable = typed_message(domain, "Preference", PREFERENCE_TYPE, signed.preference.message())
     return _recover(signable, signed.signature)
 
 
@@ -454,8 +416,9 @@ CREATE INDEX IF NOT EXISTS preferences_by_model ON preferences (model_id);
 class FeedbackStore:
     """Checked, deduplicated feedback in one SQLite file. Safe to share between threads.
 
-    ``domain`` (see :func:`feedback_domain`) is recorded at creation: a file holds signatures
-    of one domain only. ``receipts`` answers which receipts exist (a :class:`ReceiptIndex`).
+    ``domain`` (``backend.protocol.eip712.feedback_domain``) is recorded at creation: a file
+    holds signatures of one domain only. ``receipts`` answers which receipts exist (a
+    :class:`ReceiptIndex`).
     """
 
     def __init__(self, path: str | Path, domain: Domain, receipts: ReceiptLookup) -> None:

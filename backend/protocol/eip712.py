@@ -1,9 +1,13 @@
-"""EIP-712 typed data of InferencePayments: vouchers and session-key authorizations.
+"""Every EIP-712 typed message of the project, defined once: vouchers and session-key
+authorizations (InferencePayments), permits (OPEN, EIP-2612), ratings and preferences (user
+feedback, ModelFactory's DPO) — and the signature primitives they share: the typed-data
+encoding, signing, canonical-signature parsing and recovery (low s only, as OpenZeppelin's
+``ECDSA`` demands on-chain, so one message cannot be counted twice under two encodings).
 
-The single source of truth for these encodings: the node verifies vouchers with it, the client
-SDK and wallets sign with it (``eth_account``'s typed-data signing, as wallets do), and the
-contract tests check that what it signs verifies on-chain. The domain binds every signature to
-one chain id and one InferencePayments address, so a voucher cannot be replayed elsewhere.
+The node verifies vouchers with it, the client SDK and the scripts sign with it (``eth_account``
+signs typed data exactly as wallets' ``eth_signTypedData_v4``), and the contract tests check
+that what it signs verifies on-chain. A domain binds every signature to one chain id and one
+contract, so nothing signed can be replayed elsewhere.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from eth_account import Account
-from eth_account.messages import encode_typed_data
+from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils import keccak, to_checksum_address
 
 DOMAIN_NAME = "OpenLedger InferencePayments"
 DOMAIN_VERSION = "1"
+FEEDBACK_DOMAIN_NAME = "OpenLedger Feedback"  # bound to the ModelRegistry
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 EIP712_DOMAIN_TYPE = [
     {"name": "name", "type": "string"},
@@ -163,7 +169,14 @@ class SignedVoucher:
         return cls(voucher, Signature.from_bytes(raw))
 
 
-def _typed(domain: Domain, primary: str, fields: list[dict[str, str]], message: dict[str, Any]):
+class InvalidSignatureError(ValueError):
+    """A signature that is malformed, not canonical (v, r or high s) or recovers no address."""
+
+
+def typed_message(
+    domain: Domain, primary: str, fields: list[dict[str, str]], message: dict[str, Any]
+) -> SignableMessage:
+    """The EIP-712 signable of ``message`` (type ``primary`` with ``fields``) in ``domain``."""
     return encode_typed_data(
         full_message={
             "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, primary: fields},
@@ -174,38 +187,86 @@ def _typed(domain: Domain, primary: str, fields: list[dict[str, str]], message: 
     )
 
 
+def typed_digest(signable: SignableMessage) -> bytes:
+    """The 32-byte digest that is signed (``_hashTypedDataV4`` on-chain)."""
+    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+
+
+def sign_typed(private_key: bytes | str, signable: SignableMessage) -> Signature:
+    """Signs ``signable`` (deterministic, canonical: low s)."""
+    signed = Account.sign_message(signable, private_key)
+    return Signature(v=signed.v, r=signed.r.to_bytes(32, "big"), s=signed.s.to_bytes(32, "big"))
+
+
+def check_canonical(signature: Signature, what: str = "signature") -> None:
+    """Raises :class:`InvalidSignatureError` unless ``signature`` is what ``ECDSA.recover``
+    accepts: v 27/28, 0 < r < n, 0 < s <= n/2 (EIP-2)."""
+    r, s = int.from_bytes(signature.r, "big"), int.from_bytes(signature.s, "big")
+    if signature.v not in (27, 28):
+        raise InvalidSignatureError(f"{what} v must be 27 or 28 (or 0 or 1), got {signature.v}")
+    if not 0 < r < SECP256K1_N:
+        raise InvalidSignatureError(f"{what} r is out of range")
+    if not 0 < s <= SECP256K1_N // 2:
+        raise InvalidSignatureError(
+            f"{what} s must be in the lower half of the curve order (EIP-2)"
+        )
+
+
+def parse_signature(value: object, what: str = "signature") -> Signature:
+    """A canonical signature from ``0x<r><s><v>`` hex (v 27/28 or 0/1); raises
+    :class:`InvalidSignatureError` naming what is wrong."""
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise InvalidSignatureError(f"{what} must be 0x-prefixed hex, got {value!r}")
+    try:
+        raw = bytes.fromhex(value[2:])
+    except ValueError:
+        raise InvalidSignatureError(f"{what} is not hex: {value!r}") from None
+    if len(raw) != 65:
+        raise InvalidSignatureError(f"{what} must be 65 bytes (r, s, v), got {len(raw)}")
+    if raw[64] not in (0, 1, 27, 28):
+        raise InvalidSignatureError(f"{what} v must be 27 or 28 (or 0 or 1), got {raw[64]}")
+    signature = Signature.from_bytes(raw)
+    check_canonical(signature, what)
+    return signature
+
+
+def recover_signer(signable: SignableMessage, signature: Signature) -> str:
+    """The checksummed signer of ``signable``; :class:`InvalidSignatureError` for a signature
+    the contracts would refuse or that recovers no address."""
+    check_canonical(signature)
+    try:
+        return to_checksum_address(
+            Account.recover_message(signable, signature=signature.to_bytes())
+        )
+    except Exception as exc:  # eth_keys raises several types for points off the curve
+        raise InvalidSignatureError(f"signature recovers no address: {exc}") from None
+
+
 def voucher_digest(domain: Domain, voucher: Voucher) -> bytes:
     """The 32-byte EIP-712 digest a voucher's signer signs (``voucherDigest`` on-chain)."""
-    signable = _typed(domain, "Voucher", VOUCHER_TYPE, voucher.message())
-    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+    return typed_digest(typed_message(domain, "Voucher", VOUCHER_TYPE, voucher.message()))
 
 
 def sign_voucher(private_key: bytes | str, domain: Domain, voucher: Voucher) -> SignedVoucher:
     """Signs ``voucher`` with ``private_key`` (the payer's or a session key's)."""
-    signed = Account.sign_message(
-        _typed(domain, "Voucher", VOUCHER_TYPE, voucher.message()), private_key
-    )
-    return SignedVoucher(
-        voucher,
-        Signature(v=signed.v, r=signed.r.to_bytes(32, "big"), s=signed.s.to_bytes(32, "big")),
-    )
+    signable = typed_message(domain, "Voucher", VOUCHER_TYPE, voucher.message())
+    return SignedVoucher(voucher, sign_typed(private_key, signable))
 
 
 def recover_voucher_signer(domain: Domain, signed: SignedVoucher) -> str:
-    """The address that signed ``signed`` (payer or session key), checksummed."""
-    signable = _typed(domain, "Voucher", VOUCHER_TYPE, signed.voucher.message())
-    return to_checksum_address(
-        Account.recover_message(signable, signature=signed.signature.to_bytes())
-    )
+    """The address that signed ``signed`` (payer or session key), checksummed;
+    :class:`InvalidSignatureError` for a signature the contract would refuse."""
+    signable = typed_message(domain, "Voucher", VOUCHER_TYPE, signed.voucher.message())
+    return recover_signer(signable, signed.signature)
 
 
 def sign_session_key(
     private_key: bytes | str, domain: Domain, authorization: SessionKeyAuthorization
 ) -> Signature:
     """The payer's signature over ``authorization`` for ``authorizeSessionKeyWithSig``."""
-    signable = _typed(domain, "SessionKeyAuthorization", SESSION_KEY_TYPE, authorization.message())
-    signed = Account.sign_message(signable, private_key)
-    return Signature(v=signed.v, r=signed.r.to_bytes(32, "big"), s=signed.s.to_bytes(32, "big"))
+    message = authorization.message()
+    signable = typed_message(domain, "SessionKeyAuthorization", SESSION_KEY_TYPE, message)
+    return sign_typed(private_key, signable)
 
 
 PERMIT_TYPE = [
@@ -244,7 +305,22 @@ def token_domain(chain_id: int, token: str, name: str = "OpenLedger") -> Domain:
 
 def sign_permit(private_key: bytes | str, domain: Domain, permit: Permit) -> Signature:
     """The owner's signature over ``permit`` (``domain`` from :func:`token_domain`)."""
-    signed = Account.sign_message(
-        _typed(domain, "Permit", PERMIT_TYPE, permit.message()), private_key
-    )
-    return Signature(v=signed.v, r=signed.r.to_bytes(32, "big"), s=signed.s.to_bytes(32, "big"))
+    return sign_typed(private_key, typed_message(domain, "Permit", PERMIT_TYPE, permit.message()))
+
+
+# ---------------------------------------------------------------- feedback (ModelFactory's DPO)
+
+RATING_TYPE = [
+    {"name": "requestHash", "type": "bytes32"},
+    {"name": "score", "type": "uint8"},
+    {"name": "commentHash", "type": "bytes32"},
+]
+PREFERENCE_TYPE = [
+    {"name": "chosenRequestHash", "type": "bytes32"},
+    {"name": "rejectedRequestHash", "type": "bytes32"},
+]
+
+
+def feedback_domain(chain_id: int, model_registry: str) -> Domain:
+    """The EIP-712 domain of feedback: bound to one chain and one ModelRegistry."""
+    return Domain(chain_id, model_registry, name=FEEDBACK_DOMAIN_NAME, version="1")

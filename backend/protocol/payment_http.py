@@ -55,9 +55,9 @@ from backend.protocol.eip712 import (
     EIP712_DOMAIN_TYPE,
     VOUCHER_TYPE,
     Domain,
-    Signature,
     SignedVoucher,
     Voucher,
+    parse_signature,
 )
 
 SCHEME = "openledger-voucher"
@@ -74,7 +74,6 @@ QUOTE_TIMEOUT = 300  # seconds a quote is meant to be answered in (x402 maxTimeo
 SUGGESTED_VALIDITY = 86_400  # seconds: the deadline the typed data suggests, within the window
 MAX_PAYMENT_HEADER = 16_384  # characters; a payment with its echoed requirement is ~3,000
 UINT256_MAX = 2**256 - 1
-SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _VOUCHER_FIELDS = ("payer", "node", "modelId", "cumulativeAmount", "deadline")
 
 
@@ -114,26 +113,6 @@ def _field(data: Mapping[str, Any], key: str, what: str) -> Any:
     return data[key]
 
 
-def _signature(value: object, what: str) -> Signature:
-    if not isinstance(value, str) or not value.startswith("0x"):
-        raise ValueError(f"{what} must be 0x-prefixed hex, got {value!r}")
-    try:
-        raw = bytes.fromhex(value[2:])
-    except ValueError:
-        raise ValueError(f"{what} is not hex: {value!r}") from None
-    if len(raw) != 65:
-        raise ValueError(f"{what} must be 65 bytes (r, s, v), got {len(raw)}")
-    signature = Signature.from_bytes(raw)
-    r, s = int.from_bytes(signature.r, "big"), int.from_bytes(signature.s, "big")
-    if signature.v not in (27, 28):
-        raise ValueError(f"{what} v must be 27 or 28 (or 0 or 1), got {raw[64]}")
-    if not 0 < r < SECP256K1_N:
-        raise ValueError(f"{what} r is out of range")
-    if not 0 < s <= SECP256K1_N // 2:
-        raise ValueError(f"{what} s must be in the lower half of the curve order (EIP-2)")
-    return signature
-
-
 def parse_payer(text: str) -> str:
     """The checksummed address of an ``X-OpenLedger-Payer`` header; ValueError otherwise."""
     return _address(text.strip(), PAYER_HEADER)
@@ -170,7 +149,7 @@ def parse_signed_voucher(data: object, what: str) -> SignedVoucher:
     if unknown:
         raise ValueError(f"{what} has unknown field(s) {', '.join(unknown)}")
     voucher = parse_voucher_message(_field(data, "voucher", what), f"{what}.voucher")
-    signature = _signature(_field(data, "signature", what), f"{what}.signature")
+    signature = parse_signature(_field(data, "signature", what), f"{what}.signature")
     return SignedVoucher(voucher, signature)
 
 

@@ -37,9 +37,9 @@ from functools import partial
 from typing import Any
 
 import anyio.to_thread
-from eth_keys.exceptions import BadSignature
 from eth_utils import to_checksum_address
 
+from backend.protocol.eip712 import InvalidSignatureError
 from backend.protocol.payment_http import (
     INVALID_REQUEST,
     INVALID_VOUCHER,
@@ -207,7 +207,7 @@ class PaymentGate:
             raise _RefusalError(
                 exc.http_status, error_type, exc.reason, str(exc), voucher_payer
             ) from None
-        except BadSignature as exc:
+        except InvalidSignatureError as exc:
             message = f"{PAYMENT_SIGNATURE_HEADER} signature recovers no address: {exc}"
             raise _RefusalError(
                 400, INVALID_VOUCHER, "malformed_payment", message, voucher_payer,

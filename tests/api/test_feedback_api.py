@@ -24,11 +24,10 @@ from backend.modelfactory.feedback import (
     Preference,
     Rating,
     comment_hash,
-    feedback_domain,
     sign_preference,
     sign_rating,
 )
-from backend.protocol.eip712 import Domain, Voucher, sign_voucher
+from backend.protocol.eip712 import Domain, Voucher, feedback_domain, sign_voucher
 from backend.protocol.receipts import Receipt, receipts_log, receipts_tree
 from backend.storage.local import DirectoryStore
 from tests.protocol_history import OPEN, History, make_history, private_key

@@ -38,14 +38,12 @@ from backend.modelfactory.feedback import (
     SignedRating,
     UnknownReceiptError,
     comment_hash,
-    feedback_domain,
     rating_digest,
     recover_rating_signer,
     sign_preference,
     sign_rating,
 )
-from backend.protocol.eip712 import Signature
-from backend.protocol.payment_http import SECP256K1_N
+from backend.protocol.eip712 import SECP256K1_N, Signature, feedback_domain
 from backend.protocol.receipts import Receipt, ReceiptLogError, receipts_log
 from backend.storage.base import CIDMismatchError
 from backend.storage.local import DirectoryStore

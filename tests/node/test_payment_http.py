@@ -33,6 +33,7 @@ from x402.schemas.responses import SettleResponse
 
 from backend.protocol.eip712 import (
     EIP712_DOMAIN_TYPE,
+    SECP256K1_N,
     VOUCHER_TYPE,
     Domain,
     Signature,
@@ -52,7 +53,6 @@ from backend.protocol.payment_http import (
     PAYMENT_SIGNATURE_HEADER,
     QUOTE_TIMEOUT,
     SCHEME,
-    SECP256K1_N,
     SUGGESTED_VALIDITY,
     PaymentQuote,
     PaymentReceipt,
