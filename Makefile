@@ -14,7 +14,7 @@ export APE_DATA_FOLDER := $(CURDIR)/.data/ape
 export SOLCX_BINARY_PATH := $(CURDIR)/.tools/solcx
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup model compile test demo up bench bench-counterfactual lint clean-data
+.PHONY: help setup model compile abi test demo up bench bench-counterfactual lint clean-data
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,8 +49,14 @@ setup: $(VENV)/.installed node_modules/.installed $(SOLC_SHIM) $(BIN)/anvil  ## 
 
 model: $(SMOLLM2)  ## convert the embedded SmolLM2 base model once (into .data/models)
 
-compile: setup  ## compile the contracts
+ABI_EXPORT := $(BIN)/python -m backend.protocol.abi.export
+
+compile: setup  ## compile the contracts and refresh the ABIs the package ships
 	@$(BIN)/ape compile
+	@$(ABI_EXPORT)
+
+abi: setup  ## write the compiled ABIs, bytecode and manifest into backend/protocol/abi
+	@$(ABI_EXPORT)
 
 test: compile  ## run every test
 	$(BIN)/pytest

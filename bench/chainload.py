@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from web3 import Web3
 
-from backend.devnet.w3protocol import Web3Protocol, deploy
 from backend.protocol.merkle import StandardMerkleTree
+from backend.protocol.web3_protocol import Web3Protocol, deploy
 from backend.storage.unixfs import compute_cid
 
 OPEN = 10**18

@@ -27,8 +27,8 @@ from ape.cli import ConnectedProviderCommand, account_option
 from backend.datanets.store import STORE_ENV, default_store_spec, open_store
 from backend.modelfactory.chain import ChainLookupError
 from backend.modelfactory.dataset import DatasetError
-from backend.modelfactory.jobs import JobError, publish_job, run_job
-from backend.modelfactory.publish import Pricing, PublishError, Split
+from backend.modelfactory.jobs import JobError, run_job
+from backend.modelfactory.publish import Pricing, PublishError, Split, publish_job
 from backend.modelfactory.spec import (
     BUILTIN_BASE,
     DEVICES,
@@ -126,7 +126,7 @@ def train(store_spec: str, datanet_id: int, version: int, workdir: Path, method:
         LoraSettings(rank, alpha, dropout, _targets(targets)), TrainSettings(**settings),
         model_id,
     )  # fmt: skip
-    job = run_job(spec, load_protocol(), open_store(store_spec), workdir,
+    job = run_job(spec, load_protocol().as_web3(), open_store(store_spec), workdir,
                   PROJECT_ROOT / ".data", progress=not quiet)  # fmt: skip
     click.echo(
         f"trained on {job.train_examples} examples ({job.skipped_rows} malformed rows "

@@ -14,9 +14,9 @@ from web3 import Web3
 
 from backend.datanets.formats import DataFormat, DatanetMetadata
 from backend.devnet.anvil import TEST_MNEMONIC
-from backend.devnet.w3protocol import Web3Protocol, deploy
 from backend.protocol.eip712 import Domain, Voucher, sign_voucher
 from backend.protocol.merkle import StandardMerkleTree
+from backend.protocol.web3_protocol import Web3Protocol, deploy
 from backend.storage.base import ContentStore
 from backend.storage.unixfs import compute_cid
 

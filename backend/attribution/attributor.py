@@ -13,7 +13,6 @@ import logging
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from transformers import AutoTokenizer
@@ -24,9 +23,11 @@ from backend.attribution.record import AttributionRecord
 from backend.attribution.scoring import make_record, span_evidence
 from backend.attribution.sketcher import Sketcher, TokenInformation
 from backend.attribution.spans import SpanEvidence
+from backend.modelfactory.chain import model_version
 from backend.modelfactory.lora_training import pad_token_id
 from backend.modelfactory.provenance import ProvenanceError, TrainingManifest
 from backend.models.adapter_archive import unpack_adapter
+from backend.protocol.web3_protocol import Web3Protocol
 from backend.storage.base import ContentStore, ContentStoreError
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class Attributor:
     @classmethod
     def for_model_version(
         cls,
-        models: Any,
+        p: Web3Protocol,
         store: ContentStore,
         model_id: int,
         version: int,
@@ -74,10 +75,10 @@ class Attributor:
         work_dir: Path,
         device: str = "cpu",
     ) -> Attributor:
-        """``models``: ModelRegistry calls (ape's contract or a web3 reader);
-        ``work_dir``: where the adapter is unpacked."""
-        held = models.modelVersion(model_id, version)
-        adapter_cid, manifest_cid = str(held.adapterCID), str(held.trainingManifestCID)
+        """``p``: the protocol the version is read from; ``work_dir``: where the adapter is
+        unpacked."""
+        held = model_version(p, model_id, version)
+        adapter_cid, manifest_cid = held.adapter_cid, held.training_manifest_cid
         if not adapter_cid:
             raise AttributionError(f"model {model_id} has no version {version}")
         try:

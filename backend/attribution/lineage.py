@@ -10,13 +10,12 @@ auditor who checks it derive the same members.
 
 from __future__ import annotations
 
-from typing import Any
-
 from backend.attribution.build import MemberExamples
 from backend.attribution.index import LineageMember
-from backend.modelfactory.chain import published_version
+from backend.modelfactory.chain import current_model, model_version, published_version
 from backend.modelfactory.dataset import Example, build_examples, load_version_data
 from backend.modelfactory.provenance import ProvenanceError, TrainingManifest
+from backend.protocol.web3_protocol import Web3Protocol
 from backend.storage.base import ContentStore
 
 MAX_TRAINING_MANIFEST_BYTES = 256 << 20
@@ -34,7 +33,7 @@ def training_manifest(store: ContentStore, cid: str) -> TrainingManifest:
 
 
 def trained_examples(
-    p: Any, store: ContentStore, manifest: TrainingManifest
+    p: Web3Protocol, store: ContentStore, manifest: TrainingManifest
 ) -> list[tuple[int, Example]]:
     """The examples a job trained on (its train split without the unused ones), each with its
     index in the manifest, rebuilt from the Datanet version and checked against the manifest."""
@@ -62,12 +61,13 @@ def trained_examples(
     ]
 
 
-def chain_lineage(p: Any, store: ContentStore, model_id: int, version: int) -> list[LineageMember]:
+def chain_lineage(
+    p: Web3Protocol, store: ContentStore, model_id: int, version: int
+) -> list[LineageMember]:
     """The lineage of ``model_id`` version ``version`` as the chain and the training manifests
     state it, not as any index claims: a DPO version improves the version before it, so its
     lineage is that version's plus itself; any other version is its own."""
-    held = p.models.modelVersion(model_id, version)
-    manifest_cid = str(held.trainingManifestCID)
+    manifest_cid = model_version(p, model_id, version).training_manifest_cid
     if not manifest_cid:
         raise LineageError(f"model {model_id} has no version {version}")
     manifest = training_manifest(store, manifest_cid)
@@ -78,7 +78,7 @@ def chain_lineage(p: Any, store: ContentStore, model_id: int, version: int) -> l
 
 
 def member_examples(
-    p: Any, store: ContentStore, members: list[LineageMember]
+    p: Web3Protocol, store: ContentStore, members: list[LineageMember]
 ) -> list[MemberExamples]:
     """Every member with the examples its job trained on, fetched and checked."""
     result = []
@@ -90,8 +90,8 @@ def member_examples(
     return result
 
 
-def ancestor_members(p: Any, store: ContentStore, model_id: int) -> list[MemberExamples]:
+def ancestor_members(p: Web3Protocol, store: ContentStore, model_id: int) -> list[MemberExamples]:
     """The lineage of ``model_id``'s current version, each member with its examples: what a
     DPO job on that model inherits."""
-    current = int(p.models.model(model_id).versionCount)
+    current = current_model(p, model_id).version
     return member_examples(p, store, chain_lineage(p, store, model_id, current))

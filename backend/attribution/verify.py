@@ -37,6 +37,7 @@ from backend.attribution.lineage import chain_lineage, member_examples, training
 from backend.attribution.sketcher import Sketcher, TokenInformation
 from backend.attribution.sketches import INT16_MAX, precondition, sketch_distance
 from backend.modelfactory.lora_training import pad_token_id
+from backend.protocol.web3_protocol import Web3Protocol
 from backend.storage.base import ContentStore
 
 MAX_NAMED = 5  # differing documents or sketch rows named in a finding
@@ -127,7 +128,7 @@ def _sketch_problems(
 
 
 def verify_model_version(
-    p: Any,
+    p: Web3Protocol,
     store: ContentStore,
     model_id: int,
     version: int,
@@ -137,9 +138,7 @@ def verify_model_version(
 ) -> list[str]:
     """Checks the index a model version's training manifest names (fetched, bound to the
     version's adapter) against the lineage the chain states for that version."""
-    attributor = Attributor.for_model_version(
-        p.models, store, model_id, version, base_dir, work_dir
-    )
+    attributor = Attributor.for_model_version(p, store, model_id, version, base_dir, work_dir)
     lineage = chain_lineage(p, store, model_id, version)
     own = lineage[-1]
     stated = [*lineage[:-1], LineageMember(None, own.datanet_id, own.version, own.method)]

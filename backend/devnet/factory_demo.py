@@ -38,21 +38,15 @@ from backend.modelfactory.feedback import (
     FeedbackStore,
     Preference,
     ReceiptIndex,
-    feedback_domain,
     sign_preference,
 )
-from backend.modelfactory.jobs import (
-    ATTRIBUTION_DIR,
-    JOB_FILE,
-    TrainedJob,
-    publish_job,
-    run_job,
-)
-from backend.modelfactory.publish import Pricing, Published, Split
+from backend.modelfactory.jobs import ATTRIBUTION_DIR, JOB_FILE, TrainedJob, run_job
+from backend.modelfactory.publish import Pricing, Published, Split, publish_job
 from backend.modelfactory.spec import JobSpec, LoraSettings, TrainSettings
 from backend.models.base_models import ensure_smollm2
 from backend.protocol.contracts import Protocol
 from backend.protocol.deployments import PROJECT_ROOT
+from backend.protocol.eip712 import feedback_domain
 from backend.storage.base import ContentStore
 
 log = logging.getLogger(__name__)
@@ -83,7 +77,7 @@ def _train_and_publish(
         shutil.rmtree(workdir, ignore_errors=True)  # a job that crashed half-way starts over
         models = PROJECT_ROOT / ".data"  # where the embedded SmolLM2 is converted (make model)
         # progress bars (training steps, attribution sketches) on stderr: never sit silent
-        job: TrainedJob | Path = run_job(spec, p, store, workdir, models, progress=True)
+        job: TrainedJob | Path = run_job(spec, p.as_web3(), store, workdir, models, progress=True)
     else:
         log.info("reusing the finished job in %s", workdir)
         job = workdir
@@ -219,7 +213,7 @@ def attribute_answers(
     chain as a node or an auditor finds it. The chat is rendered as the node renders it and
     the answer's text tokenized again (the node will attribute its own token ids)."""
     base = ensure_smollm2(PROJECT_ROOT / ".data")
-    attributor = Attributor.for_model_version(p.models, store, model_id, version, base,
+    attributor = Attributor.for_model_version(p.as_web3(), store, model_id, version, base,
                                               data_dir / "attribution")  # fmt: skip
     tokenizer = AutoTokenizer.from_pretrained(base)
     queries = []

@@ -1,4 +1,4 @@
-"""Decoding the protocol's logs with the ABIs of ape's compiled contract types."""
+"""Decoding the protocol's logs with the ABIs the package ships (:mod:`backend.protocol.abi`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from eth_abi import decode
 from eth_utils import event_abi_to_log_topic, to_checksum_address
 
+from backend.protocol.abi import abi
 from backend.protocol.deployments import CONTRACT_NAMES, Deployment
 
 JSONValue = Any
@@ -127,15 +128,8 @@ class EventDecoder:
 
     @classmethod
     def for_deployment(cls, deployment: Deployment) -> EventDecoder:
-        """The decoder of ``deployment`` with the ABIs of the project's compiled contracts."""
-        from backend.protocol.contracts import project  # ape is slow to import: only here
-
-        p = project()
-        abis = {
-            name: [a.model_dump(mode="json") for a in getattr(p, name).contract_type.abi]
-            for name in CONTRACT_NAMES
-        }
-        return cls(deployment, abis)
+        """The decoder of ``deployment`` with the ABIs the package ships."""
+        return cls(deployment, {name: abi(name) for name in CONTRACT_NAMES})
 
     def decode(self, log: Mapping[str, Any]) -> DecodedLog:
         """Decodes one ``eth_getLogs`` entry (hex-encoded JSON, as the node sends it)."""

@@ -2,10 +2,11 @@
 provenance -> LoRA SFT or DPO -> evaluation -> artifacts in the work folder.
 
 :func:`run_job` trains and writes everything a publication needs into ``workdir`` (adapter,
-training manifest, eval report, loss curve JSON + PNG, the job spec); :func:`publish_job` puts
-them into the content store and registers the model (or its next version) on-chain. The two are
-separate so a job can be inspected before anything is published, and a publication that
-crashed can be repeated from the work folder without training again.
+training manifest, eval report, loss curve JSON + PNG, the job spec), reading the chain through
+plain web3; :func:`backend.modelfactory.publish.publish_job` puts them into the content store
+and registers the model (or its next version) on-chain, through ape. The two are separate so a
+job can be inspected before anything is published, a publication that crashed can be repeated
+from the work folder without training again, and the API's job worker trains without ape.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from backend.attribution.index import LineageMember
 from backend.attribution.lineage import ancestor_members
 from backend.attribution.settings import AttributionSettings
 from backend.datanets.formats import DataFormat
-from backend.datanets.registry import Send, send_direct
 from backend.modelfactory.chain import current_model, published_version
 from backend.modelfactory.dataset import (
     DatasetError,
@@ -36,18 +36,10 @@ from backend.modelfactory.dpo import Pair, preference_metrics, train_dpo
 from backend.modelfactory.evaluate import evaluate
 from backend.modelfactory.lora_training import DeviceError, resolve_device
 from backend.modelfactory.provenance import build_training_manifest
-from backend.modelfactory.publish import (
-    Artifacts,
-    Pricing,
-    Published,
-    Split,
-    publish_model,
-    store_artifacts,
-)
 from backend.modelfactory.sft import save_loss_curve, train_sft
 from backend.modelfactory.spec import BUILTIN_BASE, JobSpec, JobSpecError
 from backend.models.adapter_archive import pack_adapter, unpack_adapter
-from backend.protocol.contracts import Protocol
+from backend.protocol.web3_protocol import Web3Protocol
 from backend.storage.base import ContentStore
 from backend.storage.unixfs import compute_cid
 
@@ -112,7 +104,7 @@ def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
 
 def run_job(
     spec: JobSpec,
-    p: Protocol,
+    p: Web3Protocol,
     store: ContentStore,
     workdir: Path,
     data_dir: Path,
@@ -177,7 +169,7 @@ def run_job(
 
 def _attribution_index(
     spec: JobSpec,
-    p: Protocol,
+    p: Web3Protocol,
     store: ContentStore,
     base_dir: Path,
     base_cid: str,
@@ -234,7 +226,7 @@ def _pairs(examples: list[Example]) -> list[Pair]:
 
 def _dpo(
     spec: JobSpec,
-    p: Protocol,
+    p: Web3Protocol,
     store: ContentStore,
     data_format: DataFormat,
     base_dir: Path,
@@ -278,41 +270,3 @@ def _dpo(
                                      "after_vs_current": after_vs_current}}  # fmt: skip
     tokens_per_second = result.tokens * spec.train.epochs / max(result.seconds, 1e-9)
     return data, tokens_per_second, ()
-
-
-def publish_job(
-    job: Path | TrainedJob,
-    p: Protocol,
-    store: ContentStore,
-    developer: Any,
-    *,
-    name: str,
-    description: str = "",
-    license: str = "",
-    pricing: Pricing | None = None,
-    split: Split | None = None,
-    attributor: str | None = None,
-    send: Send = send_direct,
-) -> tuple[Artifacts, Published]:
-    """Stores a trained job's artifacts and registers the model, or (the spec names a model)
-    publishes its next version. Safe to repeat: see :mod:`backend.modelfactory.publish`."""
-    workdir = job.workdir if isinstance(job, TrainedJob) else Path(job)
-    try:
-        record = json.loads((workdir / JOB_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise JobError(f"{workdir} holds no finished job ({JOB_FILE}: {exc})") from None
-    spec = JobSpec.from_json(record["spec"])
-    metadata = {"name": name, "description": description, "license": license,
-                "method": spec.method, "base_model": spec.base_model,
-                "datanet": {"id": spec.datanet_id, "version": spec.version},
-                "prompt_format": "chat_template"}  # fmt: skip
-    artifacts = store_artifacts(
-        store, workdir / ADAPTER_DIR, (workdir / TRAINING_MANIFEST).read_bytes(),
-        json.loads((workdir / EVAL_REPORT).read_text()), workdir / LOSS_CURVE,
-        workdir / LOSS_PLOT, metadata, workdir / ATTRIBUTION_DIR,
-    )  # fmt: skip
-    published = publish_model(
-        p, artifacts, record["base_model_cid"], spec.datanet_id, spec.version, developer,
-        model_id=spec.model_id, pricing=pricing, split=split, attributor=attributor, send=send,
-    )  # fmt: skip
-    return artifacts, published

@@ -1,4 +1,5 @@
-"""Publish a trained adapter: its files to the content store, then the model on-chain.
+"""Publish a trained adapter: its files to the content store, then the model on-chain, through
+ape (what runs under ``ape run``; training itself needs no ape: :mod:`.jobs`).
 
 Everything goes to the store first (adapter archive, training manifest, eval report, loss curve,
 model metadata) and the chain last, in one transaction: a crash before it leaves only content
@@ -16,6 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from backend.datanets.registry import Send, send_direct
+from backend.modelfactory.jobs import (
+    ADAPTER_DIR,
+    ATTRIBUTION_DIR,
+    EVAL_REPORT,
+    JOB_FILE,
+    LOSS_CURVE,
+    LOSS_PLOT,
+    TRAINING_MANIFEST,
+    JobError,
+    TrainedJob,
+)
+from backend.modelfactory.spec import JobSpec
 from backend.models.adapter_archive import pack_adapter
 from backend.protocol.contracts import Protocol
 from backend.storage.base import ContentStore
@@ -191,3 +204,41 @@ def _find_version(p: Protocol, artifacts: Artifacts, developer: Any) -> tuple[in
         ):
             return model_id, 1
     return None
+
+
+def publish_job(
+    job: Path | TrainedJob,
+    p: Protocol,
+    store: ContentStore,
+    developer: Any,
+    *,
+    name: str,
+    description: str = "",
+    license: str = "",
+    pricing: Pricing | None = None,
+    split: Split | None = None,
+    attributor: str | None = None,
+    send: Send = send_direct,
+) -> tuple[Artifacts, Published]:
+    """Stores a trained job's artifacts and registers the model, or (the spec names a model)
+    publishes its next version. Safe to repeat: see :mod:`backend.modelfactory.publish`."""
+    workdir = job.workdir if isinstance(job, TrainedJob) else Path(job)
+    try:
+        record = json.loads((workdir / JOB_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise JobError(f"{workdir} holds no finished job ({JOB_FILE}: {exc})") from None
+    spec = JobSpec.from_json(record["spec"])
+    metadata = {"name": name, "description": description, "license": license,
+                "method": spec.method, "base_model": spec.base_model,
+                "datanet": {"id": spec.datanet_id, "version": spec.version},
+                "prompt_format": "chat_template"}  # fmt: skip
+    artifacts = store_artifacts(
+        store, workdir / ADAPTER_DIR, (workdir / TRAINING_MANIFEST).read_bytes(),
+        json.loads((workdir / EVAL_REPORT).read_text()), workdir / LOSS_CURVE,
+        workdir / LOSS_PLOT, metadata, workdir / ATTRIBUTION_DIR,
+    )  # fmt: skip
+    published = publish_model(
+        p, artifacts, record["base_model_cid"], spec.datanet_id, spec.version, developer,
+        model_id=spec.model_id, pricing=pricing, split=split, attributor=attributor, send=send,
+    )  # fmt: skip
+    return artifacts, published

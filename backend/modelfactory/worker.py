@@ -27,6 +27,7 @@ from typing import Any
 
 from backend.modelfactory.spec import JobSpec, JobSpecError
 from backend.protocol.deployments import Deployment
+from backend.protocol.web3_protocol import Web3Protocol
 
 log = logging.getLogger("backend.modelfactory.worker")
 
@@ -160,30 +161,11 @@ def _scalars(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if isinstance(v, int | float | str)}
 
 
-def _reader(request: JobRequest) -> Any:
-    """The registries on the request's chain; refuses a chain that is not the deployment's."""
-    from web3 import Web3
-
-    from backend.devnet.w3protocol import Web3Protocol
-    from backend.modelfactory.chain import Web3Reader
-
-    w3 = Web3(Web3.HTTPProvider(request.rpc_url, request_kwargs={"timeout": 30}))
-    if not w3.is_connected():
-        raise ConnectionError(f"no chain answers at {request.rpc_url}")
-    chain_id = w3.eth.chain_id
-    if chain_id != request.chain_id:
-        raise ConnectionError(
-            f"{request.rpc_url} is chain {chain_id}, but the deployment is on chain "
-            f"{request.chain_id}"
-        )
+def _protocol(request: JobRequest) -> Web3Protocol:
+    """The deployment on the request's chain; refuses a chain that is not the deployment's."""
     # only the addresses are read; the rest of a deployment record is not needed here
-    deployment = Deployment(chain_id, "", 0, "", "", request.contracts)
-    registry = deployment.address("DatanetRegistry")
-    if not w3.eth.get_code(registry):
-        raise ConnectionError(
-            f"no DatanetRegistry code at {registry} on chain {chain_id}: the chain was reset"
-        )
-    return Web3Reader.of(Web3Protocol.at(w3, deployment))
+    deployment = Deployment(request.chain_id, "", 0, "", "", request.contracts)
+    return Web3Protocol.connect(request.rpc_url, deployment)
 
 
 def run(job_dir: Path) -> int:
@@ -198,13 +180,13 @@ def run(job_dir: Path) -> int:
             raise JobSpecError(f"{job_dir / REQUEST_FILE} is missing or not a JSON object")
         request = JobRequest.from_json(data)
         spec = request.spec
-        reader = _reader(request)
-        published_version(reader, spec.datanet_id, spec.version)  # before importing torch
+        protocol = _protocol(request)
+        published_version(protocol, spec.datanet_id, spec.version)  # before importing torch
         from backend.datanets.store import open_store
         from backend.modelfactory.jobs import run_job
 
         trained = run_job(
-            spec, reader, open_store(request.store), job_dir / ARTIFACTS_DIR,
+            spec, protocol, open_store(request.store), job_dir / ARTIFACTS_DIR,
             request.models_dir, progress=False, on_step=status.progress,
         )  # fmt: skip
     except (Exception, KeyboardInterrupt) as exc:

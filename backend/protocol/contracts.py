@@ -1,4 +1,6 @@
-"""Contract access: deploy the protocol, or bind to a recorded deployment, through ape."""
+"""Contract access through ape, for what runs under ``ape run``: deploy the protocol, or bind to
+a recorded deployment. Everything else reaches the chain through plain web3
+(:mod:`backend.protocol.web3_protocol`); :meth:`Protocol.as_web3` hands ape's connection over."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from backend.protocol.deployments import (
     ProtocolParams,
 )
 from backend.protocol.eip712 import Domain
+from backend.protocol.web3_protocol import Web3Protocol
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,11 @@ class Protocol:
                 f"at {', '.join(missing)}: the chain was reset"
             )
         return cls.at(deployment)
+
+    def as_web3(self) -> Web3Protocol:
+        """This deployment through plain web3, over ape's connected provider: for the code that
+        ``ape run`` shares with processes without ape (ModelFactory's chain reads)."""
+        return Web3Protocol.at(chain.provider.web3, self.deployment)
 
     @property
     def domain(self) -> Domain:

@@ -13,8 +13,8 @@ from eth_utils import to_checksum_address
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from web3 import Web3
 
-from backend.devnet.w3protocol import Web3Protocol
 from backend.protocol.deployments import DeploymentStore
+from backend.protocol.web3_protocol import Web3Protocol
 from backend.storage.base import ContentStore
 from inference_node.engine.model import MultiLoraModel
 from inference_node.engine.pool import AdapterPool
@@ -52,17 +52,24 @@ def stop_token_ids(model: MultiLoraModel, tokenizer: PreTrainedTokenizerBase) ->
 
 def connect(settings: NodeSettings) -> tuple[Web3Protocol, Web3Sender]:
     """The protocol's contracts on the configured chain, and the node's transaction sender."""
-    w3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
-    if not w3.is_connected():
-        raise ConnectionError(f"no chain answers at {settings.rpc_url}")
-    deployment = DeploymentStore(settings.deployments).get(w3.eth.chain_id)
-    protocol = Web3Protocol.at(w3, deployment)
-    payments = protocol["InferencePayments"]
+    protocol = Web3Protocol.connect(settings.rpc_url, DeploymentStore(settings.deployments))
+    w3, payments = protocol.w3, protocol["InferencePayments"]
     if settings.private_key is not None:
         key = bytes.fromhex(settings.private_key.get_secret_value().removeprefix("0x"))
         return protocol, Web3Sender(w3, payments, Account.from_key(key).address, key)
     assert settings.address is not None
     return protocol, Web3Sender(w3, payments, settings.address)
+
+
+def redeem_policy(settings: NodeSettings) -> RedeemPolicy:
+    """The redeemer's policy from the node's settings."""
+    return RedeemPolicy(
+        interval=settings.redeem_interval,
+        threshold=settings.redeem_threshold_wei,
+        urgency=settings.redeem_urgency,
+        max_batch=settings.redeem_batch,
+        gas_fraction=settings.redeem_gas_fraction,
+    )
 
 
 class NodeRuntime:
@@ -85,16 +92,18 @@ class NodeRuntime:
         payments, models = protocol["InferencePayments"], protocol["ModelRegistry"]
         self.chain = PaymentsChain(self.w3, payments, models, self.address)
         self.ledger = Ledger(settings.ledger_path, self.address)
-        policy = VerifyPolicy(deadline_margin=settings.deadline_margin)
+        policy = VerifyPolicy(
+            deadline_margin=settings.deadline_margin,
+            max_deadline=settings.max_deadline,
+            session_key_margin=settings.session_key_margin,
+        )
         self.gate = PaymentGate(VoucherVerifier(self.chain, self.ledger, policy))
         self.redeemer = Redeemer(
             self.chain,
             self.ledger,
             store,
             sender,
-            RedeemPolicy(
-                interval=settings.redeem_interval, threshold=settings.redeem_threshold_wei
-            ),
+            redeem_policy(settings),
         )
         self.pool = AdapterPool(
             model,
@@ -175,9 +184,10 @@ class NodeRuntime:
             except Exception:  # the chain may be briefly unreachable; try again next time
                 log.exception("background refresh or redemption failed")
 
-    def redeem_now(self) -> Redemption | None:
+    def redeem_now(self) -> list[Redemption]:
+        """Redeems everything owed now, in as many batches as it takes."""
         with self._redeem_lock:
-            return self.redeemer.redeem_now()
+            return self.redeemer.redeem_all()
 
     def status(self) -> dict[str, Any]:
         """What an operator wants to see at a glance."""

@@ -127,7 +127,7 @@ def test_train_then_publish_registers_the_model_with_its_provenance(
     names = json.loads((work / "attribution" / MANIFEST_FILE).read_bytes())["files"]
     assert set(names) == set(FILES) and all(store.has(c) for c in [index_cid, *names.values()])
     assert metadata["artifacts"]["attribution_index"] == index_cid
-    node = Attributor.for_model_version(protocol.models, store, model_id, 1, base,
+    node = Attributor.for_model_version(protocol.as_web3(), store, model_id, 1, base,
                                         tmp_path / "node")  # fmt: skip
     tok = AutoTokenizer.from_pretrained(base)
     prompt = tok.apply_chat_template([{"role": "user", "content": "alice: what is 3 plus 3?"}],
@@ -158,7 +158,7 @@ def test_train_then_publish_registers_the_model_with_its_provenance(
     protocol.models.publishVersion(model_id, v2.adapterCID, v1.trainingManifestCID, datanet, 1,
                                    sender=accounts[3])  # fmt: skip
     with pytest.raises(AttributionError, match=f"is of adapter {v1.adapterCID}"):
-        Attributor.for_model_version(protocol.models, store, model_id, 3, base, tmp_path / "n")
+        Attributor.for_model_version(protocol.as_web3(), store, model_id, 3, base, tmp_path / "n")
 
 
 def test_train_refuses_unknown_and_unpublished_versions(
@@ -261,7 +261,7 @@ def test_dpo_on_a_preference_datanet_publishes_the_models_next_version(
     training = TrainingManifest.from_json(store.get(v2.trainingManifestCID))
     assert {r.contribution_id for r in training.examples} == {int(i) for i in ids.split(",")}
     # the DPO version's attribution index holds its lineage: the SFT parent's examples too
-    index = Attributor.for_model_version(protocol.models, store, model_id, 2, base,
+    index = Attributor.for_model_version(protocol.as_web3(), store, model_id, 2, base,
                                          tmp_path / "node").index  # fmt: skip
     parent = protocol.models.modelVersion(model_id, 1).trainingManifestCID
     assert [(m.training_manifest, m.datanet_id, m.method) for m in index.lineage] == [
@@ -276,5 +276,5 @@ def test_dpo_on_a_preference_datanet_publishes_the_models_next_version(
     assert datanets == {datanet, prefs}
     # an auditor rebuilds both versions' indexes from the chain and the Datanets' data
     for version in (1, 2):
-        assert verify_model_version(protocol, store, model_id, version, base,
+        assert verify_model_version(protocol.as_web3(), store, model_id, version, base,
                                     tmp_path / "audit") == []  # fmt: skip

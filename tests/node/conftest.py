@@ -13,7 +13,7 @@ from web3 import Web3
 
 from backend.datanets.formats import DataFormat, DatanetMetadata
 from backend.devnet.anvil import Anvil, free_port
-from backend.devnet.w3protocol import Web3Protocol, deploy
+from backend.protocol.web3_protocol import Web3Protocol, deploy
 from backend.storage.local import DirectoryStore
 from inference_node.payments import (
     Ledger,
