@@ -1,9 +1,13 @@
 """Gas of the protocol's main operations, measured on ape's in-process EVM (gas is the same on
 any conforming EVM). Writes bench/results/gas.json and prints a table.
 
-Redemption is measured per voucher in batches of 1, 10 and 100 distinct channels (one payer
-each), first-time (channels never redeemed) and steady-state (the same channels redeemed again):
-one voucher pays for any number of inferences, so the cost per inference falls with use.
+Redemption is measured per voucher in batches of 1, 10 and 100 payers (one channel each, payer
+-> node), first-time (pairs never redeemed) and steady-state (the same pairs redeemed again):
+one voucher pays for any number of inferences, so the cost per inference falls with use. The
+vouchers of a session key are measured apart (steady state and first time, batch of 100): a
+key's voucher also reads the key and writes what it spent. Vouchers a batch skips (expired, and
+stale: not above what their pair redeemed) are measured too: they must cost little, since they
+pay nothing.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from eth_account import Account  # noqa: E402
 from backend.protocol.contracts import Protocol, deploy_protocol  # noqa: E402
 from backend.protocol.eip712 import (  # noqa: E402
     Permit,
+    SessionKeyAuthorization,
     Voucher,
     sign_permit,
+    sign_session_key,
     sign_voucher,
     token_domain,
 )
@@ -37,6 +43,7 @@ from backend.protocol.merkle import StandardMerkleTree  # noqa: E402
 OPEN = 10**18
 TARGETS = {  # gas ceilings from the issue
     "redeem per voucher, steady state, batch of 100": 35_000,
+    "redeem per voucher, first time, batch of 100": 45_000,
     "claim": 80_000,
     "contribute": 150_000,
 }
@@ -100,40 +107,88 @@ def measure() -> dict[str, dict[str, Any]]:
     token.approve(nodes, 2**256 - 1, sender=node)
     nodes.stake(10_000 * OPEN, sender=node)
 
-    # 100 payers: keys made here, funded by the treasury, deposits by permit (submitted by the
-    # treasury, so payers need no ETH).
-    keys = [Account.from_key((i + 1).to_bytes(32, "big")) for i in range(111)]
+    # 111 payers signing their own vouchers and 100 whose session keys sign: keys made here,
+    # funded by the treasury, deposits into their channel with the node by permit (submitted by
+    # the treasury, so payers need no ETH).
+    keys = [Account.from_key((i + 1).to_bytes(32, "big")) for i in range(211)]
+    session_keys = [Account.from_key((i + 10_001).to_bytes(32, "big")) for i in range(100)]
     deadline = chain.pending_timestamp + 10 * 365 * 86_400
     for i, key in enumerate(keys):
         token.transfer(key.address, 1_000 * OPEN, sender=treasury)
         v, r, s = _permit(protocol, key, 100 * OPEN, deadline)
-        tx = payments.depositWithPermit(key.address, 100 * OPEN, deadline, v, r, s, sender=treasury)
+        tx = payments.depositWithPermit(
+            key.address, node.address, 100 * OPEN, deadline, v, r, s, sender=treasury
+        )
         if i == 0:
-            record("depositWithPermit", tx.gas_used, note="first deposit of a payer")
+            record("depositWithPermit", tx.gas_used, note="first deposit: opens the channel")
     token.approve(payments, 2**256 - 1, sender=developer)
-    payments.deposit(10 * OPEN, sender=developer)
-    tx = payments.deposit(10 * OPEN, sender=developer)
-    record("deposit", tx.gas_used, note="a payer's second deposit")
+    payments.deposit(node, 10 * OPEN, sender=developer)
+    tx = payments.deposit(node, 10 * OPEN, sender=developer)
+    record("deposit", tx.gas_used, note="a payer's second deposit into a channel")
+
+    # Session keys of the last 100 payers, authorized by signature (the treasury submits).
+    allowance = 50 * OPEN
+    for i, (key, session) in enumerate(zip(keys[111:], session_keys, strict=True)):
+        authorization = SessionKeyAuthorization(
+            key.address,
+            node.address,
+            session.address,
+            deadline,
+            allowance,
+            payments.nonces(key.address),
+            deadline,
+        )
+        sig = sign_session_key(key.key, protocol.domain, authorization)
+        tx = payments.authorizeSessionKeyWithSig(
+            key.address,
+            node.address,
+            session.address,
+            deadline,
+            allowance,
+            deadline,
+            sig.v,
+            sig.r,
+            sig.s,
+            sender=treasury,
+        )
+        if i == 0:
+            record("authorizeSessionKeyWithSig", tx.gas_used, note="a new key, relayed")
+    spare = Account.from_key((99_999).to_bytes(32, "big")).address
+    tx = payments.authorizeSessionKey(node, spare, deadline, allowance, sender=developer)
+    record("authorizeSessionKey", tx.gas_used, note="a new key, by the payer")
+    tx = payments.revokeSessionKey(node, spare, sender=developer)
+    record("revokeSessionKey", tx.gas_used, note="keeps its power for the channel's delay")
+    tx = payments.requestWithdrawal(node, OPEN, sender=developer)
+    record("requestWithdrawal", tx.gas_used)
+    chain.pending_timestamp += payments.withdrawalDelay()
+    tx = payments.withdraw(node, sender=developer)
+    record("withdraw", tx.gas_used, note="a payer's withdrawal from its channel")
 
     cumulative = [0] * len(keys)
     proof_count = 0
 
-    def redeem_batch(payer_keys: list[Any], offset: int) -> int:
+    def redeem_batch(payer_keys: list[Any], offset: int, signers: list[Any] | None = None) -> int:
+        """Redeems one voucher per payer (signed by the payer, or by `signers`)."""
         nonlocal proof_count
         vouchers = []
         for j, key in enumerate(payer_keys):
             cumulative[offset + j] += OPEN // 100
             v = Voucher(key.address, node.address, model_id, cumulative[offset + j], deadline)
-            vouchers.append(sign_voucher(key.key, protocol.domain, v).redemption_tuple())
+            signer = key if signers is None else signers[j]
+            vouchers.append(sign_voucher(signer.key, protocol.domain, v).redemption_tuple())
         proof_count += 1
         usage = (
             proof_count.to_bytes(32, "big"),
             4 * len(vouchers),
             f"bafkreireceipts{proof_count}",
         )
-        return payments.redeem(vouchers, usage, sender=node).gas_used
+        tx = payments.redeem(vouchers, usage, sender=node)
+        skipped = tx.events.filter(payments.VoucherSkipped)
+        if skipped:
+            raise RuntimeError(f"vouchers skipped: {skipped}")
+        return tx.gas_used
 
-    # Disjoint payers per batch size, so every first-time batch meets fresh channels.
+    # Disjoint payers per batch size, so every first-time batch meets fresh pairs.
     for size, offset in ((1, 0), (10, 1), (100, 11)):
         batch = keys[offset : offset + size]
         record(
@@ -141,6 +196,44 @@ def measure() -> dict[str, dict[str, Any]]:
         )
         steady = redeem_batch(batch, offset)
         record(f"redeem per voucher, steady state, batch of {size}", steady, size)
+    keyed = keys[111:]
+    first = redeem_batch(keyed, 111, session_keys)
+    record(
+        "redeem per voucher, session key, first time, batch of 100",
+        first,
+        100,
+        "signed by the payers' session keys",
+    )
+    steady = redeem_batch(keyed, 111, session_keys)
+    record(
+        "redeem per voucher, session key, steady state, batch of 100",
+        steady,
+        100,
+        "signed by the payers' session keys",
+    )
+    # Skipped vouchers: 100 expired ones, then 100 stale ones (signed, not above what their
+    # pair redeemed), each batch beside one paid voucher; their gas less a redemption of one.
+    one = results["redeem per voucher, steady state, batch of 1"]["total_gas"]
+    for reason, note in (
+        ("expired", "deadline passed: skipped before the signature is recovered"),
+        ("stale", "signature recovered, pair read: nothing above what it redeemed"),
+    ):
+        now = chain.pending_timestamp
+        vouchers = []
+        for j, key in enumerate(keys[11:111]):
+            v = Voucher(key.address, node.address, model_id, cumulative[11 + j], deadline)
+            if reason == "expired":
+                v = Voucher(key.address, node.address, model_id, 2 * OPEN, now - 1)
+            vouchers.append(sign_voucher(key.key, protocol.domain, v).redemption_tuple())
+        cumulative[0] += OPEN // 100
+        paid = Voucher(keys[0].address, node.address, model_id, cumulative[0], deadline)
+        vouchers.append(sign_voucher(keys[0].key, protocol.domain, paid).redemption_tuple())
+        proof_count += 1
+        usage = (proof_count.to_bytes(32, "big"), 4, f"bafkreireceipts{proof_count}")
+        tx = payments.redeem(vouchers, usage, sender=node)
+        if len(tx.events.filter(payments.VoucherSkipped)) != 100:
+            raise RuntimeError(f"expected 100 {reason} vouchers skipped")
+        record(f"redeem per voucher skipped ({reason}), batch of 100", tx.gas_used - one, 100, note)
 
     pool = rewards.pool(model_id).unallocated
     leaves = [(i, keys[i].address, pool // 200) for i in range(64)]

@@ -1,25 +1,46 @@
 """Stateful property tests of the deployed protocol: OPEN is conserved, nobody is paid more than
-they were credited, and epochs stay within their pools, whatever the order of the operations.
+they were credited, epochs stay within their pools, and a node is paid in full for every voucher
+it accepted, whatever the order of the operations and whatever the payer does afterwards.
 
-A hypothesis state machine drives deposits, withdrawals, voucher redemptions, attribution epochs
-(posting, challenges and their resolution, claims), staking and Datanet contributions, while a
-Python model of the protocol predicts every outcome: each call either does what the model says,
-with the events the model expects, or reverts with the error the model expects. After each step
-the OPEN each contract holds must equal what the model says it owes; at the end of each example
-every balance and every accounting entry on chain must equal the model's.
+Hypothesis state machines drive payment channels (deposits, withdrawal requests that unlock and
+lapse, cancellations, withdrawals, session keys with allowances, revocations and signed
+authorizations, governance's withdrawal delay, scheduled split changes), vouchers a node
+accepts and redeems in batches mixed with vouchers that must be skipped and, in the protocol
+machine, staking, attribution epochs (posting, challenges and their resolution, claims) and
+Datanet contributions, while a Python model of the protocol predicts every outcome: each call
+either does what the model says, with the events the model expects, or reverts with the error
+the model expects. After each step the OPEN each contract holds must equal what the model says
+it owes, and what the node accepted must still be backed; at the end of each example the nodes
+redeem everything they hold and every balance and accounting entry on chain must equal the
+model's.
+
+The node accepts a voucher as ``inference_node.payments.verify`` does: signed by the payer or
+by a session key of the channel live for at least ``KEY_MARGIN``, deadline at least
+``DEADLINE_MARGIN`` ahead, and ``cumulative - redeemed`` of every pair of the channel covered by
+the channel's balance less a withdrawal request still usable, and by the allowance left to the
+key for the pairs it signed. Such a voucher must then be paid in full by any redemption until
+its ``redeem_by``: its deadline, its key's ``validUntil`` (as revocations leave it), and the
+unlock of any withdrawal requested after it was accepted (the node redeems before a withdrawal
+it could not count on bites: the channel's delay is its time to do so). The payments machine
+aims the payer's moves at the channels and keys behind what the node accepted.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import product
+from random import Random
 from typing import Any
 
 import ape
 import pytest
 from ape import chain
-from hypothesis import HealthCheck, settings
+from eth_account import Account as EthAccount
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -31,27 +52,73 @@ from hypothesis.stateful import (
 )
 
 from backend.protocol.deployments import ProtocolParams
-from backend.protocol.eip712 import Voucher, sign_voucher
+from backend.protocol.eip712 import (
+    SessionKeyAuthorization,
+    Signature,
+    SignedVoucher,
+    Voucher,
+    sign_session_key,
+    sign_voucher,
+)
 from backend.protocol.merkle import StandardMerkleTree
 
 OPEN = 10**18
 PARAMS = ProtocolParams()  # as deployed by the conftest
 BPS = 10_000
+DAY = 86_400
+WITHDRAWAL_WINDOW = DAY  # InferencePayments: an unlocked withdrawal lapses this long after
+SPLIT_CHANGE_DELAY = DAY  # ModelRegistry: a split change takes effect this long after
+MIN_DELAY, MAX_DELAY = 60, 30 * DAY  # bounds of the withdrawal delay
 SPLITS = (
     (4_000, 2_000, 3_500, 500),
     (1_000, 3_333, 5_167, 500),
-)  # dev, contributors, node, protocol
+    (2_500, 2_000, 5_000, 500),
+)  # dev, contributors, node, protocol; the models start with the first two
+NO_SPLIT = ((0, 0, 0, 0), 0)  # ModelRegistry.pendingSplit of a model without a change
 DATANET_BOND = OPEN
 CLAIM_TYPES = ["uint256", "address", "uint256"]
 POSTED, CHALLENGED, REJECTED = 1, 2, 3
 UINT256_MAX = 2**256 - 1
-SEED = 1_000 * OPEN  # each payer's deposit and each pool's funds before the machine starts
+UINT96_MAX = 2**96 - 1
+FAR = 2**64  # "never" for a payer's own signature
+SEED = 1_000 * OPEN  # each seeded channel's deposit and each pool's funds before the machine starts
+# IInferencePayments.SkipReason (PAID: not skipped)
+PAID, EXPIRED, INVALID_SIGNER, KEY_NOT_LIVE, NOT_ABOVE_REDEEMED = 0, 1, 2, 3, 4
+# The node's acceptance policy (inference_node.payments.verify.VerifyPolicy).
+DEADLINE_MARGIN = 3_600
+MAX_DEADLINE = 7 * DAY
+KEY_MARGIN = 3_600
+# Session keys (they sign, never send) and a key no channel ever authorized.
+SESSION_KEYS: tuple[LocalAccount, ...] = tuple(
+    EthAccount.from_key(bytes([0x5A + i]) * 32) for i in range(3)
+)
+STRANGER: LocalAccount = EthAccount.from_key(bytes([0x77]) * 32)
+# Vouchers a redemption must skip, each built to fail for one reason.
+JUNK = ("expired", "stale", "stranger", "other_payer", "other_node", "garbage", "dead_key")
 
 amounts = st.integers(min_value=1, max_value=300 * OPEN)
 percents = st.integers(min_value=1, max_value=100)
+# A payer's or a node's share of what it could take: mostly all of it, or most.
+greedy_percents = st.sampled_from([100, 60, 95, 30, 1])
 picks = st.integers(min_value=0, max_value=2**16)  # an index into whatever list is current
 # An epoch's leaves: (claimant pick, weight of its share of the total).
 leaf_lists = st.lists(st.tuples(picks, st.integers(0, 100)), min_size=1, max_size=5)
+key_picks = st.integers(min_value=0, max_value=len(SESSION_KEYS) - 1)
+key_lifetimes = st.sampled_from([10 * DAY, DAY, 3 * DAY, 2 * 3_600, 600, 0])
+allowances = st.sampled_from([200 * OPEN, 20 * OPEN, 2_000 * OPEN, OPEN, 0])
+# Vouchers offered to a node: (payer, node, model, signer, percent of the room, lifetime).
+offer_lists = st.lists(
+    st.tuples(
+        picks,
+        picks,
+        picks,
+        picks,
+        greedy_percents,
+        st.sampled_from([3 * DAY, DAY, 6 * 3_600, DEADLINE_MARGIN, MAX_DEADLINE]),
+    ),
+    min_size=1,
+    max_size=3,
+)
 
 
 @dataclass(frozen=True)
@@ -96,6 +163,79 @@ class Epoch:
     claimed_leaves: set[int] = field(default_factory=set)
 
 
+@dataclass
+class Channel:
+    """The model's view of ``IInferencePayments.Channel``."""
+
+    balance: int = 0
+    pending: int = 0
+    unlock_at: int = 0
+    delay: int = 0  # fixed when the channel opens (0: never opened)
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.balance, self.pending, self.unlock_at, self.delay)
+
+    def usable_request(self, now: int) -> int:
+        """The pending withdrawal while it can still be paid (until WITHDRAWAL_WINDOW after its
+        unlock), else 0: what the node cannot count on."""
+        if self.pending and now <= self.unlock_at + WITHDRAWAL_WINDOW:
+            return self.pending
+        return 0
+
+
+@dataclass
+class SessionKey:
+    """The model's view of ``IInferencePayments.SessionKey``."""
+
+    valid_until: int = 0
+    allowance: int = 0
+    spent: int = 0
+
+    def as_tuple(self) -> tuple[int, int, int]:
+        return (self.valid_until, self.allowance, self.spent)
+
+
+@dataclass
+class Promise:
+    """A voucher the node accepted (the latest of its pair) and has not been paid in full."""
+
+    signed: SignedVoucher
+    signer: str  # the payer or a session key
+    accepted_at: int
+    key_end: int  # validUntil of the signing key while it stayed live since (FAR: the payer)
+    bite: int = FAR  # last second before a withdrawal requested after acceptance unlocks
+    forfeited: bool = False  # the node redeemed a voucher it had not accepted on the channel
+
+    @property
+    def voucher(self) -> Voucher:
+        return self.signed.voucher
+
+    @property
+    def channel(self) -> tuple[str, str]:
+        return (self.voucher.payer, self.voucher.node)
+
+    @property
+    def redeem_by(self) -> int:
+        """Until when the voucher must be paid in full."""
+        return min(self.voucher.deadline, self.key_end, self.bite)
+
+    def guaranteed(self, now: int) -> bool:
+        return not self.forfeited and now <= self.redeem_by
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A voucher of a redemption batch."""
+
+    signed: SignedVoucher
+    signer: str  # who the contract recovers ("": nobody the channel knows)
+    promise: Promise | None = None  # the node accepted it
+    intended: int | None = None  # the skip reason a junk voucher is built for
+
+
+KEY_ADDRESSES: tuple[str, ...] = tuple(k.address for k in SESSION_KEYS)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def world(
     protocol,
@@ -117,7 +257,9 @@ def world(
     other,
 ) -> World:
     """A published Datanet version, two models (attributors `node` and `second_node`, both
-    staked) with funded pools, two payers with deposits, and every approval the machine needs."""
+    staked) with funded pools, two payers with seeded channels ((payer, node), (payer,
+    second_node), (other, node); (other, second_node) is left for the machine to open), and
+    every approval the machine needs."""
     datanets.createDatanet("bafy-meta", DATANET_BOND, 1, curator, sender=curator)
     datanet_id = datanets.datanetCount()  # tx.return_value: the call replayed after the tx
     token.approve(datanets, UINT256_MAX, sender=contributor)
@@ -137,7 +279,7 @@ def world(
     )
     version = datanets.datanet(datanet_id).versionCount
     model_ids = []
-    for split, attributor in zip(SPLITS, (node, second_node), strict=True):
+    for split, attributor in zip(SPLITS[:2], (node, second_node), strict=True):
         spec = (
             "bafy-m",
             "bafy-base",
@@ -153,10 +295,11 @@ def world(
         model_ids.append(models.modelCount())
     for operator in (node, second_node):
         token.approve(nodes, UINT256_MAX, sender=operator)
-        nodes.stake(PARAMS.min_stake, sender=operator)
+        nodes.stake(3 * PARAMS.min_stake, sender=operator)  # active through some unbonding
     for account in (payer, other):
         token.approve(payments, UINT256_MAX, sender=account)
-        payments.deposit(SEED, sender=account)
+    for account, operator in ((payer, node), (payer, second_node), (other, node)):
+        payments.deposit(operator, SEED, sender=account)
     token.approve(rewards, UINT256_MAX, sender=developer)
     for model_id in model_ids:
         rewards.fundPool(model_id, SEED, sender=developer)
@@ -196,17 +339,30 @@ def world(
 
 
 def _event(tx: Any, event_type: Any) -> Any:
-    (event,) = tx.events.filter(event_type)
-    return event
+    (event_,) = tx.events.filter(event_type)
+    return event_
+
+
+def _channels(w: World) -> list[tuple[str, str]]:
+    return [(p.address, o.address) for p, o in product(w.payers, w.operators)]
 
 
 def _read_chain(w: World, epoch_ids: range) -> dict[str, Any]:
     """Every balance and accounting entry the machine follows, as the chain has them."""
     holders = (*w.everyone, w.payments, w.rewards, w.nodes, w.datanets)
+    channels = _channels(w)
     return {
         "tokens": {a.address: w.token.balanceOf(a) for a in holders},
         "supply": w.token.totalSupply(),
-        "accounts": {p.address: tuple(w.payments.accountOf(p)) for p in w.payers},
+        "channels": {c: tuple(w.payments.channel(*c)) for c in channels},
+        "keys": {
+            (*c, k): tuple(w.payments.sessionKey(*c, k))
+            for c, k in product(channels, KEY_ADDRESSES)
+        },
+        "nonces": {p.address: w.payments.nonces(p) for p in w.payers},
+        "withdrawal_delay": w.payments.withdrawalDelay(),
+        "usage_proofs": w.payments.usageProofCount(),
+        "scheduled_splits": [_pending_split(w.models.pendingSplit(m)) for m in w.model_ids],
         "earnings": {a: w.payments.earnings(a) for a in _earners(w)},
         "stakes": {o.address: tuple(w.nodes.nodeInfo(o))[:3] for o in w.operators},
         "pools": [tuple(w.rewards.pool(m)) for m in w.model_ids],
@@ -215,6 +371,11 @@ def _read_chain(w: World, epoch_ids: range) -> dict[str, Any]:
         "rewards_withdrawable": {a: w.rewards.withdrawable(a) for a in _bond_holders(w)},
         "datanet_withdrawable": {a: w.datanets.withdrawable(a) for a in _datanet_payees(w)},
     }
+
+
+def _pending_split(result: Any) -> tuple[tuple[int, ...], int]:
+    split, effective_at = result
+    return (tuple(split), effective_at)
 
 
 def _epoch_view(e: Any) -> tuple[int, int, int, int]:
@@ -233,8 +394,23 @@ def _datanet_payees(w: World) -> tuple[str, ...]:
     return (*(c.address for c in w.contributors), w.curator.address)
 
 
-class ProtocolMachine(RuleBasedStateMachine):
-    """The protocol and a Python model of it, driven by the same random operations."""
+def _shares(amount: int, split: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """(node, developer, contributors, protocol) shares of `amount`, as InferencePayments
+    splits it (the contributors take the rounding dust)."""
+    developer_bps, _, node_bps, protocol_bps = split
+    node_share = amount * node_bps // BPS
+    protocol_share = amount * protocol_bps // BPS
+    developer_share = amount * developer_bps // BPS
+    contributors_share = amount - node_share - protocol_share - developer_share
+    return node_share, developer_share, contributors_share, protocol_share
+
+
+class PaymentsMachine(RuleBasedStateMachine):
+    """The protocol and a Python model of it, driven by the same random operations: payment
+    channels, session keys, vouchers and redemptions, split changes, governance's withdrawal
+    delay and earnings.
+    A payer's moves mostly aim at the channels where the node holds vouchers it was promised;
+    the model follows the whole protocol (the subclass adds its other operations)."""
 
     def __init__(self, world: World, baseline: dict[str, Any]) -> None:
         super().__init__()
@@ -242,6 +418,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.snapshot = chain.snapshot()  # every example starts from the fixture's state
         self.signers = {a.address: a for a in w.everyone}
         self.contracts = tuple(c.address for c in (w.payments, w.rewards, w.nodes, w.datanets))
+        self.domain = w.protocol.domain
         # OPEN of every actor and contract, from the Transfer events of the machine's own
         # transactions (checked against balanceOf at the end of each example) ...
         self.held = dict(baseline["tokens"])
@@ -249,12 +426,18 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.tokens = {a: self.held[a] for a in self.signers}
         self.supply = baseline["supply"]
         # InferencePayments
-        accounts = baseline["accounts"]
-        self.balance = {a: acc[0] for a, acc in accounts.items()}
-        self.pending = {a: (acc[1], acc[2]) for a, acc in accounts.items()}
+        self.channels = {c: Channel(*v) for c, v in baseline["channels"].items()}
+        self.keys = {k: SessionKey(*v) for k, v in baseline["keys"].items()}
+        self.nonces = dict(baseline["nonces"])
+        self.delay = baseline["withdrawal_delay"]  # of channels opened from now on
+        self.usage_proofs = baseline["usage_proofs"]
         self.earners = _earners(w)
         self.earnings = dict(baseline["earnings"])
         self.redeemed: dict[tuple[str, str, int], int] = {}
+        self.promises: dict[tuple[str, str, int], Promise] = {}  # (payer, node, model id)
+        # ModelRegistry: the split each model has and the change it has scheduled.
+        self.splits = list(SPLITS[: len(w.model_ids)])
+        self.scheduled = list(baseline["scheduled_splits"])
         # NodeRegistry
         stakes = baseline["stakes"]
         self.bonded = {a: s[0] for a, s in stakes.items()}
@@ -276,6 +459,8 @@ class ProtocolMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             if sys.exc_info()[0] is None:  # a failed step already reports its own error
+                self._redeem_everything()
+                self.open_is_conserved()
                 self._check_everything()
         finally:
             chain.restore(self.snapshot)
@@ -283,6 +468,7 @@ class ProtocolMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------ helpers
 
     def _now(self) -> int:
+        """The timestamp of the next transaction (each block is one second after the last)."""
         return chain.pending_timestamp
 
     def _active(self, operator: str) -> bool:
@@ -300,13 +486,56 @@ class ProtocolMachine(RuleBasedStateMachine):
             self.held[t.to] = self.held.get(t.to, 0) + t.value
         return tx
 
+    def _pick(self, who: int, operator: int) -> tuple[Any, Any, tuple[str, str]]:
+        payer = self.w.payers[who % len(self.w.payers)]
+        node = self.w.operators[operator % len(self.w.operators)]
+        return payer, node, (payer.address, node.address)
+
+    def _stake(self, node: Any, amount: int) -> None:
+        tx = self._send(self.w.nodes.stake, amount, sender=node)
+        self.bonded[node.address] += amount
+        self.tokens[node.address] -= amount
+        assert _event(tx, self.w.nodes.Staked).bonded == self.bonded[node.address]
+
+    def _target(
+        self, who: int, operator: int, requested: bool = False
+    ) -> tuple[Any, Any, tuple[str, str]]:
+        """A channel for a payer's move: three times in four one where the node holds vouchers
+        it must be paid for (the payer plays against them) and, when `requested`, that has a
+        withdrawal pending; else any."""
+        promised = {p.channel for p in self.promises.values() if not p.forfeited}
+        if requested:
+            pending = {c for c, ch in self.channels.items() if ch.pending}
+            promised = (promised & pending) or pending
+        if promised and who % 4:
+            channel = sorted(promised)[operator % len(promised)]
+            return self.signers[channel[0]], self.signers[channel[1]], channel
+        return self._pick(who, operator)
+
+    def _split_at(self, model: int, timestamp: int) -> tuple[int, ...]:
+        """ModelRegistry.paymentTerms at `timestamp`: the scheduled split once in effect."""
+        split, effective_at = self.scheduled[model]
+        return split if effective_at and effective_at <= timestamp else self.splits[model]
+
+    def _owed(self, promise: Promise) -> int:
+        v = promise.voucher
+        return max(0, v.cumulative_amount - self.redeemed.get((v.payer, v.node, v.model_id), 0))
+
+    def _promises_of(self, channel: tuple[str, str]) -> list[Promise]:
+        return [p for p in self.promises.values() if p.channel == channel]
+
     def _check_everything(self) -> None:
         """Every balance and accounting entry on chain equals the model's."""
         on_chain = _read_chain(self.w, range(self.first_epoch, self.first_epoch + len(self.epochs)))
         model = {
             "tokens": {a: self.held[a] for a in on_chain["tokens"]},
             "supply": self.supply,
-            "accounts": {a: (b, *self.pending[a]) for a, b in self.balance.items()},
+            "channels": {c: ch.as_tuple() for c, ch in self.channels.items()},
+            "keys": {k: key.as_tuple() for k, key in self.keys.items()},
+            "nonces": self.nonces,
+            "withdrawal_delay": self.delay,
+            "usage_proofs": self.usage_proofs,
+            "scheduled_splits": self.scheduled,
             "earnings": self.earnings,
             "stakes": {
                 a: (self.bonded[a], self.unbonding[a], self.unbond_at[a]) for a in self.bonded
@@ -337,7 +566,8 @@ class ProtocolMachine(RuleBasedStateMachine):
             if e.status != REJECTED
         )
         payments, rewards, nodes, datanets = self.contracts
-        assert held[payments] == sum(self.balance.values()) + sum(self.earnings.values())
+        balances = sum(ch.balance for ch in self.channels.values())
+        assert held[payments] == balances + sum(self.earnings.values())
         assert held[rewards] == (
             sum(self.unallocated) + in_epochs + sum(self.rewards_withdrawable.values())
         )
@@ -350,6 +580,25 @@ class ProtocolMachine(RuleBasedStateMachine):
         assert set(held) == set(self.tokens) | set(self.contracts)
 
     @invariant()
+    def accepted_vouchers_stay_backed(self) -> None:
+        """Whatever the payer did since, every voucher the node accepted and must still be paid
+        in full is covered now: by its channel's balance (all of that channel's such vouchers
+        together; the model's balance is the chain's, as every event and the end of each
+        example check), and, signed by a session key, by the key's allowance left for all the
+        vouchers it signed, with the key live."""
+        now = self._now()
+        live = [p for p in self.promises.values() if p.guaranteed(now)]
+        for channel in {p.channel for p in live}:
+            owed = sum(self._owed(p) for p in live if p.channel == channel)
+            balance = self.channels[channel].balance
+            assert owed <= balance, f"{channel}: {owed} accepted, {balance} there"
+        for signer in {(*p.channel, p.signer) for p in live if p.signer != p.voucher.payer}:
+            key = self.keys[signer]
+            owed = sum(self._owed(p) for p in live if (*p.channel, p.signer) == signer)
+            assert key.valid_until >= now
+            assert owed <= key.allowance - key.spent, f"{signer}: {owed} accepted, {key}"
+
+    @invariant()
     def epochs_stay_within_their_pools(self) -> None:
         """claimed <= total for every epoch, and a pool's funds are either unallocated or in a
         live (not rejected) epoch: unallocated + sum of live totals == funded."""
@@ -359,120 +608,547 @@ class ProtocolMachine(RuleBasedStateMachine):
             assert self.unallocated[i] + sum(e.total for e in live) == self.funded[i]
             assert sum(e.claimed for e in live) <= self.funded[i]
 
-    # ------------------------------------------------------------ time
+    # ------------------------------------------------------------ time and governance
 
-    @rule(seconds=st.sampled_from([600, 3_600, 86_400, 7 * 86_400]))
+    @rule(seconds=st.sampled_from([3_600, 60, DAY, 7 * DAY]))
     def advance_time(self, seconds: int) -> None:
         chain.pending_timestamp += seconds
 
+    @rule(delay=st.sampled_from([DAY, MIN_DELAY, 3_600, 3 * DAY, MIN_DELAY - 1, MAX_DELAY + 1]))
+    def set_withdrawal_delay(self, delay: int) -> None:
+        """Governance sets the delay of channels opened from now on; open channels keep theirs."""
+        payments = self.w.payments
+        if not MIN_DELAY <= delay <= MAX_DELAY:
+            with ape.reverts(
+                payments.WithdrawalDelayOutOfBounds, delay=delay, min=MIN_DELAY, max=MAX_DELAY
+            ):
+                payments.setWithdrawalDelay(delay, sender=self.w.governance)
+            return
+        tx = self._send(payments.setWithdrawalDelay, delay, sender=self.w.governance)
+        assert _event(tx, payments.WithdrawalDelaySet).withdrawalDelay == delay
+        self.delay = delay
+
+    @rule(model=picks, choice=st.integers(0, len(SPLITS) - 1))
+    def set_split(self, model: int, choice: int) -> None:
+        """The developer schedules a split change: it takes effect SPLIT_CHANGE_DELAY later
+        (replacing a change still scheduled); redemptions split by the split in effect."""
+        w = self.w
+        i = model % len(w.model_ids)
+        split = SPLITS[choice]
+        now = self._now()
+        tx = self._send(w.models.setSplit, w.model_ids[i], split, sender=w.developer)
+        scheduled = _event(tx, w.models.SplitScheduled)
+        got = (scheduled.developer, scheduled.contributors, scheduled.node, scheduled.protocol)
+        assert (got, scheduled.effectiveAt) == (split, now + SPLIT_CHANGE_DELAY)
+        self.splits[i] = self._split_at(i, now)
+        self.scheduled[i] = (split, now + SPLIT_CHANGE_DELAY)
+
     # ------------------------------------------------------------ payers
 
-    @rule(who=picks, amount=amounts)
-    def deposit(self, who: int, amount: int) -> None:
-        payer = self.w.payers[who % len(self.w.payers)]
-        tx = self._send(self.w.payments.deposit, amount, sender=payer)
-        self.balance[payer.address] += amount
-        self.tokens[payer.address] -= amount
-        assert _event(tx, self.w.payments.Deposited).balance == self.balance[payer.address]
-
-    @rule(who=picks, percent=percents)
-    def request_withdrawal(self, who: int, percent: int) -> None:
-        payer = self.w.payers[who % len(self.w.payers)]
-        balance = self.balance[payer.address]
-        if balance == 0:
-            with ape.reverts(self.w.payments.WithdrawalExceedsBalance):
-                self.w.payments.requestWithdrawal(1, sender=payer)
-            return
-        amount = max(1, balance * percent // 100)
-        now = self._now()
-        tx = self._send(self.w.payments.requestWithdrawal, amount, sender=payer)
-        unlock_at = _event(tx, self.w.payments.WithdrawalRequested).unlockAt
-        assert unlock_at == now + PARAMS.withdrawal_delay
-        self.pending[payer.address] = (amount, unlock_at)
-
-    @rule(who=picks, wait=st.booleans())
-    def withdraw_deposit(self, who: int, wait: bool) -> None:
-        """Withdraws, first waiting (to the exact second) for the unlock if `wait`."""
-        payer = self.w.payers[who % len(self.w.payers)]
-        amount, unlock_at = self.pending[payer.address]
-        if wait and amount and self._now() < unlock_at:
-            chain.pending_timestamp = unlock_at
+    @rule(who=picks, operator=picks, amount=amounts)
+    def deposit(self, who: int, operator: int, amount: int) -> None:
+        """Deposits into a channel (opening it with the current delay the first time); a
+        deposit into another channel is no help to the nodes of the others."""
+        payer, node, channel = self._target(who, operator)
         payments = self.w.payments
-        if amount == 0:
-            with ape.reverts(payments.NoWithdrawalPending, payer=payer.address):
-                payments.withdraw(sender=payer)
+        ch = self.channels[channel]
+        tx = self._send(payments.deposit, node, amount, sender=payer)
+        opened = tx.events.filter(payments.ChannelOpened)
+        if ch.delay == 0:
+            ch.delay = self.delay
+            assert [(e.payer, e.node, e.withdrawDelay) for e in opened] == [(*channel, ch.delay)]
+        else:
+            assert opened == []
+        ch.balance += amount
+        self.tokens[payer.address] -= amount
+        deposited = _event(tx, payments.Deposited)
+        assert (deposited.node, deposited.amount, deposited.balance) == (
+            node.address,
+            amount,
+            ch.balance,
+        )
+
+    @rule(who=picks, operator=picks, percent=greedy_percents)
+    def request_withdrawal(self, who: int, operator: int, percent: int) -> None:
+        payer, node, channel = self._target(who, operator)
+        payments = self.w.payments
+        ch = self.channels[channel]
+        if ch.balance == 0:
+            with ape.reverts(
+                payments.WithdrawalExceedsBalance,
+                payer=payer.address,
+                node=node.address,
+                balance=0,
+                amount=1,
+            ):
+                payments.requestWithdrawal(node, 1, sender=payer)
             return
-        if self._now() < unlock_at:
-            with ape.reverts(payments.WithdrawalLocked, payer=payer.address, unlockAt=unlock_at):
-                payments.withdraw(sender=payer)
+        amount = max(1, ch.balance * percent // 100)
+        now = self._now()
+        tx = self._send(payments.requestWithdrawal, node, amount, sender=payer)
+        requested = _event(tx, payments.WithdrawalRequested)
+        assert (requested.amount, requested.unlockAt) == (amount, now + ch.delay)
+        ch.pending, ch.unlock_at = amount, now + ch.delay
+        # The node could not count on this request: it redeems what it accepted before the
+        # request unlocks (the channel's delay is its time to do so).
+        for promise in self._promises_of(channel):
+            promise.bite = min(promise.bite, ch.unlock_at - 1)
+
+    @rule(who=picks, operator=picks)
+    def cancel_withdrawal(self, who: int, operator: int) -> None:
+        payer, node, channel = self._target(who, operator, requested=True)
+        payments = self.w.payments
+        ch = self.channels[channel]
+        if ch.pending == 0:
+            with ape.reverts(payments.NoWithdrawalPending, payer=payer.address, node=node.address):
+                payments.cancelWithdrawal(node, sender=payer)
             return
-        paid = min(amount, self.balance[payer.address])  # redemptions may have spent some
-        tx = self._send(payments.withdraw, sender=payer)
-        assert _event(tx, payments.Withdrawn).amount == paid
-        self.balance[payer.address] -= paid
-        self.pending[payer.address] = (0, 0)
+        tx = self._send(payments.cancelWithdrawal, node, sender=payer)
+        assert _event(tx, payments.WithdrawalCancelled).node == node.address
+        ch.pending = ch.unlock_at = 0
+
+    @rule(who=picks, operator=picks, wait=st.sampled_from(["unlock", "no", "last", "lapsed"]))
+    def withdraw_deposit(self, who: int, operator: int, wait: str) -> None:
+        """Withdraws, first waiting (to the exact second) for the unlock, for the last second
+        of the window, or for the first second after it, as `wait` says."""
+        payer, node, channel = self._target(who, operator, requested=True)
+        payments = self.w.payments
+        ch = self.channels[channel]
+        lapses_at = ch.unlock_at + WITHDRAWAL_WINDOW
+        target = {"unlock": ch.unlock_at, "last": lapses_at, "lapsed": lapses_at + 1}.get(wait)
+        if ch.pending and target and self._now() < target:
+            chain.pending_timestamp = target
+        now = self._now()
+        if ch.pending == 0:
+            with ape.reverts(payments.NoWithdrawalPending, payer=payer.address, node=node.address):
+                payments.withdraw(node, sender=payer)
+            return
+        if now < ch.unlock_at:
+            with ape.reverts(
+                payments.WithdrawalLocked,
+                payer=payer.address,
+                node=node.address,
+                unlockAt=ch.unlock_at,
+            ):
+                payments.withdraw(node, sender=payer)
+            return
+        if now > lapses_at:
+            event("withdrawal lapsed")
+            with ape.reverts(
+                payments.WithdrawalLapsed,
+                payer=payer.address,
+                node=node.address,
+                lapsedAt=lapses_at,
+            ):
+                payments.withdraw(node, sender=payer)
+            return
+        paid = min(ch.pending, ch.balance)  # redemptions may have spent some
+        tx = self._send(payments.withdraw, node, sender=payer)
+        withdrawn = _event(tx, payments.Withdrawn)
+        assert (withdrawn.node, withdrawn.amount) == (node.address, paid)
+        ch.balance -= paid
+        ch.pending = ch.unlock_at = 0
         self._paid_out(payer.address, paid)
+
+    def _authorization_error(
+        self, key: SessionKey, expiry: int, allowance: int, now: int
+    ) -> tuple[str, dict[str, int]] | None:
+        """The error InferencePayments gives an authorization of `key`, if any."""
+        if expiry <= now:
+            return "SessionKeyExpiryInPast", {"expiry": expiry}
+        if allowance > UINT96_MAX:
+            return "SessionKeyAllowanceTooHigh", {"allowance": allowance}
+        if key.valid_until >= now and (expiry < key.valid_until or allowance < key.allowance):
+            # A live key may back vouchers the node accepted: it can only grow.
+            return "SessionKeyReduction", {
+                "validUntil": key.valid_until,
+                "allowance": key.allowance,
+            }
+        return None
+
+    @rule(
+        who=picks,
+        operator=picks,
+        signer=key_picks,
+        mode=st.sampled_from(["grow", "grow", "fresh", "too_high"]),
+        lifetime=key_lifetimes,
+        allowance=allowances,
+        by_sig=st.sampled_from(["no", "no", "current", "stale"]),
+    )
+    def authorize_session_key(
+        self,
+        who: int,
+        operator: int,
+        signer: int,
+        mode: str,
+        lifetime: int,
+        allowance: int,
+        by_sig: str,
+    ) -> None:
+        """Authorizes (or extends) a session key of a channel, directly or by a signature the
+        node submits: a "grow" keeps the key's expiry and allowance at least what they are; a
+        "stale" signature uses a nonce a revocation (or an earlier authorization) used up."""
+        payer, node, channel = self._target(who, operator)
+        payments = self.w.payments
+        session = KEY_ADDRESSES[signer]
+        key = self.keys[(*channel, session)]
+        now = self._now()
+        if mode == "grow":
+            expiry, allowance = max(key.valid_until, now) + lifetime, key.allowance + allowance
+        else:
+            expiry = now + lifetime
+            allowance = UINT96_MAX + 1 if mode == "too_high" else allowance
+        error = self._authorization_error(key, expiry, allowance, now)
+        if by_sig == "no":
+            call: tuple[Any, ...] = (payments.authorizeSessionKey, node, session, expiry, allowance)
+            sender = payer
+        else:
+            nonce = self.nonces[payer.address]
+            if by_sig == "stale":
+                nonce = nonce - 1 if nonce else nonce + 1
+                error = ("InvalidAuthorizationSignature", {"payer": payer.address})
+            deadline = now + 3_600
+            authorization = SessionKeyAuthorization(
+                payer.address, node.address, session, expiry, allowance, nonce, deadline
+            )
+            sig = sign_session_key(payer.private_key, self.domain, authorization)
+            call = (
+                payments.authorizeSessionKeyWithSig,
+                payer,
+                node,
+                session,
+                expiry,
+                allowance,
+                deadline,
+                sig.v,
+                sig.r,
+                sig.s,
+            )
+            sender = node  # anyone may submit it
+        if error is not None:
+            name, args = error
+            event(f"authorization refused: {name}")
+            with ape.reverts(getattr(payments, name), **args):
+                call[0](*call[1:], sender=sender)
+            return
+        tx = self._send(*call, sender=sender)
+        authorized = _event(tx, payments.SessionKeyAuthorized)
+        assert (
+            authorized.payer,
+            authorized.node,
+            authorized.signer,
+            authorized.expiry,
+            authorized.allowance,
+        ) == (*channel, session, expiry, allowance)
+        if by_sig != "no":
+            self.nonces[payer.address] += 1
+        live = key.valid_until >= now
+        key.valid_until, key.allowance = expiry, allowance
+        if not live:
+            key.spent = 0  # a new key: what an expired one spent is forgotten
+        for promise in self._promises_of(channel):
+            if promise.signer == session and live and promise.key_end >= now:
+                promise.key_end = expiry  # the key stayed live: its vouchers with it
+
+    @rule(who=picks, operator=picks, signer=picks, wait=st.sampled_from(["past", "no", "last"]))
+    def revoke_session_key(self, who: int, operator: int, signer: int, wait: str) -> None:
+        """Revokes a key (mostly one that signed vouchers the node holds): it keeps its power
+        for the channel's delay, then stops; the payer's nonce is used up. Then waits, as `wait`
+        says, for the last second of the key's power or the first after it."""
+        keyed = sorted({p.channel for p in self.promises.values() if p.signer in KEY_ADDRESSES})
+        if keyed and who % 4:
+            channel = keyed[operator % len(keyed)]
+            payer, node = self.signers[channel[0]], self.signers[channel[1]]
+        else:
+            payer, node, channel = self._target(who, operator)
+        payments = self.w.payments
+        signing = sorted({p.signer for p in self._promises_of(channel)} & set(KEY_ADDRESSES))
+        candidates = signing if signing and signer % 4 else KEY_ADDRESSES
+        session = candidates[signer // 4 % len(candidates)]
+        key = self.keys[(*channel, session)]
+        now = self._now()
+        tx = self._send(payments.revokeSessionKey, node, session, sender=payer)
+        key.valid_until = min(key.valid_until, now + self.channels[channel].delay)
+        revoked = _event(tx, payments.SessionKeyRevoked)
+        assert (revoked.payer, revoked.node, revoked.signer, revoked.validUntil) == (
+            *channel,
+            session,
+            key.valid_until,
+        )
+        self.nonces[payer.address] += 1
+        for promise in self._promises_of(channel):
+            if promise.signer == session:
+                promise.key_end = min(promise.key_end, key.valid_until)
+        target = {"last": key.valid_until, "past": key.valid_until + 1}.get(wait, 0)
+        if self._now() < target:
+            chain.pending_timestamp = target
+
+    @initialize(
+        lifetimes=st.tuples(key_lifetimes, key_lifetimes, key_lifetimes),
+        allowances_=st.tuples(allowances, allowances, allowances),
+        offers=offer_lists,
+    )
+    def open_keys_and_accept_vouchers(
+        self,
+        lifetimes: tuple[int, int, int],
+        allowances_: tuple[int, int, int],
+        offers: list[tuple[int, int, int, int, int, int]],
+    ) -> None:
+        """Every example starts with a session key on each seeded channel and vouchers the
+        nodes accepted (whatever rules the example leaves out, redemptions meet promises)."""
+        for (who, operator), lifetime, allowance in zip(
+            ((0, 0), (0, 1), (1, 0)), lifetimes, allowances_, strict=True
+        ):
+            self.authorize_session_key(who, operator, 0, "fresh", lifetime, allowance, "no")
+        self.accept_vouchers(offers)
 
     # ------------------------------------------------------------ nodes
 
+    def _forget_dead_promises(self, now: int) -> None:
+        """A voucher past its deadline can never be paid again: the node drops it."""
+        for k in [k for k, p in self.promises.items() if p.voucher.deadline < now]:
+            del self.promises[k]
+
+    @rule(offers=offer_lists)
+    def accept_vouchers(self, offers: list[tuple[int, int, int, int, int, int]]) -> None:
+        """The node accepts vouchers as its verifier would (signer live for KEY_MARGIN, the
+        deadline DEADLINE_MARGIN ahead or more, what every pair of the channel is owed covered
+        by the balance less a usable withdrawal request and, for a key, by its allowance left),
+        each for a percentage of the room left; off chain, nothing is sent. An offer is (payer,
+        node, model, signer: the payer or a key of the channel, percent, lifetime)."""
+        now = self._now()
+        self._forget_dead_promises(now)
+        for who, operator, model, signer, percent, lifetime in offers:
+            payer, _, channel = self._pick(who, operator)
+            model_id = self.w.model_ids[model % len(self.w.model_ids)]
+            # The payer signs, or (half the time) a key the channel ever authorized, live or
+            # not (the node checks).
+            known = [k for k in SESSION_KEYS if self.keys[(*channel, k.address)].valid_until]
+            signing = known[signer // 2 % len(known)] if known and signer % 2 else payer
+            self._accept(channel, model_id, payer, signing, percent, now + lifetime, now)
+
+    def _accept(
+        self,
+        channel: tuple[str, str],
+        model_id: int,
+        payer: Any,
+        signing: Any,
+        percent: int,
+        deadline: int,
+        now: int,
+    ) -> None:
+        """The node's verifier on one voucher of `signing` for `percent` of the room left."""
+        ch = self.channels[channel]
+        others = [p for p in self._promises_of(channel) if p.voucher.model_id != model_id]
+        room = ch.balance - ch.usable_request(now) - sum(self._owed(p) for p in others)
+        key_end = FAR
+        by_key = signing.address != payer.address
+        if by_key:
+            key = self.keys[(*channel, signing.address)]
+            if key.valid_until < now + KEY_MARGIN:
+                event("node refuses a voucher: session key not live long enough")
+                return
+            drawn = sum(self._owed(p) for p in others if p.signer == signing.address)
+            room = min(room, key.allowance - key.spent - drawn)
+            key_end = key.valid_until
+        current = self.promises.get((*channel, model_id))
+        owed = self._owed(current) if current is not None else 0
+        if room <= owed:
+            event("node refuses a voucher: not covered")
+            return
+        due = owed + max(1, (room - owed) * percent // 100)
+        redeemed = self.redeemed.get((*channel, model_id), 0)
+        voucher = Voucher(*channel, model_id, redeemed + due, deadline)
+        private_key = signing.key if by_key else payer.private_key
+        signed = sign_voucher(private_key, self.domain, voucher)
+        self.promises[(*channel, model_id)] = Promise(signed, signing.address, now, key_end)
+        event("node accepts a voucher" + (" signed by a session key" if by_key else ""))
+
+    def _junk(self, kind: str, who: int, model: int, node: Any, now: int) -> Entry:
+        """A voucher for `node` that a redemption at `now` must skip, built for `kind`."""
+        w = self.w
+        payer = w.payers[who % len(w.payers)]
+        model_id = w.model_ids[model % len(w.model_ids)]
+        channel = (payer.address, node.address)
+        redeemed = self.redeemed.get((*channel, model_id), 0)
+        ahead = now + DAY
+
+        def by(key: Any, voucher: Voucher) -> SignedVoucher:
+            return sign_voucher(key, self.domain, voucher)
+
+        fresh = Voucher(*channel, model_id, redeemed + OPEN, ahead)
+        if kind == "expired":
+            expired = Voucher(*channel, model_id, redeemed + OPEN, now - 1)
+            return Entry(by(payer.private_key, expired), payer.address, intended=EXPIRED)
+        if kind == "stale":
+            stale = Voucher(*channel, model_id, redeemed, ahead)
+            return Entry(by(payer.private_key, stale), payer.address, intended=NOT_ABOVE_REDEEMED)
+        if kind == "other_payer":
+            someone = w.payers[(who + 1) % len(w.payers)]
+            return Entry(by(someone.private_key, fresh), someone.address, intended=INVALID_SIGNER)
+        if kind == "other_node":  # signed for another node's channel: recovers to nobody
+            elsewhere = next(o for o in w.operators if o.address != node.address)
+            signed = by(payer.private_key, replace(fresh, node=elsewhere.address))
+            return Entry(SignedVoucher(fresh, signed.signature), "", intended=INVALID_SIGNER)
+        if kind == "garbage":
+            r, s = keccak(text=f"r{now}{model}"), keccak(text=f"s{now}{who}")
+            return Entry(SignedVoucher(fresh, Signature(27, r, s)), "", intended=INVALID_SIGNER)
+        if kind == "dead_key":  # a key of this channel that expired or whose revocation bit
+            keys = [(k, self.keys[(*channel, k.address)]) for k in SESSION_KEYS]
+            dead = [k for k, state in keys if 0 < state.valid_until < now]
+            if dead:
+                event("redemption skips a voucher of a dead session key")
+                return Entry(by(dead[0].key, fresh), dead[0].address, intended=KEY_NOT_LIVE)
+            unknown = [k for k, state in keys if state.valid_until == 0]
+            if unknown:
+                return Entry(by(unknown[0].key, fresh), unknown[0].address, intended=INVALID_SIGNER)
+        return Entry(by(STRANGER.key, fresh), STRANGER.address, intended=INVALID_SIGNER)
+
+    def _skip_reason(self, node: str, entry: Entry, timestamp: int) -> int:
+        """Why InferencePayments skips `entry` redeemed by `node` at `timestamp` (PAID: it
+        does not), in the contract's order of checks."""
+        v = entry.signed.voucher
+        if v.deadline < timestamp:
+            return EXPIRED
+        if entry.signer != v.payer:
+            key = self.keys.get((v.payer, node, entry.signer))
+            if key is None or key.valid_until == 0:
+                return INVALID_SIGNER
+            if key.valid_until < timestamp:
+                return KEY_NOT_LIVE
+        if v.cumulative_amount <= self.redeemed.get((v.payer, node, v.model_id), 0):
+            return NOT_ABOVE_REDEEMED
+        return PAID
+
     @rule(
         operator=picks,
-        vouchers=st.lists(st.tuples(picks, picks, amounts), min_size=1, max_size=4),
+        chosen=st.lists(picks, min_size=1, max_size=4),
+        junk=st.lists(st.tuples(st.sampled_from(JUNK), picks, picks), max_size=3),
+        overdraw=st.none() | st.tuples(picks, picks),
+        order=st.randoms(use_true_random=False),
     )
-    def redeem(self, operator: int, vouchers: list[tuple[int, int, int]]) -> None:
+    def redeem(
+        self,
+        operator: int,
+        chosen: list[int],
+        junk: list[tuple[str, int, int]],
+        overdraw: tuple[int, int] | None,
+        order: Random,
+    ) -> None:
+        """The node redeems vouchers it accepted mixed with vouchers that must be skipped
+        (expired, stale, signed by a stranger, by another payer, for another node, a garbage
+        signature, by a dead session key), and maybe last a voucher it never accepted that asks
+        for more than the channel holds. No voucher makes the batch revert: the valid ones are
+        paid exactly what the model says (in full for every accepted voucher before its
+        redeem_by), the others are skipped with their reason."""
         w = self.w
         node = w.operators[operator % len(w.operators)]
         now = self._now()
-        signed, seen = [], set()
-        for who, model, increment in vouchers:
-            payer = w.payers[who % len(w.payers)]
-            model_id = w.model_ids[model % len(w.model_ids)]
-            if (payer.address, model_id) in seen:
-                continue  # one voucher per channel and redemption
-            seen.add((payer.address, model_id))
-            channel = (payer.address, node.address, model_id)
-            cumulative = self.redeemed.get(channel, 0) + increment
-            voucher = Voucher(payer.address, node.address, model_id, cumulative, now + 3_600)
-            signed.append(sign_voucher(payer.private_key, w.protocol.domain, voucher))
-        proof = (b"\x01" * 32, len(signed), "bafy-receipts")
-        if not self._active(node.address):
-            with ape.reverts(w.payments.NodeNotActive, node=node.address):
-                w.payments.redeem([s.redemption_tuple() for s in signed], proof, sender=node)
-            return
-        tx = self._send(
-            w.payments.redeem, [s.redemption_tuple() for s in signed], proof, sender=node
-        )
+        mine = [p for p in self.promises.values() if p.voucher.node == node.address]
+        picked = {c % len(mine): mine[c % len(mine)] for c in chosen} if mine else {}
+        entries = [Entry(p.signed, p.signer, promise=p) for p in picked.values()]
+        entries += [self._junk(kind, who, model, node, now) for kind, who, model in junk]
+        order.shuffle(entries)
+        if overdraw is not None:
+            payer = w.payers[overdraw[0] % len(w.payers)]
+            model_id = w.model_ids[overdraw[1] % len(w.model_ids)]
+            channel = (payer.address, node.address)
+            redeemed = self.redeemed.get((*channel, model_id), 0)
+            cumulative = redeemed + self.channels[channel].balance + 1
+            greedy = Voucher(*channel, model_id, cumulative, now + DAY)
+            signed = sign_voucher(payer.private_key, self.domain, greedy)
+            entries.append(Entry(signed, payer.address))
+        self._redeem(node, entries, overdraw=overdraw is not None)
 
-        expected_redeemed, runs = [], []  # runs: [model index, amount] of consecutive vouchers
-        for s in signed:
-            v = s.voucher
-            channel = (v.payer, node.address, v.model_id)
-            due = v.cumulative_amount - self.redeemed.get(channel, 0)
-            paid = min(due, self.balance[v.payer])
-            self.balance[v.payer] -= paid
+    def _redeem_everything(self) -> None:
+        """At the end of an example each node (staking back up if it fell below the minimum)
+        redeems every voucher it holds, with one voucher of each kind that must be skipped: the
+        vouchers still before their redeem_by, whatever happened since they were accepted, are
+        paid in full."""
+        for node in self.w.operators:
+            mine = [p for p in self.promises.values() if p.voucher.node == node.address]
+            if not mine:
+                continue
+            if not self._active(node.address):
+                self._stake(node, PARAMS.min_stake - self.bonded[node.address])
+            now = self._now()
+            entries = [Entry(p.signed, p.signer, promise=p) for p in mine]
+            for i, kind in enumerate(JUNK):
+                entries.insert(i % (len(entries) + 1), self._junk(kind, i, i, node, now))
+            self._redeem(node, entries, overdraw=False)
+
+    def _redeem(self, node: Any, entries: list[Entry], overdraw: bool) -> None:
+        """Redeems `entries` as `node` (the last one asking for more than its channel holds if
+        `overdraw`) and checks every voucher's outcome against the model."""
+        w = self.w
+        now = self._now()
+        batch = [e.signed.redemption_tuple() for e in entries]
+        proof = (b"\x01" * 32, len(batch), "bafy-receipts")
+        if not batch:
+            with ape.reverts(w.payments.EmptyRedemption):
+                w.payments.redeem(batch, proof, sender=node)
+            return
+        if not self._active(node.address):
+            event("redemption refused: node not active")
+            with ape.reverts(w.payments.NodeNotActive, node=node.address):
+                w.payments.redeem(batch, proof, sender=node)
+            return
+        tx = self._send(w.payments.redeem, batch, proof, sender=node)
+
+        skipped, redeemed_events, runs = [], [], []  # runs: [model index, amount] paid in a row
+        total = 0
+        for index, entry in enumerate(entries):
+            v = entry.signed.voucher
+            pair = (v.payer, node.address, v.model_id)
+            reason = self._skip_reason(node.address, entry, now)
+            if entry.intended is not None:
+                assert reason == entry.intended, (index, entry, reason)
+            if entry.promise is not None and not entry.promise.guaranteed(now):
+                event("accepted voucher redeemed after its redeem_by")
+            if entry.promise is not None and entry.promise.guaranteed(now):
+                assert reason == PAID, f"accepted voucher {v} skipped for {reason}"
+            if reason != PAID:
+                skipped.append((v.payer, v.model_id, index, reason))
+                continue
+            due = v.cumulative_amount - self.redeemed.get(pair, 0)
+            ch = self.channels[(v.payer, node.address)]
+            key = self.keys[(*pair[:2], entry.signer)] if entry.signer != v.payer else None
+            left = key.allowance - key.spent if key is not None else ch.balance
+            paid = min(due, ch.balance, left)
+            if key is not None:
+                key.spent += paid
+            if entry.promise is not None and entry.promise.guaranteed(now):
+                # The property: a voucher the node accepted is paid in full until redeem_by.
+                assert paid == due, f"accepted voucher {v} paid {paid} of {due}"
+                event("accepted voucher paid in full")
+            ch.balance -= paid
             if paid:
-                self.redeemed[channel] = self.redeemed.get(channel, 0) + paid
-            expected_redeemed.append((v.payer, v.model_id, v.cumulative_amount, paid, due - paid))
-            model = w.model_ids.index(v.model_id)
-            if runs and runs[-1][0] == model:
-                runs[-1][1] += paid
-            else:
-                runs.append([model, paid])
+                self.redeemed[pair] = self.redeemed.get(pair, 0) + paid
+                total += paid
+                model = w.model_ids.index(v.model_id)
+                if runs and runs[-1][0] == model:
+                    runs[-1][1] += paid
+                else:
+                    runs.append([model, paid])
+            redeemed_events.append((v.payer, v.model_id, v.cumulative_amount, paid, due - paid))
+        if skipped:
+            event("redemption skips vouchers")
+        got_skipped = [
+            (e.payer, e.modelId, e.index, e.reason)
+            for e in tx.events.filter(w.payments.VoucherSkipped)
+        ]
+        assert got_skipped == skipped
+        assert all(e.node == node.address for e in tx.events.filter(w.payments.VoucherSkipped))
         got = [
             (e.payer, e.modelId, e.cumulativeAmount, e.paid, e.shortfall)
             for e in tx.events.filter(w.payments.VoucherRedeemed)
         ]
-        assert got == expected_redeemed
+        assert got == redeemed_events
 
         expected_splits, expected_funding = [], []
         for model, amount in runs:
-            if amount == 0:
-                continue
-            developer_bps, _, node_bps, protocol_bps = SPLITS[model]
-            node_share = amount * node_bps // BPS
-            protocol_share = amount * protocol_bps // BPS
-            developer_share = amount * developer_bps // BPS
-            contributors_share = amount - node_share - protocol_share - developer_share
+            split = self._split_at(model, now)
+            node_share, developer_share, contributors_share, protocol_share = _shares(amount, split)
             expected_splits.append(
                 (
                     w.model_ids[model],
@@ -508,6 +1184,22 @@ class ProtocolMachine(RuleBasedStateMachine):
             (e.modelId, e.funder, e.amount) for e in tx.events.filter(w.rewards.PoolFunded)
         ]
         assert got_funding == expected_funding
+        self.usage_proofs += 1
+        recorded = _event(tx, w.payments.UsageProofRecorded)
+        assert (recorded.proofId, recorded.amount, recorded.receiptCount) == (
+            self.usage_proofs,
+            total,
+            len(batch),
+        )
+
+        if overdraw:
+            # The node took more than it accepted from this channel: its promises there may
+            # now be short (and are still checked against the model, not the guarantee).
+            for promise in self._promises_of((entries[-1].signed.voucher.payer, node.address)):
+                promise.forfeited = True
+        for k in [k for k, p in self.promises.items() if self._owed(p) == 0]:
+            del self.promises[k]
+        self._forget_dead_promises(now)
 
     @rule(who=picks)
     def withdraw_earnings(self, who: int) -> None:
@@ -523,13 +1215,17 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.earnings[account] = 0
         self._paid_out(signer.address, amount)
 
+
+class ProtocolMachine(PaymentsMachine):
+    """The payments machine with the rest of the protocol: staking and unbonding (nodes may
+    stop being active), attribution epochs (posting, challenges and their resolution, claims)
+    and Datanet contributions."""
+
+    # ------------------------------------------------------------ staking
+
     @rule(operator=picks, amount=st.integers(min_value=1, max_value=2 * PARAMS.min_stake))
     def stake(self, operator: int, amount: int) -> None:
-        node = self.w.operators[operator % len(self.w.operators)]
-        tx = self._send(self.w.nodes.stake, amount, sender=node)
-        self.bonded[node.address] += amount
-        self.tokens[node.address] -= amount
-        assert _event(tx, self.w.nodes.Staked).bonded == self.bonded[node.address]
+        self._stake(self.w.operators[operator % len(self.w.operators)], amount)
 
     @rule(operator=picks, percent=percents)
     def request_unbonding(self, operator: int, percent: int) -> None:
@@ -759,17 +1455,32 @@ class ProtocolMachine(RuleBasedStateMachine):
         self._paid_out(signer.address, amount)
 
 
-def test_protocol_invariants_hold_under_random_operations(world: World) -> None:
-    """Runs the machine (``run_state_machine_as_test`` rather than ``Machine.TestCase``, so that
-    it gets the module's fixtures); each example snapshots the chain and restores it at the end.
-    ``INVARIANT_EXAMPLES`` raises the number of examples for a longer search."""
+def _run(machine: type[PaymentsMachine], world: World, examples: int, steps: int) -> None:
+    """Runs `machine` (``run_state_machine_as_test`` rather than ``Machine.TestCase``, so that
+    it gets the module's fixtures); each example snapshots the chain and restores it at the
+    end. ``INVARIANT_EXAMPLES`` and ``INVARIANT_STEPS`` scale both machines for a longer
+    search (the numbers here are the defaults: 20 and 30)."""
+    scale_examples = int(os.environ.get("INVARIANT_EXAMPLES", "20")) / 20
+    scale_steps = int(os.environ.get("INVARIANT_STEPS", "30")) / 30
     baseline = _read_chain(world, range(0))  # the state every example starts from
     run_state_machine_as_test(
-        lambda: ProtocolMachine(world, baseline),
+        lambda: machine(world, baseline),
         settings=settings(
-            max_examples=int(os.environ.get("INVARIANT_EXAMPLES", "20")),
-            stateful_step_count=20,
+            max_examples=max(1, round(examples * scale_examples)),
+            stateful_step_count=max(1, round(steps * scale_steps)),
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         ),
     )
+
+
+def test_protocol_invariants_hold_under_random_operations(world: World) -> None:
+    """Every operation of the protocol at random: OPEN is conserved, every outcome is the
+    model's, and accepted vouchers are paid in full."""
+    _run(ProtocolMachine, world, examples=20, steps=30)
+
+
+def test_accepted_vouchers_are_paid_in_full_whatever_the_payer_does(world: World) -> None:
+    """Payments only, the payer playing against what the node accepted: requests, withdrawals,
+    revocations, authorizations, deposits into other channels, time passing, split changes."""
+    _run(PaymentsMachine, world, examples=40, steps=40)
