@@ -100,7 +100,9 @@ contract AttributionRewards is IAttributionRewards, Governed, ReentrancyGuardTra
     }
 
     /// @inheritdoc IAttributionRewards
-    function challenge(uint256 epochId, string calldata reasonCID) external whenNotPaused nonReentrant {
+    function challenge(uint256 epochId, string calldata reasonCID) external nonReentrant {
+        // Never paused: during an emergency a fraudulent epoch must still be challengeable
+        // inside its window, or it would be claimed once the window closed.
         Epoch storage e = _requireEpoch(epochId);
         if (e.status != EpochStatus.Posted) revert WrongEpochStatus(epochId, e.status);
         if (block.timestamp >= e.challengeEndsAt) revert ChallengeWindowClosed(epochId, e.challengeEndsAt);

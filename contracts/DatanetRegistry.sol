@@ -208,7 +208,10 @@ contract DatanetRegistry is IDatanetRegistry, Governed {
     ) external view returns (bool) {
         bytes32 root = _requireVersion(datanetId, versionNumber).merkleRoot;
         if (_idOfCid[datanetId][keccak256(bytes(cid))] != contributionId) return false;
-        address contributor = _contributions[contributionId].contributor;
+        Contribution storage c = _contributions[contributionId];
+        // A curator's root could include anything: only an approved contribution is in a version.
+        if (c.status != ContributionStatus.Approved) return false;
+        address contributor = c.contributor;
         bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(contributionId, contributor, cid))));
         return MerkleProof.verifyCalldata(proof, root, leaf);
     }

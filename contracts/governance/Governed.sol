@@ -10,6 +10,10 @@ import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 /// Pausing stops the money-in paths of the inheriting contract (those marked `whenNotPaused`);
 /// withdrawals and claims of what is already owed are never paused.
 abstract contract Governed is Ownable2Step, Pausable {
+    /// @notice Renouncing ownership is disabled: governance duties (resolving challenges) must
+    /// always have an owner.
+    error RenounceDisabled();
+
     constructor(address governance) Ownable(governance) {}
 
     /// @notice Stops the money-in paths. Emits a {Paused} event.
@@ -20,5 +24,12 @@ abstract contract Governed is Ownable2Step, Pausable {
     /// @notice Restarts the money-in paths. Emits an {Unpaused} event.
     function unpause() external onlyOwner {
         _unpause();
+    }
+
+    /// @notice Always reverts: an ownerless contract could never resolve a challenged epoch or
+    /// change a parameter again. Hand the role over with {transferOwnership} (to a timelock or
+    /// a multisig) instead.
+    function renounceOwnership() public override onlyOwner {
+        revert RenounceDisabled();
     }
 }

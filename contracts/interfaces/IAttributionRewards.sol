@@ -109,7 +109,8 @@ interface IAttributionRewards {
         returns (uint256 epochId);
 
     /// @notice Disputes epoch `epochId`, taking the challenge bond from the caller.
-    /// Requirements: not paused; the epoch is Posted and its window is open.
+    /// Requirements: the epoch is Posted and its window is open. Never paused (a fraudulent
+    /// epoch must stay challengeable inside its window, even during an emergency).
     /// Emits an {EpochChallenged} event.
     function challenge(uint256 epochId, string calldata reasonCID) external;
 

@@ -198,7 +198,8 @@ interface IDatanetRegistry {
     /// @notice Whether `account` is a curator (or the owner) of Datanet `datanetId`.
     function isCurator(uint256 datanetId, address account) external view returns (bool);
 
-    /// @notice Whether contribution `contributionId` with `cid` is in version `versionNumber`, by `proof`.
+    /// @notice Whether contribution `contributionId` with `cid` is in version `versionNumber`, by
+    /// `proof`; false for a contribution that is not Approved, whatever the version's root holds.
     function isInVersion(
         uint256 datanetId,
         uint256 versionNumber,

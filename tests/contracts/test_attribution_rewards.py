@@ -438,11 +438,13 @@ def test_challenge_unknown_epoch_reverts(setup, rewards, challenger):
         rewards.challenge(1, "bafy-reason", sender=challenger)
 
 
-def test_challenge_while_paused_reverts(setup, rewards, governance, node, challenger):
+def test_challenge_works_while_paused(setup, rewards, governance, node, challenger):
+    """Issue 13, point 1: pause() used to stop challenges while the window and claims ran on,
+    so a fraudulent epoch posted before an emergency was claimed after it, unchallenged."""
     epoch_id = _posted(rewards, rewards.postEpoch(setup.model_id, ROOT, OPEN, "bafy", sender=node))
     rewards.pause(sender=governance)
-    with ape.reverts(rewards.EnforcedPause):
-        rewards.challenge(epoch_id, "bafy-reason", sender=challenger)
+    rewards.challenge(epoch_id, "bafy-reason", sender=challenger)
+    assert rewards.epoch(epoch_id).status == Status.CHALLENGED
 
 
 def test_challenge_bond_change_does_not_touch_a_held_bond(

@@ -718,6 +718,21 @@ def test_is_in_version_true_for_every_proven_contribution(
         assert datanets.isInVersion(bonded_datanet, 1, cid_id, cid, tree.proof(i)) is True
 
 
+def test_is_in_version_is_false_for_a_rejected_contribution_in_the_root(
+    datanets, bonded_datanet, curator, contributor, approved_rows
+):
+    """Issue 13, point 3: a curator's root that also holds a rejected contribution used to make
+    isInVersion confirm it as "in the version"; only Approved contributions are."""
+    datanets.contribute(bonded_datanet, "bafkreid", 10, sender=contributor)
+    datanets.review(bonded_datanet, [4], [False], sender=curator)
+    rows = [*approved_rows, (4, contributor.address, "bafkreid")]
+    tree = StandardMerkleTree.of(rows, LEAF_TYPES)
+    approved = datanets.datanet(bonded_datanet).approvedCount
+    datanets.publishVersion(bonded_datanet, tree.root, MANIFEST, approved, sender=curator)
+    assert datanets.isInVersion(bonded_datanet, 1, 1, "bafkreia", tree.proof(0)) is True
+    assert datanets.isInVersion(bonded_datanet, 1, 4, "bafkreid", tree.proof(3)) is False
+
+
 def test_is_in_version_wrong_cid_is_false(datanets, bonded_datanet, curator, approved_rows):
     tree = StandardMerkleTree.of(approved_rows, LEAF_TYPES)
     datanets.publishVersion(

@@ -15,6 +15,13 @@ def governed(request, protocol):
     return getattr(protocol, request.param)
 
 
+def test_renouncing_ownership_is_impossible(governed, governance):
+    """Issue 13, point 6: renounceOwnership left challenged epochs unresolvable forever."""
+    with ape.reverts(governed.RenounceDisabled):
+        governed.renounceOwnership(sender=governance)
+    assert governed.owner() == governance.address
+
+
 def test_owner_is_governance_at_deployment(governed, governance):
     assert governed.owner() == governance.address
     assert governed.pendingOwner() == ZERO
