@@ -113,6 +113,14 @@ class APIError(Exception):
         self.status, self.kind, self.code = status, kind, code
 
 
+def _generation_error(exc: GenerationError) -> APIError:
+    """A refused adapter is permanent: 422 with the reason (OpenAI clients do not retry it);
+    503 stays for what may pass (the engine failed or is shutting down)."""
+    if exc.reason == "adapter":
+        return APIError(422, str(exc), "invalid_request_error", "adapter_refused")
+    return APIError(503, str(exc), "server_error", exc.reason)
+
+
 @dataclass
 class Job:
     """One admitted request on its way through the engine."""
@@ -265,7 +273,7 @@ def create_app(node: NodeRuntime) -> FastAPI:
             done = await handle.aresult()
         except GenerationError as exc:
             node.gate.release(acceptance)
-            raise APIError(503, str(exc), "server_error", exc.reason) from exc
+            raise _generation_error(exc) from exc
         except BaseException:  # the client left or the server is stopping: nothing is charged
             handle.cancel()
             node.gate.release(acceptance)
@@ -354,7 +362,10 @@ def create_app(node: NodeRuntime) -> FastAPI:
             raise
         if isinstance(first, GenerationError):
             node.gate.release(job.acceptance)
-            return JSONResponse(error_body(str(first), "server_error", first.reason), 503)
+            refused = _generation_error(first)
+            return JSONResponse(
+                error_body(str(refused), refused.kind, refused.code), refused.status
+            )
 
         async def sse() -> AsyncIterator[str]:
             settled = False

@@ -17,8 +17,9 @@ from x402.http.utils import decode_payment_required_header
 
 from backend.protocol.inference_client import VoucherWallet, openai_client
 from backend.storage.local import DirectoryStore
+from inference_node.engine.packaging import put_adapter
 from inference_node.payments import parse_receipts_log, receipts_tree
-from tests.engine.conftest import peft_reference
+from tests.engine.conftest import AdapterRecipe, build_adapter, peft_reference
 from tests.node.conftest import OPEN, PRICING, World
 from tests.node.server_fixtures import (
     Checkpoint,
@@ -201,3 +202,26 @@ def test_session_key_pays_and_redemption_records_the_usage_proof(
     assert status["payments"]["pending_receipts"] == 0
     assert status["payments"]["redemptions"]["confirmed"] == 1
     assert Account.from_key(world.session_key).address != world.roles.payer
+
+
+def test_a_refused_adapter_is_a_4xx_that_says_why(world: World, node, checkpoint: Checkpoint,
+                                                 tmp_path: Path) -> None:  # fmt: skip
+    """Issue 13, point 14: a permanently refused adapter answered 503, which the official openai
+    client retries as temporary; it is a 422 that names the reason now."""
+    url, runtime, _ = node
+    too_wide = AdapterRecipe(32, 64, ("q_proj", "v_proj"))  # rank 32 > the node's max_rank 16
+    folder = build_adapter(checkpoint.base, tmp_path / "r32", too_wide, seed=3)
+    r, p = world.roles, world.protocol
+    spec = (
+        "bafkmeta", checkpoint.base_cid, put_adapter(runtime.store, folder), "bafkmanifest", 1, 1,
+        (PRICING.per_request, PRICING.per_token), (6_000, 2_000, 1_500, 500), r.node,
+    )  # fmt: skip
+    p.transact(r.developer, p["ModelRegistry"].functions.registerModel(spec))
+    model_id = int(p["ModelRegistry"].functions.modelCount().call())
+    runtime.catalog.refresh()
+    wallet = VoucherWallet(r.payer, world.payer_key, node=r.node)
+    client = openai_client(f"{url}/v1", wallet, max_retries=3)
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        client.completions.create(model=str(model_id), prompt="tide", max_tokens=2)
+    assert refused.value.code == "adapter_refused" and "rank 32" in str(refused.value)
+    assert runtime.ledger.channel(r.payer, model_id).consumed == 0  # nothing was charged
