@@ -20,6 +20,10 @@ contract AttributionRewards is IAttributionRewards, Governed, ReentrancyGuardTra
     using SafeCast for uint256;
     using BitMaps for BitMaps.BitMap;
 
+    /// @notice Bounds of the challenge window (seconds).
+    uint256 public constant MIN_CHALLENGE_WINDOW = 1 minutes;
+    uint256 public constant MAX_CHALLENGE_WINDOW = 30 days;
+
     IERC20 public immutable token;
     IModelRegistry public immutable models;
     INodeRegistry public immutable nodes;
@@ -235,7 +239,11 @@ contract AttributionRewards is IAttributionRewards, Governed, ReentrancyGuardTra
     }
 
     function _setChallengeWindow(uint256 challengeWindow_) private {
-        _challengeWindow = challengeWindow_.toUint40();
+        // Too short a window lets fraud through unchallenged; too long one freezes claims.
+        if (challengeWindow_ < MIN_CHALLENGE_WINDOW || challengeWindow_ > MAX_CHALLENGE_WINDOW) {
+            revert ChallengeWindowOutOfBounds(challengeWindow_, MIN_CHALLENGE_WINDOW, MAX_CHALLENGE_WINDOW);
+        }
+        _challengeWindow = uint40(challengeWindow_);
         emit ChallengeWindowSet(challengeWindow_);
     }
 

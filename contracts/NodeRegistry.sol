@@ -18,6 +18,10 @@ contract NodeRegistry is INodeRegistry, Governed {
 
     IERC20 public immutable token;
 
+    /// @notice Bounds of the unbonding delay (seconds).
+    uint256 public constant MIN_UNBONDING_DELAY = 1 minutes;
+    uint256 public constant MAX_UNBONDING_DELAY = 90 days;
+
     uint256 private _minStake;
     uint256 private _unbondingDelay;
     address private _slasher;
@@ -29,9 +33,8 @@ contract NodeRegistry is INodeRegistry, Governed {
         if (address(token_) == address(0)) revert NodeRegistryZeroAddress();
         token = token_;
         _minStake = minStake_;
-        _unbondingDelay = unbondingDelay_;
         emit MinStakeSet(minStake_);
-        emit UnbondingDelaySet(unbondingDelay_);
+        _setUnbondingDelay(unbondingDelay_);
     }
 
     /// @inheritdoc INodeRegistry
@@ -110,6 +113,15 @@ contract NodeRegistry is INodeRegistry, Governed {
 
     /// @notice Sets the unbonding delay (seconds). Emits an {UnbondingDelaySet} event.
     function setUnbondingDelay(uint256 unbondingDelay_) external onlyOwner {
+        _setUnbondingDelay(unbondingDelay_);
+    }
+
+    function _setUnbondingDelay(uint256 unbondingDelay_) private {
+        // Unbonding stake stays slashable: a delay too short escapes disputes, one too long
+        // (2^64, say) locks every stake.
+        if (unbondingDelay_ < MIN_UNBONDING_DELAY || unbondingDelay_ > MAX_UNBONDING_DELAY) {
+            revert UnbondingDelayOutOfBounds(unbondingDelay_, MIN_UNBONDING_DELAY, MAX_UNBONDING_DELAY);
+        }
         _unbondingDelay = unbondingDelay_;
         emit UnbondingDelaySet(unbondingDelay_);
     }

@@ -68,6 +68,8 @@ interface IAttributionRewards {
     error ClaimExceedsEpochTotal(uint256 epochId, uint256 claimed, uint256 amount, uint256 total);
     /// @notice `account` has nothing to withdraw.
     error NothingToWithdraw(address account);
+    /// @notice A challenge window outside [`min`, `max`] seconds.
+    error ChallengeWindowOutOfBounds(uint256 window, uint256 min, uint256 max);
 
     /// @notice `funder` added `amount` to the pool of model `modelId`.
     event PoolFunded(uint256 indexed modelId, address indexed funder, uint256 amount);

@@ -31,6 +31,8 @@ interface INodeRegistry {
     error SlasherAlreadySet(address slasher);
     /// @notice An endpoint longer than `maxLength` bytes was given.
     error EndpointTooLong(uint256 length, uint256 maxLength);
+    /// @notice An unbonding delay outside [`min`, `max`] seconds.
+    error UnbondingDelayOutOfBounds(uint256 delay, uint256 min, uint256 max);
 
     /// @notice `node` bonded `amount` more; its bonded stake is now `bonded`.
     event Staked(address indexed node, uint256 amount, uint256 bonded);

@@ -332,6 +332,15 @@ def test_set_unbonding_delay_stores_and_emits(nodes, governance, node):
     assert nodes.nodeInfo(node).unbondingUnlockAt == now + 60
 
 
+@pytest.mark.parametrize("delay", [0, 59, 90 * 86_400 + 1, 2**64])
+def test_set_unbonding_delay_out_of_bounds_reverts(nodes, governance, delay):
+    """Issue 13, point 6: a zero delay let a poster unbond before a dispute; 2^64 locked every
+    stake."""
+    with ape.reverts(nodes.UnbondingDelayOutOfBounds, delay=delay, min=60, max=90 * 86_400):
+        nodes.setUnbondingDelay(delay, sender=governance)
+    assert nodes.unbondingDelay() == UNBONDING_DELAY
+
+
 def test_set_unbonding_delay_by_non_owner_reverts(nodes, node):
     with ape.reverts(nodes.OwnableUnauthorizedAccount, account=node.address):
         nodes.setUnbondingDelay(0, sender=node)
