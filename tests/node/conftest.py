@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from backend.datanets.formats import DataFormat, DatanetMetadata
@@ -90,6 +91,20 @@ def _build_world(w3: Web3) -> World:
         payments.functions.authorizeSessionKey(r.node, session.address, 2**40, SESSION_ALLOWANCE),
     )
     return World(w3, p, r, private_key(4), bytes(session.key))
+
+
+def funded_payer(world: World, deposit: int) -> LocalAccount:
+    """A fresh payer (its key known here, its transactions sent through anvil impersonation)
+    with ``deposit`` OPEN wei in its channel with the world's node."""
+    account = Account.create()
+    w3, p, r = world.w3, world.protocol, world.roles
+    w3.provider.make_request("anvil_setBalance", [account.address, hex(10**20)])
+    w3.provider.make_request("anvil_impersonateAccount", [account.address])
+    token, payments = p["OpenToken"].functions, world.payments
+    p.transact(r.treasury, token.transfer(account.address, deposit))
+    p.transact(account.address, token.approve(payments.address, 2**256 - 1))
+    p.transact(account.address, payments.functions.deposit(r.node, deposit))
+    return account
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ comes from its data directory, the chain and the content store, as on a real hos
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,40 @@ from pathlib import Path
 
 import httpx
 
+from backend.devnet.anvil import free_port
 from backend.protocol.deployments import PROJECT_ROOT
+
+
+def node_env(
+    rpc_url: str, deployments: Path, node: str, root: Path, base_model: Path, model_id: int,
+    **overrides: str,
+) -> dict[str, str]:  # fmt: skip
+    """The ``OPENLEDGER_NODE_*`` settings of a test node: anvil's unlocked ``node`` account,
+    store and data dir under ``root``, one served model, small limits, a free port, and
+    redemptions only when asked; ``overrides`` by setting name (``SLOTS="2"``)."""
+    env = {
+        "RPC_URL": rpc_url,
+        "DEPLOYMENTS": str(deployments),
+        "ADDRESS": node,  # unlocked in anvil
+        "STORE": str(root / "store"),
+        "DATA_DIR": str(root / "node"),
+        "BASE_MODEL": str(base_model),
+        "MODELS": json.dumps([model_id]),
+        "SLOTS": "4",
+        "MAX_RANK": "16",
+        "MAX_BATCH": "8",
+        "MAX_TOKENS": "8",
+        "MAX_TOKENS_LIMIT": "64",
+        "PORT": str(free_port()),
+        "POLL_SECONDS": "0.5",
+        "REDEEM_INTERVAL": str(10**9),  # no automatic redemption by time ...
+        "REDEEM_THRESHOLD_WEI": str(10**30),  # ... nor by amount
+        **overrides,
+    }
+    return {
+        **{f"OPENLEDGER_NODE_{k}": v for k, v in env.items()},
+        "OMP_NUM_THREADS": "1",  # a tiny model; spinning OpenMP threads only contend here
+    }
 
 
 @dataclass

@@ -15,7 +15,6 @@ against the ledger, the receipts logs in the content store and the chain.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
 import sqlite3
@@ -30,7 +29,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from eth_account import Account
 from web3 import Web3
 
 from backend.devnet.anvil import Anvil, free_port
@@ -38,8 +36,8 @@ from backend.protocol.deployments import DeploymentStore
 from backend.protocol.inference_client import VoucherWallet, openai_client
 from backend.storage.local import DirectoryStore
 from inference_node.payments import Ledger, parse_receipts_log, receipts_tree
-from tests.node.conftest import OPEN, PRICING, World, _build_world
-from tests.node.node_process import NodeProcess
+from tests.node.conftest import OPEN, PRICING, World, _build_world, funded_payer
+from tests.node.node_process import NodeProcess, node_env
 from tests.node.server_fixtures import make_checkpoint, register_served_model
 
 log = logging.getLogger(__name__)
@@ -72,15 +70,8 @@ class CrashWorld:
 
 
 def _fund_payer(world: World, deposit: int) -> Payer:
-    """A fresh payer with ``deposit`` OPEN wei deposited (sent through anvil impersonation)."""
-    account = Account.create()
-    w3, p, r = world.w3, world.protocol, world.roles
-    w3.provider.make_request("anvil_setBalance", [account.address, hex(10**20)])
-    w3.provider.make_request("anvil_impersonateAccount", [account.address])
-    payments = p["InferencePayments"]
-    p.transact(r.treasury, p["OpenToken"].functions.transfer(account.address, deposit))
-    p.transact(account.address, p["OpenToken"].functions.approve(payments.address, UINT256_MAX))
-    p.transact(account.address, payments.functions.deposit(r.node, deposit))
+    """A fresh payer with ``deposit`` OPEN wei in its channel with the node."""
+    account = funded_payer(world, deposit)
     return Payer(account.address, bytes(account.key))
 
 
@@ -96,25 +87,7 @@ def crash_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrashWorld
         model_id = register_served_model(world, store, checkpoint)
         deployments = root / "deployments.json"
         DeploymentStore(deployments).save(world.protocol.deployment)
-        env = {
-            "OPENLEDGER_NODE_RPC_URL": anvil.url,
-            "OPENLEDGER_NODE_DEPLOYMENTS": str(deployments),
-            "OPENLEDGER_NODE_ADDRESS": world.roles.node,  # unlocked in anvil
-            "OPENLEDGER_NODE_STORE": str(root / "store"),
-            "OPENLEDGER_NODE_DATA_DIR": str(root / "node"),
-            "OPENLEDGER_NODE_BASE_MODEL": str(checkpoint.base),
-            "OPENLEDGER_NODE_MODELS": json.dumps([model_id]),
-            "OPENLEDGER_NODE_SLOTS": "4",
-            "OPENLEDGER_NODE_MAX_RANK": "16",
-            "OPENLEDGER_NODE_MAX_BATCH": "8",
-            "OPENLEDGER_NODE_MAX_TOKENS": "8",
-            "OPENLEDGER_NODE_MAX_TOKENS_LIMIT": "64",
-            "OPENLEDGER_NODE_PORT": str(free_port()),
-            "OPENLEDGER_NODE_POLL_SECONDS": "0.5",
-            "OPENLEDGER_NODE_REDEEM_INTERVAL": str(10**9),  # no automatic redemption
-            "OPENLEDGER_NODE_REDEEM_THRESHOLD_WEI": str(10**30),
-            "OMP_NUM_THREADS": "1",  # a tiny model; spinning OpenMP threads only contend here
-        }
+        env = node_env(anvil.url, deployments, world.roles.node, root, checkpoint.base, model_id)
         yield CrashWorld(world, payers, model_id, store, env, root)
 
 

@@ -34,7 +34,15 @@ from inference_node.payments import (
     parse_receipts_log,
     receipts_tree,
 )
-from tests.node.conftest import DEPOSIT, MODEL_ID, OPEN, PRICING, SESSION_ALLOWANCE, World
+from tests.node.conftest import (
+    DEPOSIT,
+    MODEL_ID,
+    OPEN,
+    PRICING,
+    SESSION_ALLOWANCE,
+    World,
+    funded_payer,
+)
 from tests.protocol_history import private_key
 
 _requests = count()
@@ -509,27 +517,13 @@ def test_concurrent_requests_never_overspend_a_channel(
     assert verifier.ledger.channel(world.roles.payer, MODEL_ID).consumed <= 5 * price()
 
 
-def _funded_payer(world: World, deposit: int) -> Account:
-    """A fresh payer with ``deposit`` OPEN wei in its channel with the node (through anvil
-    impersonation)."""
-    account = Account.create()
-    w3, p, r = world.w3, world.protocol, world.roles
-    w3.provider.make_request("anvil_setBalance", [account.address, hex(10**20)])
-    w3.provider.make_request("anvil_impersonateAccount", [account.address])
-    token, payments = p["OpenToken"].functions, world.payments
-    p.transact(r.treasury, token.transfer(account.address, deposit))
-    p.transact(account.address, token.approve(payments.address, 2**256 - 1))
-    p.transact(account.address, payments.functions.deposit(r.node, deposit))
-    return account
-
-
 def test_redeemer_cuts_batches_by_gas_and_pays_every_pair(
     world: World, verifier: VoucherVerifier, chain: PaymentsChain, store: DirectoryStore,
     sender: Web3Sender,
 ) -> None:  # fmt: skip
     """Finding 8: one unbounded batch outgrew a block. Batches now fit a gas budget (here
     about two vouchers' worth) and every pair is paid, each receipt in exactly one proof."""
-    payers = [_funded_payer(world, OPEN) for _ in range(5)]
+    payers = [funded_payer(world, OPEN) for _ in range(5)]
     for account in payers:
         signed = voucher(world, price(), key=bytes(account.key), payer=account.address)
         serve(verifier, signed, price(), price())
@@ -554,7 +548,7 @@ def test_redeemer_leaves_out_a_dead_key_and_pays_the_others(
 ) -> None:
     """Finding 1 through the node: a key revoked and past its grace loses its voucher (the node
     waited too long), but the batch still pays every other pair."""
-    bob = _funded_payer(world, OPEN)
+    bob = funded_payer(world, OPEN)
     later = world.now() + 3 * 86_400
     keyed = voucher(world, 2 * price(), key=world.session_key, deadline=later)
     serve(verifier, keyed, price(), price())

@@ -24,8 +24,8 @@ from backend.devnet.anvil import Anvil, free_port
 from backend.protocol.deployments import PROJECT_ROOT, DeploymentStore
 from backend.protocol.inference_client import InflatedQuoteError, VoucherWallet, openai_client
 from backend.storage.local import DirectoryStore
-from tests.node.conftest import OPEN, World, _build_world
-from tests.node.node_process import NodeProcess
+from tests.node.conftest import OPEN, World, _build_world, funded_payer
+from tests.node.node_process import NodeProcess, node_env
 from tests.node.server_fixtures import make_checkpoint, register_served_model
 from tests.protocol_history import private_key
 
@@ -56,19 +56,6 @@ class ProcessWorld:
         self.world.w3.provider.make_request("evm_mine", [])
 
 
-def _funded(world: World, deposit: int) -> Account:
-    """A fresh payer with ``deposit`` in its channel with the node (anvil impersonation)."""
-    account = Account.create()
-    w3, p, r = world.w3, world.protocol, world.roles
-    w3.provider.make_request("anvil_setBalance", [account.address, hex(10**20)])
-    w3.provider.make_request("anvil_impersonateAccount", [account.address])
-    token, payments = p["OpenToken"].functions, world.payments
-    p.transact(r.treasury, token.transfer(account.address, deposit))
-    p.transact(account.address, token.approve(payments.address, 2**256 - 1))
-    p.transact(account.address, payments.functions.deposit(r.node, deposit))
-    return account
-
-
 @pytest.fixture(scope="module")
 def pw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessWorld]:
     root = tmp_path_factory.mktemp("payments-process")
@@ -78,25 +65,10 @@ def pw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessWorld]:
         model_id = register_served_model(world, DirectoryStore(root / "store"), checkpoint)
         deployments = root / "deployments.json"
         DeploymentStore(deployments).save(world.protocol.deployment)
-        env = {
-            "OPENLEDGER_NODE_RPC_URL": anvil.url,
-            "OPENLEDGER_NODE_DEPLOYMENTS": str(deployments),
-            "OPENLEDGER_NODE_ADDRESS": world.roles.node,
-            "OPENLEDGER_NODE_STORE": str(root / "store"),
-            "OPENLEDGER_NODE_DATA_DIR": str(root / "node"),
-            "OPENLEDGER_NODE_BASE_MODEL": str(checkpoint.base),
-            "OPENLEDGER_NODE_MODELS": json.dumps([model_id]),
-            "OPENLEDGER_NODE_SLOTS": "2",
-            "OPENLEDGER_NODE_MAX_RANK": "16",
-            "OPENLEDGER_NODE_MAX_TOKENS": "8",
-            "OPENLEDGER_NODE_MAX_TOKENS_LIMIT": "64",
-            "OPENLEDGER_NODE_PORT": str(free_port()),
-            "OPENLEDGER_NODE_POLL_SECONDS": "0.5",
-            "OPENLEDGER_NODE_REDEEM_INTERVAL": str(10**9),  # redemptions only when asked
-            "OPENLEDGER_NODE_REDEEM_THRESHOLD_WEI": str(10**30),
-            "OPENLEDGER_NODE_REDEEM_BATCH": str(BATCH),
-            "OMP_NUM_THREADS": "1",
-        }
+        env = node_env(
+            anvil.url, deployments, world.roles.node, root, checkpoint.base, model_id,
+            SLOTS="2", REDEEM_BATCH=str(BATCH),
+        )  # fmt: skip
         node = NodeProcess(env, int(env["OPENLEDGER_NODE_PORT"]), root / "node.log").start()
         node.wait_ready()
         try:
@@ -140,7 +112,7 @@ def test_an_ethers_x402_client_pays_and_its_voucher_is_redeemed(pw: ProcessWorld
 
 def test_a_fresh_wallet_resumes_its_channel_with_a_node_process(pw: ProcessWorld) -> None:
     """Finding 9: running the SDK snippet a second time (a new wallet) just works."""
-    account = _funded(pw.world, 10 * OPEN)
+    account = funded_payer(pw.world, 10 * OPEN)
     _complete(pw, _sdk_wallet(pw, account.address, bytes(account.key)))
     second = _sdk_wallet(pw, account.address, bytes(account.key))
     _complete(pw, second)
@@ -153,12 +125,12 @@ def test_one_dead_voucher_does_not_block_the_others_and_batches_fit(pw: ProcessW
     """Findings 1 and 8: a voucher whose session key stopped is left out, every other channel
     is paid, in batches of at most BATCH vouchers."""
     w, r = pw.world, pw.world.roles
-    payers = [_funded(w, 5 * OPEN) for _ in range(4)]
+    payers = [funded_payer(w, 5 * OPEN) for _ in range(4)]
     for account in payers:
         _complete(pw, _sdk_wallet(pw, account.address, bytes(account.key)))
     # A session key pays once, is revoked, and the node waits past the key's grace (a day).
     key = Account.create()
-    keyed = _funded(w, 5 * OPEN)
+    keyed = funded_payer(w, 5 * OPEN)
     far = w.now() + 30 * 86_400
     authorize = w.payments.functions.authorizeSessionKey(r.node, key.address, far, OPEN)
     w.transact(keyed.address, authorize)
@@ -184,7 +156,7 @@ def test_one_dead_voucher_does_not_block_the_others_and_batches_fit(pw: ProcessW
 def test_a_node_on_a_new_data_dir_does_not_sell_below_the_chain(pw: ProcessWorld) -> None:
     """Finding 7: after a restart on an empty data dir the node prices from what the chain
     redeemed, not from its (empty) ledger: the payer's old voucher buys nothing."""
-    account = _funded(pw.world, 10 * OPEN)
+    account = funded_payer(pw.world, 10 * OPEN)
     wallet = _sdk_wallet(pw, account.address, bytes(account.key))
     _complete(pw, wallet)
     pw.redeem()
