@@ -103,14 +103,15 @@ class UnixFSHasher:
         level = 0
         while True:
             pending = self._levels[level]
-            top = level == len(self._levels) - 1
-            if top and len(pending) == 1:
+            if level == len(self._levels) - 1 and len(pending) == 1:
                 return str(pending[0].cid)
             if pending:
                 _, parent = _inner_node(pending)
-                if top:
-                    self._levels.append([])
-                self._levels[level + 1].append(parent)
+                self._levels[level] = []
+                # Through _push, not a plain append: the level above may already hold
+                # MAX_LINKS links, and kubo's balanced builder then adds a level rather than
+                # giving that node one link too many.
+                self._push(level + 1, parent)
             level += 1
 
 

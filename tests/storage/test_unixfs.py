@@ -1,26 +1,48 @@
 """The embedded importer gives kubo's CIDs (`ipfs add --cid-version=1 --raw-leaves`).
 
-The oracle is ``aleph-cid``, an independent (Rust) implementation checked against kubo and
-js-ipfs; the real IPFS node comparison lives in the content-store tests.
+The oracles are ``aleph-cid``, an independent (Rust) implementation checked against kubo and
+js-ipfs, and js-ipfs's own importer (``unixfs_oracle.mjs``), which takes the chunk size and the
+links per node as options so that trees several levels deep stay a few bytes; the real IPFS
+node comparison lives in the content-store tests.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
+import subprocess
+from itertools import pairwise
+from pathlib import Path
 
 import aleph_cid
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backend.storage import unixfs
 from backend.storage.cid import CID, DAG_PB, RAW, InvalidCIDError
+from backend.storage.local import DirectoryStore
 from backend.storage.unixfs import CHUNK_SIZE, MAX_LINKS, UnixFSHasher, compute_cid
+
+NODE_JS = shutil.which("node")
+JS_IMPORTER = Path(__file__).with_name("unixfs_oracle.mjs")
 
 
 def kubo_cid(data: bytes) -> str:
     hasher = aleph_cid.CidHasher.for_ipfs_v1_raw_leaves()
     hasher.update(data)
     return hasher.finalize()
+
+
+def js_importer_cids(files: list[bytes], chunk_size: int, max_links: int) -> list[str]:
+    """The CIDs js-ipfs's importer gives ``files`` with these (patched) tree parameters."""
+    request = {"chunk_size": chunk_size, "max_links": max_links, "files": [f.hex() for f in files]}
+    answer = subprocess.run(
+        [NODE_JS, str(JS_IMPORTER)], input=json.dumps(request).encode(), capture_output=True,
+        check=True, timeout=120,
+    )  # fmt: skip
+    return json.loads(answer.stdout)
 
 
 def test_compute_cid_known_answer():
@@ -40,6 +62,42 @@ def test_compute_cid_known_answer():
 def test_compute_cid_matches_kubo_at_chunk_and_fanout_edges(size):
     data = random.Random(size).randbytes(size)
     assert compute_cid(data) == kubo_cid(data)
+
+
+needs_js_importer = pytest.mark.skipif(
+    NODE_JS is None
+    or not (JS_IMPORTER.parents[2] / "node_modules" / "ipfs-unixfs-importer").exists(),
+    reason="node and the npm ipfs-unixfs-importer (make setup) are needed",
+)
+TINY_CHUNK = 4
+
+
+@needs_js_importer
+@pytest.mark.parametrize("max_links", [2, 3])
+def test_deep_trees_match_js_ipfs_at_every_size(max_links, monkeypatch, tmp_path):
+    """Every size up to 41 tiny chunks: full levels, partial last nodes at every depth.
+
+    Past ``max_links ** 2`` chunks plus a partial node the tree must grow a level, never give a
+    node ``max_links + 1`` links (with the real constants: from 174² chunks + 1 byte on).
+    """
+    monkeypatch.setattr(unixfs, "CHUNK_SIZE", TINY_CHUNK)
+    monkeypatch.setattr(unixfs, "MAX_LINKS", max_links)
+    rng = random.Random(max_links)
+    files = [rng.randbytes(size) for size in range(41 * TINY_CHUNK + 1)]
+    expected = js_importer_cids(files, TINY_CHUNK, max_links)
+    store = DirectoryStore(tmp_path / "store")
+    for data, cid in zip(files, expected, strict=True):
+        assert compute_cid(data) == cid, f"{len(data)} bytes"
+        cuts = sorted(rng.sample(range(len(data) + 1), min(3, len(data) + 1)))
+        assert compute_cid(data[a:b] for a, b in pairwise([0, *cuts, len(data)])) == cid
+        assert store.put(data) == cid, f"{len(data)} bytes through the directory store"
+
+
+@needs_js_importer
+def test_js_importer_oracle_agrees_with_kubo_on_the_real_constants():
+    """The oracle above is kubo's importer: same CIDs as aleph-cid at 256 KiB and 174 links."""
+    files = [random.Random(size).randbytes(size) for size in (0, 5, 2 * CHUNK_SIZE + 3)]
+    assert js_importer_cids(files, CHUNK_SIZE, MAX_LINKS) == [kubo_cid(f) for f in files]
 
 
 def test_compute_cid_codec_follows_size():
