@@ -2,7 +2,9 @@
 
 Writes stream into a temporary file in the same directory while the CID is computed, are
 fsynced, then renamed into place: a crash never leaves a partial file under a CID. Reads hash
-the file before handing out any byte, so a corrupted or swapped file is refused.
+the file before handing out any byte, so a corrupted or swapped file is refused, and hand out
+exactly the bytes they hashed: the file is read once, never hashed and then read again (bytes
+changed in between would come back as verified content).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from backend.storage.unixfs import CHUNK_SIZE, UnixFSHasher
 
 log = logging.getLogger(__name__)
 
-READ_ONCE_BYTES = 64 << 20  # content up to this size is read into memory once, then hashed
+# iter_verified() reads content up to this size into memory; larger content goes through a
+# private spool file so that memory stays flat (get() returns bytes, so it always reads to memory)
+READ_ONCE_BYTES = 64 << 20
 
 
 class DirectoryStore(ContentStore):
@@ -76,27 +80,32 @@ class DirectoryStore(ContentStore):
             if os.fstat(f.fileno()).st_size <= READ_ONCE_BYTES:
                 yield from self._verified_in_memory(cid, f.read())
                 return
-            hasher = UnixFSHasher()
-            for chunk in iter(lambda: f.read(CHUNK_SIZE), b""):
-                hasher.update(chunk)
-            self._check(cid, hasher.finalize())
-            f.seek(0)
-            yield from iter(lambda: f.read(CHUNK_SIZE), b"")
+            # Copied into an unlinked spool while hashed, then handed out from the spool: what
+            # is yielded is what was hashed, whatever happens to the stored file meanwhile.
+            with tempfile.TemporaryFile(dir=self.root) as spool:
+                hasher = UnixFSHasher()
+                for chunk in iter(lambda: f.read(CHUNK_SIZE), b""):
+                    hasher.update(chunk)
+                    spool.write(chunk)
+                f.close()  # not held open while the caller consumes the spool
+                self._check(cid, hasher.finalize())
+                spool.seek(0)
+                yield from iter(lambda: spool.read(CHUNK_SIZE), b"")
 
     def get(self, cid: str, max_bytes: int | None = None) -> bytes:
-        """Reads the file once and hashes it in memory (no chunk copies, no second read)."""
+        """Reads the file once into the buffer it returns and hashes that buffer (no second read,
+        no chunk copies), whatever its size: the caller holds it all in memory anyway."""
         path = self._path(cid)
         try:
             f = path.open("rb")
         except FileNotFoundError:
             raise ContentNotFoundError(cid) from None
         with f:
-            size = os.fstat(f.fileno()).st_size
-            if max_bytes is not None and size > max_bytes:
+            if max_bytes is not None and os.fstat(f.fileno()).st_size > max_bytes:
                 raise ContentTooLargeError(cid, max_bytes)
-            if size > READ_ONCE_BYTES:
-                return super().get(cid, max_bytes)
-            data = f.read()
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:  # grew since fstat
+            raise ContentTooLargeError(cid, max_bytes)
         hasher = UnixFSHasher()
         hasher.update(data)
         self._check(cid, hasher.finalize())

@@ -12,12 +12,12 @@ from backend.storage import local
 from backend.storage.base import CIDMismatchError, ContentNotFoundError, ContentTooLargeError
 from backend.storage.cid import InvalidCIDError
 from backend.storage.local import DirectoryStore
-from backend.storage.unixfs import CHUNK_SIZE, compute_cid
+from backend.storage.unixfs import CHUNK_SIZE, UnixFSHasher, compute_cid
 
 
 @pytest.fixture(params=["read once", "streamed"])
 def store(request, tmp_path: Path, monkeypatch) -> DirectoryStore:
-    """Small content is read into memory once; larger content is hashed, then streamed."""
+    """Small content is read into memory once; larger content is spooled while hashed."""
     if request.param == "streamed":
         monkeypatch.setattr(local, "READ_ONCE_BYTES", 0)
     return DirectoryStore(tmp_path / "store")
@@ -101,3 +101,30 @@ def test_pin_marks_stored_content_and_refuses_unknown(store):
     assert store.is_pinned(cid)
     with pytest.raises(ContentNotFoundError):
         store.pin(compute_cid(b"absent"))
+
+
+class _TamperingHasher(UnixFSHasher):
+    """Rewrites ``target`` in place (same inode, same size) once it has hashed all of it."""
+
+    target: Path
+
+    def finalize(self) -> str:
+        cid = super().finalize()
+        with self.target.open("r+b") as f:
+            f.write(b"X" * self.size)
+        return cid
+
+
+@pytest.mark.parametrize("read", ["get", "iter_verified"])
+def test_bytes_changed_after_hashing_are_never_returned(tmp_path, monkeypatch, read):
+    """The bytes handed out are the bytes hashed: a file rewritten between the hash pass and
+    a second read must not come back as verified content (streamed path, made small here)."""
+    monkeypatch.setattr(local, "READ_ONCE_BYTES", 0)
+    store = DirectoryStore(tmp_path / "store")
+    data = random.Random(9).randbytes(3 * CHUNK_SIZE + 5)
+    cid = store.put(data)
+    _TamperingHasher.target = store.root / "blocks" / cid
+    monkeypatch.setattr(local, "UnixFSHasher", _TamperingHasher)
+    got = store.get(cid) if read == "get" else b"".join(store.iter_verified(cid))
+    assert (store.root / "blocks" / cid).read_bytes() != data  # the file did change
+    assert got == data
