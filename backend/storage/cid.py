@@ -81,7 +81,16 @@ class CID:
             raise InvalidCIDError(f"codec {codec:#x} in {text!r}: only raw and dag-pb files")
         if raw[pos : pos + 2] != bytes([SHA2_256, 32]) or len(raw) != pos + 34:
             raise InvalidCIDError(f"{text!r} is not a sha2-256 CID")
-        return cls(codec, raw[pos + 2 :])
+        cid = cls(codec, raw[pos + 2 :])
+        # One CID, one spelling: an upper-case body, set padding bits or "=" padding decode to
+        # the same bytes, but a store keyed by the string would say it has one spelling and
+        # then find its bytes hash to another.
+        if str(cid) != text:
+            raise InvalidCIDError(
+                f"{text!r} is not the canonical spelling of {cid} "
+                "(lower-case base32, no padding, zero padding bits)"
+            )
+        return cid
 
 
 def parse_cid(text: str) -> CID:

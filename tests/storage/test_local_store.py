@@ -128,3 +128,15 @@ def test_bytes_changed_after_hashing_are_never_returned(tmp_path, monkeypatch, r
     got = store.get(cid) if read == "get" else b"".join(store.iter_verified(cid))
     assert (store.root / "blocks" / cid).read_bytes() != data  # the file did change
     assert got == data
+
+
+def test_non_canonical_spellings_of_a_stored_cid_are_refused(store):
+    """``has()`` must not say yes to a spelling that ``get()`` then fails on."""
+    cid = store.put(b"stored under one spelling")
+    last = "abcdefghijklmnopqrstuvwxyz234567".index(cid[-1])
+    padding_bits_set = cid[:-1] + "abcdefghijklmnopqrstuvwxyz234567"[last | 1]
+    for spelling in ("b" + cid[1:].upper(), padding_bits_set):
+        with pytest.raises(InvalidCIDError, match="canonical"):
+            store.has(spelling)
+        with pytest.raises(InvalidCIDError, match="canonical"):
+            store.get(spelling)

@@ -141,3 +141,30 @@ def test_cid_round_trips_through_parse():
 def test_cid_parse_rejects_what_cannot_be_verified(bad):
     with pytest.raises(InvalidCIDError):
         CID.parse(bad)
+
+
+B32 = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+def non_canonical_spellings(cid: str) -> list[str]:
+    """Strings that base32-decode to the bytes of ``cid`` but are not how ``cid`` is written."""
+    body = cid[1:]
+    last = B32.index(body[-1])
+    # 36 bytes are 288 bits in 58 characters (290 bits): the last character's 2 low bits pad.
+    assert last & 0b11 == 0
+    return [
+        "b" + body.upper(),  # the multibase prefix says lower-case base32
+        cid[:10] + cid[10:20].upper() + cid[20:],
+        cid[:-1] + B32[last | 0b01],  # non-zero padding bits
+        cid[:-1] + B32[last | 0b10],
+        cid + "======",  # RFC 4648 padding
+    ]
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_cid_parse_refuses_non_canonical_spellings(index):
+    """One CID, one spelling: parse then re-encode must give back exactly the text."""
+    cid = compute_cid(b"spelled one way")
+    spelling = non_canonical_spellings(cid)[index]
+    with pytest.raises(InvalidCIDError, match="canonical"):
+        CID.parse(spelling)
