@@ -14,7 +14,7 @@ export APE_DATA_FOLDER := $(CURDIR)/.data/ape
 export SOLCX_BINARY_PATH := $(CURDIR)/.tools/solcx
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup model compile abi test demo up bench bench-counterfactual lint clean-data
+.PHONY: help setup model compile abi test demo up bench bench-counterfactual lint slither clean-data
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,8 +80,36 @@ bench: compile $(SMOLLM2)  ## run the benchmarks; results in bench/results/
 bench-counterfactual: compile $(SMOLLM2)  ## attribution vs retraining (LOO, LDS; ~1 h on 2 cores)
 	$(BIN)/python bench/attribution_counterfactual.py
 
-lint: setup  ## ruff
+lint: setup slither  ## ruff, and the slither gate
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# Slither lives in its own virtualenv: its dependencies conflict with ape's. It compiles
+# through the solcjs stand-in in standard-json mode (no native solc exists here).
+# --show-ignored-findings: in-source `slither-disable` comments must not bypass the triage
+# file; --fail-none: a non-zero status then means slither itself failed, not "found results".
+SLITHER_VENV := .tools/slither-venv
+SLITHER_REPORT := .cache/slither/report.json
+SLITHER_VERSION := 0.11.6
+CRYTIC_COMPILE_VERSION := 0.4.2
+# The marker names the pins: changing a version reinstalls, nothing else does.
+SLITHER_MARKER := $(SLITHER_VENV)/.installed-$(SLITHER_VERSION)-$(CRYTIC_COMPILE_VERSION)
+
+$(SLITHER_MARKER):
+	@test -x $(SLITHER_VENV)/bin/python || $(PYTHON) -m venv $(SLITHER_VENV)
+	$(SLITHER_VENV)/bin/pip install --quiet --disable-pip-version-check \
+	    slither-analyzer==$(SLITHER_VERSION) crytic-compile==$(CRYTIC_COMPILE_VERSION)
+	@touch $@
+
+slither: $(SLITHER_MARKER) node_modules/.installed $(SOLC_SHIM)  ## static analysis; fails on untriaged High/Medium findings
+	@mkdir -p $(dir $(SLITHER_REPORT))
+	@rm -f $(SLITHER_REPORT)
+	@$(SLITHER_VENV)/bin/slither contracts/ --solc $(SOLC_SHIM) --solc-standard-json \
+	    --solc-remaps "@openzeppelin/=node_modules/@openzeppelin/" \
+	    --exclude-dependencies --filter-paths node_modules \
+	    --show-ignored-findings --fail-none --json $(SLITHER_REPORT) \
+	    > $(dir $(SLITHER_REPORT))slither.log 2>&1 \
+	  || { tail -n 40 $(dir $(SLITHER_REPORT))slither.log; exit 1; }
+	@$(SLITHER_VENV)/bin/python tools/slither_gate.py $(SLITHER_REPORT) --triage tools/slither-triage.toml
 
 clean-data:  ## forget the local chain and its deployment
 	rm -rf .data/devnet
