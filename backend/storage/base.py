@@ -34,7 +34,8 @@ class CIDMismatchError(ContentStoreError):
 
 
 class ContentTooLargeError(ContentStoreError):
-    """Content under a CID is larger than the caller accepts: refused before it is read."""
+    """Content under a CID is larger than the caller accepts: refused without reading (or, from
+    a node that cannot say the size first, downloading) more than one byte past the limit."""
 
     def __init__(self, cid: str, limit: int) -> None:
         super().__init__(f"content stored under {cid} exceeds {limit} bytes")

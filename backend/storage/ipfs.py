@@ -4,23 +4,32 @@ Adds use the embedded store's CID settings (CIDv1, raw leaves, base32), and the 
 here while they stream out: a node that answers another CID is an error, not a silent
 divergence. Reads stream into a temporary file while they are hashed and hand out bytes only
 once they match the CID, so memory stays flat and unverified data is never returned.
+
+Reads (``cat``) go over httpx rather than ipfshttpclient: its streamed ``cat`` lets
+``requests``/``urllib3`` errors escape from the middle of a body, and it cannot stop reading at
+a size limit. Here every failure of a read is a :class:`ContentStoreError` naming the CID, and
+``get(cid, max_bytes=N)`` stops after N + 1 bytes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import ipfshttpclient
 from ipfshttpclient.exceptions import Error as IPFSClientError
+from ipfshttpclient.http_common import multiaddr_to_url_data
 
 from backend.storage.base import (
     CIDMismatchError,
     ContentNotFoundError,
     ContentStore,
     ContentStoreError,
+    ContentTooLargeError,
     Source,
     iter_chunks,
 )
@@ -31,6 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_API = "/ip4/127.0.0.1/tcp/5001/http"
 _ADD_OPTIONS = {"cid-base": "base32"}
+_ERROR_BODY_BYTES = 64 << 10  # of a refusal's body, read for its message
 
 
 class _HashingReader:
@@ -61,9 +71,16 @@ class IPFSStore(ContentStore):
         self.api = api
         # Built directly: ipfshttpclient.connect() refuses daemons newer than it knows.
         self._client: Any = ipfshttpclient.Client(api, timeout=timeout)
+        base_url, uds_path, _, _ = multiaddr_to_url_data(api, "api/v0")
+        self._http = httpx.Client(
+            base_url=base_url,
+            timeout=timeout,
+            transport=httpx.HTTPTransport(uds=uds_path) if uds_path else None,
+        )
 
     def close(self) -> None:
         self._client.close()
+        self._http.close()
 
     def put(self, source: Source) -> str:
         hasher = UnixFSHasher()
@@ -82,24 +99,70 @@ class IPFSStore(ContentStore):
         return expected
 
     def iter_verified(self, cid: str) -> Iterator[bytes]:
-        CID.parse(cid)
         with tempfile.TemporaryFile() as spool:
             hasher = UnixFSHasher()
-            try:
-                for chunk in self._client.cat(cid, stream=True):
-                    hasher.update(chunk)
-                    spool.write(chunk)
-            except IPFSClientError as why:
-                if "not found" in str(why).lower() or "timeout" in str(why).lower():
-                    raise ContentNotFoundError(cid) from why
-                raise ContentStoreError(
-                    f"IPFS node at {self.api} failed to cat {cid}: {why}"
-                ) from why
-            actual = hasher.finalize()
-            if actual != cid:
-                raise CIDMismatchError(cid, actual)
+            for chunk in self._cat(cid):
+                hasher.update(chunk)
+                spool.write(chunk)
+            _check(cid, hasher.finalize())
             spool.seek(0)
             yield from iter(lambda: spool.read(CHUNK_SIZE), b"")
+
+    def get(self, cid: str, max_bytes: int | None = None) -> bytes:
+        """Hashes while it reads into the buffer it returns; past ``max_bytes`` it stops reading
+        and raises :class:`ContentTooLargeError` (the base class would download it all first)."""
+        hasher = UnixFSHasher()
+        data = bytearray()
+        for chunk in self._cat(cid, max_bytes):
+            hasher.update(chunk)
+            data += chunk
+        _check(cid, hasher.finalize())
+        return bytes(data)
+
+    def _cat(self, cid: str, max_bytes: int | None = None) -> Iterator[bytes]:
+        """The node's unverified bytes for ``cid``, at most ``max_bytes`` of them.
+
+        Raises :class:`ContentTooLargeError` once more than ``max_bytes`` arrive,
+        :class:`ContentNotFoundError` when the node says it lacks ``cid``, and
+        :class:`ContentStoreError` for any other failure, a connection dropped mid-body included.
+        """
+        CID.parse(cid)
+        params = {"arg": cid}
+        if max_bytes is not None:
+            params["length"] = str(max_bytes + 1)  # a node that honours it sends no more
+        received = 0
+        try:
+            with self._http.stream("POST", "cat", params=params) as response:
+                if response.status_code != httpx.codes.OK:
+                    raise self._refusal(cid, response)
+                for chunk in response.iter_bytes(CHUNK_SIZE):
+                    received += len(chunk)
+                    if max_bytes is not None and received > max_bytes:
+                        raise ContentTooLargeError(cid, max_bytes)  # closes the connection
+                    yield chunk
+        except httpx.HTTPError as why:
+            raise ContentStoreError(
+                f"reading {cid} from the IPFS node at {self.api} failed after {received} bytes: "
+                f"{type(why).__name__}: {why}"
+            ) from why
+
+    def _refusal(self, cid: str, response: httpx.Response) -> ContentStoreError:
+        """The error for a non-200 answer to ``cat``, from the node's JSON message."""
+        body = b""
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) >= _ERROR_BODY_BYTES:
+                break
+        try:
+            message = str(json.loads(body)["Message"])
+        except (ValueError, KeyError, TypeError):
+            message = body[:500].decode(errors="replace")
+        lowered = message.lower()
+        if "not found" in lowered or "timeout" in lowered or "timed out" in lowered:
+            return ContentNotFoundError(cid)
+        return ContentStoreError(
+            f"IPFS node at {self.api} refused to cat {cid}: HTTP {response.status_code}: {message}"
+        )
 
     def has(self, cid: str) -> bool:
         CID.parse(cid)
@@ -116,3 +179,8 @@ class IPFSStore(ContentStore):
             self._client.pin.add(cid)
         except IPFSClientError as why:
             raise ContentStoreError(f"IPFS node at {self.api} failed to pin {cid}: {why}") from why
+
+
+def _check(cid: str, actual: str) -> None:
+    if actual != cid:
+        raise CIDMismatchError(cid, actual)

@@ -1,0 +1,137 @@
+"""The IPFS store's reads against a misbehaving node: a real HTTP server on 127.0.0.1 that drops
+the connection mid-body, sends more than the caller accepts, or never answers.
+
+Every failure must surface as a :class:`ContentStoreError` that names the CID (never a raw
+``requests``/``httpx``/``urllib3`` exception), oversized content must be refused after reading
+at most a little more than the limit, and a silent node must not hold the caller past the read
+timeout.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from backend.storage.base import ContentNotFoundError, ContentStoreError, ContentTooLargeError
+from backend.storage.ipfs import IPFSStore
+from backend.storage.unixfs import compute_cid
+
+CID = compute_cid(b"what the fake node pretends to hold")
+
+
+@dataclass
+class FakeNode:
+    """What the server answers to ``/api/v0/cat``, and what it saw and sent."""
+
+    answer: Callable[[BaseHTTPRequestHandler], None] | None = None
+    queries: list[dict[str, list[str]]] = field(default_factory=list)
+    sent: int = 0  # body bytes written before the client went away
+    released: threading.Event = field(default_factory=threading.Event)
+    port: int = 0
+
+    @property
+    def api(self) -> str:
+        return f"/ip4/127.0.0.1/tcp/{self.port}/http"
+
+
+@pytest.fixture
+def fake_node() -> Iterator[FakeNode]:
+    node = FakeNode()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            url = urllib.parse.urlsplit(self.path)
+            node.queries.append(urllib.parse.parse_qs(url.query))
+            assert node.answer is not None
+            node.answer(self)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    node.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield node
+    node.released.set()
+    server.shutdown()
+    server.server_close()
+
+
+def _drop(handler: BaseHTTPRequestHandler) -> None:
+    handler.wfile.flush()
+    handler.close_connection = True
+    handler.connection.close()
+
+
+def drop_mid_body_with_length(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(1 << 20))
+    handler.end_headers()
+    handler.wfile.write(b"x" * 100_000)
+    _drop(handler)
+
+
+def drop_mid_body_chunked(handler: BaseHTTPRequestHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    handler.wfile.write(b"%x\r\n%s\r\n" % (100_000, b"x" * 100_000))
+    handler.wfile.write(b"%x\r\n%s" % (100_000, b"x" * 5_000))  # a chunk cut short
+    _drop(handler)
+
+
+@pytest.mark.parametrize("answer", [drop_mid_body_with_length, drop_mid_body_chunked])
+@pytest.mark.parametrize("read", ["get", "iter_verified"])
+def test_a_connection_dropped_mid_body_is_a_content_store_error(fake_node, answer, read):
+    fake_node.answer = answer
+    store = IPFSStore(fake_node.api)
+    try:
+        with pytest.raises(ContentStoreError, match=CID) as caught:
+            store.get(CID) if read == "get" else list(store.iter_verified(CID))
+    finally:
+        store.close()
+    assert not isinstance(caught.value, ContentNotFoundError | ContentTooLargeError)
+    assert re.search(r"after \d+ bytes", str(caught.value))  # how far it got
+
+
+def test_get_with_max_bytes_stops_reading_past_the_limit(fake_node):
+    """A node that ignores ``length`` and streams 64 MiB: refused after about 1 MiB."""
+    limit = 1 << 20
+    total = 64 << 20
+
+    def endless(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        block = b"%x\r\n%s\r\n" % (1 << 16, b"z" * (1 << 16))
+        try:
+            while fake_node.sent < total:
+                handler.wfile.write(block)
+                fake_node.sent += 1 << 16
+            handler.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass  # the client stopped reading and closed
+        finally:
+            writer_done.set()
+
+    writer_done = threading.Event()
+    fake_node.answer = endless
+    store = IPFSStore(fake_node.api)
+    try:
+        with pytest.raises(ContentTooLargeError, match=f"{CID} exceeds {limit} bytes"):
+            store.get(CID, max_bytes=limit)
+    finally:
+        store.close()
+    assert writer_done.wait(10)
+    assert fake_node.sent < 16 << 20  # the limit plus what socket buffers hold, not 64 MiB
+    assert fake_node.queries[0]["length"] == [str(limit + 1)]  # a well-behaved node stops too
