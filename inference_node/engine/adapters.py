@@ -9,17 +9,23 @@ rsLoRA). We store ``A`` and ``s * B`` so that serving is two plain matmuls, as v
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from backend.models.adapter_archive import CONFIG_FILE, WEIGHTS_FILE
+from backend.models.adapter_config import UnservableAdapterError, parse_adapter_config
+from backend.models.adapter_weights import (
+    ATTENTION_PROJECTIONS,
+    FLOAT_DTYPES,
+    LLAMA_PROJECTIONS,
+    MLP_PROJECTIONS,
+    BaseModelSpec,
+    check_targets,
+    match_weights,
+)
 from inference_node.engine.safetensors_view import (
     SafetensorsFormatError,
     TensorView,
@@ -28,39 +34,24 @@ from inference_node.engine.safetensors_view import (
     to_torch,
 )
 
-ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
-MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
-LLAMA_PROJECTIONS = ATTENTION_PROJECTIONS + MLP_PROJECTIONS
-
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-_KEY_RE = re.compile(
-    r"^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])\.weight$"
-)
+__all__ = [
+    "ATTENTION_PROJECTIONS",
+    "CONFIG_FILE",
+    "FLOAT_DTYPES",
+    "LLAMA_PROJECTIONS",
+    "MLP_PROJECTIONS",
+    "WEIGHTS_FILE",
+    "AdapterError",
+    "BaseModelSpec",
+    "LoraAdapter",
+    "ModuleWeights",
+    "load_adapter",
+    "parse_adapter",
+]
 
 
 class AdapterError(ValueError):
     """An adapter that cannot be served on this base model; the message says why."""
-
-
-@dataclass(frozen=True)
-class BaseModelSpec:
-    """What an adapter must match: layer count and the ``(in, out)`` of each projection."""
-
-    num_layers: int
-    projections: dict[str, tuple[int, int]]  # name -> (in_features, out_features)
-
-    @classmethod
-    def from_model(cls, model: nn.Module) -> BaseModelSpec:
-        layers = model.model.layers
-        first = layers[0]
-        shapes: dict[str, tuple[int, int]] = {}
-        for name in LLAMA_PROJECTIONS:
-            parent = first.self_attn if name in ATTENTION_PROJECTIONS else first.mlp
-            linear = getattr(parent, name)
-            base = getattr(linear, "base", linear)
-            shapes[name] = (base.in_features, base.out_features)
-        return cls(num_layers=len(layers), projections=shapes)
 
 
 @dataclass(frozen=True)
@@ -104,54 +95,6 @@ class LoraAdapter:
     @property
     def num_bytes(self) -> int:
         return sum(stack.a.nbytes + stack.b_t.nbytes for stack in self.modules.values())
-
-
-def _parse_config(folder: str | Path, data: bytes) -> dict:
-    try:
-        config = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AdapterError(f"adapter {folder}: {CONFIG_FILE} is not valid JSON: {exc}") from exc
-    if not isinstance(config, dict):
-        raise AdapterError(f"adapter {folder}: {CONFIG_FILE} must hold a JSON object")
-    return config
-
-
-def _check_config(folder: str | Path, config: dict, max_rank: int) -> tuple[int, float]:
-    peft_type = config.get("peft_type", "LORA")
-    if peft_type != "LORA":
-        raise AdapterError(f"adapter {folder}: peft_type {peft_type!r}, expected 'LORA'")
-    unsupported = {
-        "use_dora": bool(config.get("use_dora")),
-        "fan_in_fan_out": bool(config.get("fan_in_fan_out")),
-        "bias": config.get("bias", "none") != "none",
-        "modules_to_save": bool(config.get("modules_to_save")),
-        "rank_pattern": bool(config.get("rank_pattern")),
-        "alpha_pattern": bool(config.get("alpha_pattern")),
-    }
-    bad = sorted(name for name, is_set in unsupported.items() if is_set)
-    if bad:
-        raise AdapterError(f"adapter {folder}: unsupported LoRA options set: {', '.join(bad)}")
-    rank = config.get("r")
-    if not isinstance(rank, int) or rank <= 0:
-        raise AdapterError(f"adapter {folder}: rank r={rank!r}, expected a positive integer")
-    if rank > max_rank:
-        raise AdapterError(f"adapter {folder}: rank {rank} exceeds the configured max {max_rank}")
-    alpha = config.get("lora_alpha", rank)
-    if not isinstance(alpha, int | float):
-        raise AdapterError(f"adapter {folder}: lora_alpha={alpha!r}, expected a number")
-    scaling = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
-    return rank, float(scaling)
-
-
-def _check_target_list(folder: str | Path, config: dict, supported: set[str]) -> None:
-    targets = config.get("target_modules")
-    if isinstance(targets, list):
-        unknown = sorted(set(targets) - supported)
-        if unknown:
-            raise AdapterError(
-                f"adapter {folder}: unknown target modules {unknown}, "
-                f"supported: {sorted(supported)}"
-            )
 
 
 def _parse_tensors(folder: str | Path, data: bytes) -> dict[str, TensorView]:
@@ -198,69 +141,40 @@ def parse_adapter(
     name: str = "adapter",
     source: str | Path | None = None,
 ) -> LoraAdapter:
-    """Validate a PEFT adapter given as its two files' bytes; errors name ``source``."""
+    """Validate a PEFT adapter given as its two files' bytes; errors name ``source``.
+
+    The config must pass the allow-list of :mod:`backend.models.adapter_config` and the weights
+    cover exactly what it targets (:mod:`backend.models.adapter_weights`): what PEFT computes
+    is then exactly what the engine computes."""
     where_from = source if source is not None else name
-    config = _parse_config(where_from, config_bytes)
-    rank, scaling = _check_config(where_from, config, max_rank)
-    supported = set(spec.projections)
-    _check_target_list(where_from, config, supported)
-    tensors = _parse_tensors(where_from, weights_bytes)
-    pairs = _pair_tensors(where_from, tensors, spec, rank)
-    modules = _stack_modules(where_from, pairs, scaling, dtype)
+    try:
+        config = parse_adapter_config(config_bytes, where_from)
+        if config.rank > max_rank:
+            raise AdapterError(
+                f"adapter {where_from}: rank {config.rank} exceeds the configured max {max_rank}"
+            )
+        check_targets(where_from, config, spec)  # before reading any weights
+        tensors = _parse_tensors(where_from, weights_bytes)
+        shapes = {key: view.shape for key, view in tensors.items()}
+        layout = match_weights(where_from, shapes, config, spec)
+    except UnservableAdapterError as exc:
+        raise AdapterError(str(exc)) from exc
+    pairs = {
+        module: {layer: (tensors[a], tensors[b]) for layer, (a, b) in by_layer.items()}
+        for module, by_layer in layout.items()
+    }
+    modules = _stack_modules(where_from, pairs, config.scaling, dtype)
     return LoraAdapter(
         name=name,
-        rank=rank,
+        rank=config.rank,
         target_modules=frozenset(modules),
-        scaling=scaling,
+        scaling=config.scaling,
         dtype=dtype,
         modules=modules,
     )
 
 
 Pairs = dict[str, dict[int, tuple[TensorView, TensorView]]]  # module -> layer -> (A, B)
-
-
-def _pair_tensors(
-    folder: str | Path, tensors: dict[str, TensorView], spec: BaseModelSpec, rank: int
-) -> Pairs:
-    """``module -> layer -> (A, B)``, every name and shape checked (no tensor ops)."""
-    supported = set(spec.projections)
-    found: dict[tuple[int, str], dict[str, TensorView]] = {}
-    for key, tensor in tensors.items():
-        match = _KEY_RE.match(key)
-        if match is None:
-            raise AdapterError(f"adapter {folder}: unexpected tensor {key!r}")
-        layer, _, module, which = int(match[1]), match[2], match[3], match[4]
-        if module not in supported:
-            raise AdapterError(
-                f"adapter {folder}: unknown target module {module!r} in {key!r}, "
-                f"supported: {sorted(supported)}"
-            )
-        if layer >= spec.num_layers:
-            raise AdapterError(
-                f"adapter {folder}: layer {layer} in {key!r}, base model has {spec.num_layers}"
-            )
-        found.setdefault((layer, module), {})[which] = tensor
-    if not found:
-        raise AdapterError(f"adapter {folder}: {WEIGHTS_FILE} holds no LoRA weights")
-
-    pairs: Pairs = {}
-    for (layer, module), pair in sorted(found.items()):
-        where = f"layers.{layer}.{module}"
-        if set(pair) != {"A", "B"}:
-            raise AdapterError(f"adapter {folder}: {where} has lora_{''.join(pair)} only")
-        in_features, out_features = spec.projections[module]
-        a, b = pair["A"], pair["B"]
-        if a.shape != (rank, in_features):
-            raise AdapterError(
-                f"adapter {folder}: {where}.lora_A shape {a.shape}, expected {(rank, in_features)}"
-            )
-        if b.shape != (out_features, rank):
-            raise AdapterError(
-                f"adapter {folder}: {where}.lora_B shape {b.shape}, expected {(out_features, rank)}"
-            )
-        pairs.setdefault(module, {})[layer] = (a, b)
-    return pairs
 
 
 def _stack_modules(

@@ -56,7 +56,10 @@ def load_base(folder: Path) -> LlamaForCausalLM:
     return LlamaForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
 
 
-def build_adapter(base_folder: Path, folder: Path, recipe: AdapterRecipe, seed: int) -> Path:
+def build_adapter(
+    base_folder: Path, folder: Path, recipe: AdapterRecipe, seed: int, **options: object
+) -> Path:
+    """A PEFT adapter saved by PEFT itself, random weights; ``options`` go to ``LoraConfig``."""
     config = LoraConfig(
         r=recipe.rank,
         lora_alpha=recipe.alpha,
@@ -66,6 +69,7 @@ def build_adapter(base_folder: Path, folder: Path, recipe: AdapterRecipe, seed: 
         init_lora_weights=False,
         lora_dropout=0.0,
         task_type="CAUSAL_LM",
+        **options,  # type: ignore[arg-type]
     )
     torch.manual_seed(seed)
     peft_model = get_peft_model(load_base(base_folder), config)

@@ -5,6 +5,7 @@ refused adapters and slot pressure."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -25,7 +26,14 @@ from inference_node.engine.scheduler import (
     Scheduler,
     TextDelta,
 )
-from tests.engine.conftest import MAX_RANK, VOCAB, load_base, peft_reference
+from tests.engine.conftest import (
+    MAX_RANK,
+    RECIPES,
+    VOCAB,
+    build_adapter,
+    load_base,
+    peft_reference,
+)
 from tests.engine.test_model import ADAPTER_ORDER
 
 EOS = 2
@@ -274,7 +282,8 @@ def test_refused_adapter_fails_only_its_request(
     store, _ = store_and_cids
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "adapter_config.json").write_text('{"r": 4}')
+    config = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}
+    (bad / "adapter_config.json").write_text(json.dumps(config))
     (bad / "adapter_model.safetensors").write_bytes(b"not safetensors")
     assert engine.pool is not None
     engine.pool.register("bad", put_adapter(store, bad))
@@ -285,6 +294,23 @@ def test_refused_adapter_fails_only_its_request(
     assert failure.value.reason == "adapter"
     assert "unreadable adapter_model.safetensors" in str(failure.value)
     assert good.result(timeout=60).completion_tokens == NEW_TOKENS
+
+
+def test_an_alora_adapter_fails_its_request_naming_the_option(
+    engine: Scheduler, base_folder: Path, tmp_path: Path, store_and_cids
+) -> None:
+    """Issue 13, point 13: an aLoRA adapter by CID was served as a plain LoRA; its request now
+    fails as refused (the server's 422 ``adapter_refused``) and the reason names the option."""
+    store, _ = store_and_cids
+    folder = build_adapter(base_folder, tmp_path / "alora", RECIPES["attn_qv_r4"], seed=5,
+                           alora_invocation_tokens=[5, 6])  # fmt: skip
+    assert engine.pool is not None
+    engine.pool.register("alora", put_adapter(store, folder))
+    refused = engine.submit(prompts(1)[0], greedy(), adapter="alora")
+    with pytest.raises(GenerationError) as failure:
+        refused.result(timeout=60)
+    assert failure.value.reason == "adapter"
+    assert "alora_invocation_tokens=[5, 6] (implemented: null)" in str(failure.value)
 
 
 def test_bad_requests_are_refused_at_submit(engine: Scheduler) -> None:
