@@ -19,9 +19,18 @@ class ContentStoreError(RuntimeError):
 class ContentNotFoundError(ContentStoreError, LookupError):
     """No content is stored under a CID."""
 
-    def __init__(self, cid: str) -> None:
-        super().__init__(f"no content stored under {cid}")
+    def __init__(self, cid: str, message: str | None = None) -> None:
+        super().__init__(message or f"no content stored under {cid}")
         self.cid = cid
+
+
+class ContentTimeoutError(ContentNotFoundError):
+    """No byte of a CID arrived within the read timeout: a node that lacks a CID keeps looking
+    for it (on the network, or forever when offline) rather than saying so."""
+
+    def __init__(self, cid: str, timeout: float, where: str) -> None:
+        super().__init__(cid, f"{cid} not found within {timeout:g} s: {where} sent no byte of it")
+        self.timeout = timeout
 
 
 class CIDMismatchError(ContentStoreError):

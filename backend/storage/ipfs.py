@@ -29,6 +29,7 @@ from backend.storage.base import (
     ContentNotFoundError,
     ContentStore,
     ContentStoreError,
+    ContentTimeoutError,
     ContentTooLargeError,
     Source,
     iter_chunks,
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 DEFAULT_API = "/ip4/127.0.0.1/tcp/5001/http"
 _ADD_OPTIONS = {"cid-base": "base32"}
 _ERROR_BODY_BYTES = 64 << 10  # of a refusal's body, read for its message
+# Seconds a read waits for the node's next byte, the first one included. A node that lacks a CID
+# does not say so, it keeps looking: without this a caller waited the whole upload timeout.
+DEFAULT_READ_TIMEOUT = 30.0
 
 
 class _HashingReader:
@@ -65,16 +69,30 @@ class _HashingReader:
 
 
 class IPFSStore(ContentStore):
-    """A content store backed by an IPFS node's RPC API at ``api`` (a multiaddr)."""
+    """A content store backed by an IPFS node's RPC API at ``api`` (a multiaddr).
 
-    def __init__(self, api: str = DEFAULT_API, timeout: float = 120.0) -> None:
+    ``timeout`` bounds each socket operation of adds and pins; ``read_timeout`` is how long a
+    read waits for the node's next byte (the first one included) before it gives up: with no
+    byte at all the CID is not found (:class:`ContentTimeoutError`), after some it is a
+    stalled transfer (:class:`ContentStoreError`).
+    """
+
+    def __init__(
+        self,
+        api: str = DEFAULT_API,
+        timeout: float = 120.0,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+    ) -> None:
+        if read_timeout <= 0:
+            raise ValueError(f"read_timeout must be positive, not {read_timeout}")
         self.api = api
+        self.read_timeout = read_timeout
         # Built directly: ipfshttpclient.connect() refuses daemons newer than it knows.
         self._client: Any = ipfshttpclient.Client(api, timeout=timeout)
         base_url, uds_path, _, _ = multiaddr_to_url_data(api, "api/v0")
         self._http = httpx.Client(
             base_url=base_url,
-            timeout=timeout,
+            timeout=read_timeout,
             transport=httpx.HTTPTransport(uds=uds_path) if uds_path else None,
         )
 
@@ -135,11 +153,21 @@ class IPFSStore(ContentStore):
             with self._http.stream("POST", "cat", params=params) as response:
                 if response.status_code != httpx.codes.OK:
                     raise self._refusal(cid, response)
-                for chunk in response.iter_bytes(CHUNK_SIZE):
+                # chunks as they arrive (not re-buffered), so a stall knows what came before it
+                for chunk in response.iter_bytes():
                     received += len(chunk)
                     if max_bytes is not None and received > max_bytes:
                         raise ContentTooLargeError(cid, max_bytes)  # closes the connection
                     yield chunk
+        except httpx.ReadTimeout as why:
+            if received == 0:
+                raise ContentTimeoutError(
+                    cid, self.read_timeout, f"the IPFS node at {self.api}"
+                ) from why
+            raise ContentStoreError(
+                f"reading {cid} from the IPFS node at {self.api} stalled: no byte for "
+                f"{self.read_timeout:g} s after {received} bytes"
+            ) from why
         except httpx.HTTPError as why:
             raise ContentStoreError(
                 f"reading {cid} from the IPFS node at {self.api} failed after {received} bytes: "
@@ -159,7 +187,9 @@ class IPFSStore(ContentStore):
             message = body[:500].decode(errors="replace")
         lowered = message.lower()
         if "not found" in lowered or "timeout" in lowered or "timed out" in lowered:
-            return ContentNotFoundError(cid)
+            return ContentNotFoundError(
+                cid, f"no content stored under {cid}: the IPFS node at {self.api} says {message}"
+            )
         return ContentStoreError(
             f"IPFS node at {self.api} refused to cat {cid}: HTTP {response.status_code}: {message}"
         )

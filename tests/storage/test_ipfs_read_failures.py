@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,8 +19,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from backend.storage.base import ContentNotFoundError, ContentStoreError, ContentTooLargeError
-from backend.storage.ipfs import IPFSStore
+from backend.storage.base import (
+    ContentNotFoundError,
+    ContentStoreError,
+    ContentTimeoutError,
+    ContentTooLargeError,
+)
+from backend.storage.ipfs import DEFAULT_READ_TIMEOUT, IPFSStore
 from backend.storage.unixfs import compute_cid
 
 CID = compute_cid(b"what the fake node pretends to hold")
@@ -58,6 +64,7 @@ def fake_node() -> Iterator[FakeNode]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    server.fake_node = node  # type: ignore[attr-defined]
     node.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -135,3 +142,72 @@ def test_get_with_max_bytes_stops_reading_past_the_limit(fake_node):
     assert writer_done.wait(10)
     assert fake_node.sent < 16 << 20  # the limit plus what socket buffers hold, not 64 MiB
     assert fake_node.queries[0]["length"] == [str(limit + 1)]  # a well-behaved node stops too
+
+
+def never_answer(handler: BaseHTTPRequestHandler) -> None:
+    """A node still looking for the CID: it holds the request open and sends nothing."""
+    handler.server.fake_node.released.wait(30)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("read", ["get", "iter_verified"])
+def test_a_silent_node_is_not_found_within_the_read_timeout(fake_node, read):
+    fake_node.answer = never_answer
+    store = IPFSStore(fake_node.api, read_timeout=0.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ContentTimeoutError) as caught:
+            store.get(CID) if read == "get" else list(store.iter_verified(CID))
+    finally:
+        store.close()
+    assert time.monotonic() - started < 5
+    assert isinstance(caught.value, ContentNotFoundError)  # callers that map it to 404 still do
+    assert caught.value.cid == CID
+    assert f"{CID} not found within 0.5 s" in str(caught.value)
+    assert fake_node.api in str(caught.value)
+
+
+def test_a_node_that_stalls_mid_body_is_a_store_error_not_a_hang(fake_node):
+    def stall(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(1 << 20))
+        handler.end_headers()
+        handler.wfile.write(b"x" * 1000)
+        handler.wfile.flush()
+        fake_node.released.wait(30)
+
+    fake_node.answer = stall
+    store = IPFSStore(fake_node.api, read_timeout=0.5)
+    try:
+        with pytest.raises(ContentStoreError, match=f"{CID}.*no byte for 0.5 s after 1000 bytes"):
+            store.get(CID)
+    finally:
+        store.close()
+
+
+def test_reads_wait_tens_of_seconds_by_default_not_the_upload_timeout():
+    store = IPFSStore("/ip4/127.0.0.1/tcp/9/http")
+    try:
+        assert store.read_timeout == DEFAULT_READ_TIMEOUT
+        assert 10 <= DEFAULT_READ_TIMEOUT <= 60
+    finally:
+        store.close()
+    with pytest.raises(ValueError, match="read_timeout must be positive, not 0"):
+        IPFSStore("/ip4/127.0.0.1/tcp/9/http", read_timeout=0)
+
+
+def test_a_node_that_says_it_lacks_the_cid_is_not_found(fake_node):
+    def refuse(handler: BaseHTTPRequestHandler) -> None:
+        body = b'{"Message":"block was not found locally (offline)","Code":0,"Type":"error"}'
+        handler.send_response(500)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    fake_node.answer = refuse
+    store = IPFSStore(fake_node.api)
+    try:
+        with pytest.raises(ContentNotFoundError, match=f"{CID}: .* says block was not found"):
+            store.get(CID)
+    finally:
+        store.close()

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import random
+import time
 import urllib.request
 
 import pytest
 
-from backend.storage.base import ContentNotFoundError, ContentTooLargeError, copy_content
+from backend.storage.base import (
+    ContentNotFoundError,
+    ContentTimeoutError,
+    ContentTooLargeError,
+    copy_content,
+)
+from backend.storage.ipfs import IPFSStore
 from backend.storage.local import DirectoryStore
 from backend.storage.unixfs import CHUNK_SIZE, compute_cid
 
@@ -61,3 +68,16 @@ def test_ipfs_store_pins_and_knows_what_it_lacks(ipfs_store):
     assert not ipfs_store.has(absent)
     with pytest.raises(ContentNotFoundError):
         ipfs_store.pin(absent)
+
+
+def test_a_cid_the_node_lacks_is_not_found_within_the_read_timeout(ipfs_daemon):
+    """js-ipfs, even offline, keeps looking for a missing block: the read must give up."""
+    store = IPFSStore(ipfs_daemon.api_multiaddr, read_timeout=1.0)
+    absent = compute_cid(b"nobody added this either")
+    started = time.monotonic()
+    try:
+        with pytest.raises(ContentTimeoutError, match=f"{absent} not found within 1 s"):
+            store.get(absent)
+    finally:
+        store.close()
+    assert time.monotonic() - started < 10
