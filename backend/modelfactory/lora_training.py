@@ -5,7 +5,6 @@ prefix shared by every row once, and saving an adapter in PEFT format.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from backend.modelfactory.spec import DEVICES, LoraSettings
+from backend.models.adapter_archive import canonical_config
 
 IGNORE = -100  # label of tokens that carry no loss
 CONFIG_FILE = "adapter_config.json"
@@ -159,11 +159,8 @@ def save_adapter(model: torch.nn.Module, out_dir: Path) -> None:
     try:
         # The embeddings are not trained; "auto" would ask the Hugging Face hub to be sure.
         model.save_pretrained(staging, save_embedding_layers=False)
-        config_path = staging / CONFIG_FILE
-        config = json.loads(config_path.read_text())
-        if isinstance(config.get("target_modules"), list):  # PEFT writes them in set order
-            config["target_modules"] = sorted(config["target_modules"])
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+        config_path = staging / CONFIG_FILE  # PEFT writes target_modules in set order
+        config_path.write_bytes(canonical_config(config_path.read_bytes(), out_dir))
         for name in (WEIGHTS_FILE, CONFIG_FILE):
             os.replace(staging / name, out_dir / name)
     finally:

@@ -2,16 +2,22 @@
 
 The archive holds exactly ``adapter_config.json`` and ``adapter_model.safetensors``, in that
 (sorted) order, uncompressed, as USTAR entries with mtime 0, uid/gid 0, no owner names and
-mode 0644, so the same folder always packs to the same bytes and so to the same CID.
+mode 0644. The config goes in canonical form (:func:`canonical_config`): PEFT writes
+``target_modules`` in set order, which changes with Python's hash seed, so two saves of the
+same adapter would otherwise be two CIDs. The same adapter always packs to the same bytes and
+so to the same CID; the weights file is taken as it is (safetensors writes tensors sorted).
 Unpacking accepts nothing else: no other names, no paths, no links, bounded sizes.
-ModelFactory packs what it trains; the inference node unpacks what it serves.
+ModelFactory packs what it trains and what it imports; the inference node unpacks what it
+serves.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 from backend.storage.base import ContentStore
 
@@ -28,14 +34,46 @@ MAX_CONFIG_BYTES = 1 << 20  # bytes
 MAX_WEIGHTS_BYTES = 4 << 30  # bytes
 _FILE_MODE = 0o644
 TAR_OVERHEAD = 16 << 10  # bytes: headers and end-of-archive padding
+# PEFT config lists that are sets (their order means nothing); every other list keeps its order
+# (alora_invocation_tokens is a token sequence, layer_replication a list of ranges)
+SET_VALUED_KEYS = (
+    "target_modules", "exclude_modules", "modules_to_save", "layers_to_transform",
+    "target_parameters",
+)  # fmt: skip
 
 
 def _limits(max_weights_bytes: int) -> dict[str, int]:
     return {CONFIG_FILE: MAX_CONFIG_BYTES, WEIGHTS_FILE: max_weights_bytes}
 
 
+def canonical_config(data: bytes, source: str | Path = "adapter") -> bytes:
+    """``adapter_config.json`` in one form per meaning: set-valued lists sorted, keys sorted,
+    indented by 2, no trailing newline (the form ModelFactory always saved, so its adapters
+    keep their CIDs). Raises :class:`AdapterArchiveError` if ``data`` is not a JSON object."""
+    try:
+        config = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdapterArchiveError(f"adapter {source}: {CONFIG_FILE} is not JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise AdapterArchiveError(f"adapter {source}: {CONFIG_FILE} must hold a JSON object")
+    for key in SET_VALUED_KEYS:
+        if key in config:
+            config[key] = _sorted_set(config[key])
+    return json.dumps(config, indent=2, sort_keys=True).encode()
+
+
+def _sorted_set(value: Any) -> Any:
+    """A list of only strings or only integers, sorted; anything else as it is (the node
+    refuses what it does not serve, with the value as written)."""
+    if isinstance(value, list):
+        kinds = {bool if isinstance(v, bool) else type(v) for v in value}
+        if kinds in ({str}, {int}):
+            return sorted(value)
+    return value
+
+
 def pack_adapter(folder: str | Path, max_weights_bytes: int = MAX_WEIGHTS_BYTES) -> bytes:
-    """The deterministic archive of the PEFT adapter in ``folder``."""
+    """The deterministic archive of the PEFT adapter in ``folder``, its config canonical."""
     folder = Path(folder)
     limits = _limits(max_weights_bytes)
     buffer = io.BytesIO()
@@ -45,6 +83,8 @@ def pack_adapter(folder: str | Path, max_weights_bytes: int = MAX_WEIGHTS_BYTES)
             if not path.is_file():
                 raise AdapterArchiveError(f"adapter {folder}: missing {name}")
             data = path.read_bytes()
+            if name == CONFIG_FILE and len(data) <= limits[name]:
+                data = canonical_config(data, folder)
             if len(data) > limits[name]:
                 raise AdapterArchiveError(
                     f"adapter {folder}: {name} is {len(data)} bytes, limit {limits[name]}"

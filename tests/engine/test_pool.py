@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from backend.models.adapter_archive import canonical_config
 from backend.storage.local import DirectoryStore
 from backend.storage.unixfs import compute_cid
 from inference_node.engine import AdapterError, MultiLoraModel, load_adapter
@@ -128,8 +129,14 @@ def test_fetch_round_trips_through_a_directory_store_and_reuses_the_cache(
     assert put_adapter(store, folder) == cid
     fetched = fetch_adapter(store, cid, tmp_path / "cache")
     assert sorted(p.name for p in fetched.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        assert (fetched / name).read_bytes() == (folder / name).read_bytes()
+    assert (fetched / WEIGHTS_FILE).read_bytes() == (folder / WEIGHTS_FILE).read_bytes()
+    # the config as packed: canonical (issue 13, point 15), the same settings
+    canonical = (fetched / CONFIG_FILE).read_bytes()
+    assert canonical == canonical_config((folder / CONFIG_FILE).read_bytes())
+    assert json.loads(canonical) == {
+        **json.loads((folder / CONFIG_FILE).read_bytes()),
+        "target_modules": sorted(json.loads(canonical)["target_modules"]),
+    }
     assert fetch_adapter(store, cid, tmp_path / "cache") == fetched
     assert store.reads == 1
 
