@@ -71,8 +71,8 @@ def chain_lineage(
     if not manifest_cid:
         raise LineageError(f"model {model_id} has no version {version}")
     manifest = training_manifest(store, manifest_cid)
-    own = LineageMember(manifest_cid, manifest.datanet_id, manifest.version, manifest.job.method)
-    if manifest.job.method == "dpo" and version > 1:
+    own = LineageMember(manifest_cid, manifest.datanet_id, manifest.version, manifest.method)
+    if manifest.method == "dpo" and version > 1:
         return [*chain_lineage(p, store, model_id, version - 1), own]
     return [own]
 

@@ -8,6 +8,10 @@ canonical JSON (sorted keys, no spaces), so the same job gives the same bytes an
 anyone holding the Datanet version can check it: :meth:`TrainingManifest.verify_against`
 (every example is an approved contribution of that version) and
 :meth:`TrainingManifest.verify_data` (every byte range holds the content hashed).
+
+An adapter trained outside ModelFactory and imported (schema 3) has no job: its manifest holds
+instead an import record (:mod:`backend.modelfactory.import_record`) saying how its examples
+were established, and lists only examples matched to the version by content.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from eth_utils import is_hex_address
 
 from backend.datanets.manifest import Manifest
 from backend.modelfactory.dataset import BuildReport, Example, VersionData, build_examples
+from backend.modelfactory.import_record import ImportRecord, ImportRecordError
 from backend.modelfactory.spec import JobSpec, JobSpecError
 from backend.storage.cid import CID, InvalidCIDError
 
 SCHEMA_VERSION = 2  # 2 adds "attribution": the CID of the job's attribution index
-READABLE_SCHEMAS = (1, 2)
+IMPORT_SCHEMA_VERSION = 3  # an imported adapter: "import" instead of a job ("job": null)
+READABLE_SCHEMAS = (1, 2, 3)
 SPLITS = ("train", "eval")
 MAX_PROBLEMS_NAMED = 10
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -82,18 +88,32 @@ class TrainingManifest:
     datanet_manifest_cid: str
     base_model: str  # "smollm2" or the model folder's name
     base_model_cid: str | None
-    job: JobSpec
+    job: JobSpec | None  # None for an imported adapter (schema 3): see ``imported``
     build: BuildCounts
     examples: tuple[ExampleRecord, ...]  # train first, then eval; record i has index i
     unused: tuple[int, ...] = ()  # indices of train examples no loss was taken on (too long)
     attribution: str | None = None  # CID of the attribution index's index.json (schema 2)
     schema_version: int = SCHEMA_VERSION
+    imported: ImportRecord | None = None  # schema 3: how an imported adapter's examples are known
+
+    @property
+    def method(self) -> str:
+        """How the examples were trained on ("sft" or "dpo"): the job's method, or what the
+        developer of an imported adapter declared."""
+        if self.job is not None:
+            return self.job.method
+        assert self.imported is not None  # schema 3 holds one or the other
+        return self.imported.method
 
     def split(self, name: str) -> list[ExampleRecord]:
         return [r for r in self.examples if r.split == name]
 
     def to_json(self) -> dict[str, Any]:
-        extra = {} if self.schema_version == 1 else {"attribution": self.attribution}
+        extra: dict[str, Any] = {}
+        if self.schema_version >= 2:
+            extra["attribution"] = self.attribution
+        if self.schema_version >= IMPORT_SCHEMA_VERSION:
+            extra["import"] = None if self.imported is None else self.imported.to_json()
         return {
             **extra,
             "schema_version": self.schema_version,
@@ -101,7 +121,7 @@ class TrainingManifest:
             "version": self.version,
             "datanet_manifest_cid": self.datanet_manifest_cid,
             "base_model": {"name": self.base_model, "cid": self.base_model_cid},
-            "job": self.job.to_json(),
+            "job": None if self.job is None else self.job.to_json(),
             "build": {
                 "total_rows": self.build.total_rows,
                 "kept": self.build.kept,
@@ -179,14 +199,7 @@ def build_training_manifest(
         )
     records = [ExampleRecord.of(i, "train", e) for i, e in enumerate(train)]
     records += [ExampleRecord.of(len(records) + i, "eval", e) for i, e in enumerate(eval_examples)]
-    seen: dict[tuple[int, int, int], int] = {}
-    problems = []
-    for r in records:
-        where = (r.contribution_id, r.byte_start, r.byte_end)
-        if where in seen:
-            problems.append(f"examples {seen[where]} and {r.index} are the same row")
-        seen[where] = r.index
-    problems += _origin_problems(records, data.manifest)
+    problems = _record_problems(records, data.manifest)
     bad_unused = [i for i in unused if not 0 <= i < len(train)]
     if bad_unused:
         problems.append(f"unused indices {bad_unused} are not train examples")
@@ -203,6 +216,45 @@ def build_training_manifest(
         unused=tuple(sorted(set(unused))),
         attribution=attribution,
     )
+
+
+def build_import_manifest(
+    record: ImportRecord,
+    data: VersionData,
+    report: BuildReport,
+    matched: Sequence[Example],
+    base_model: str,
+    base_model_cid: str | None = None,
+    max_chars: int = 2000,
+) -> TrainingManifest:
+    """The manifest of an imported adapter (schema 3): ``matched`` are examples of ``data``
+    (built with ``max_chars``) the developer's training data was matched to, all "train"."""
+    records = [ExampleRecord.of(i, "train", e) for i, e in enumerate(matched)]
+    _raise_problems(_record_problems(records, data.manifest))
+    return TrainingManifest(
+        datanet_id=data.datanet_id,
+        version=data.version,
+        datanet_manifest_cid=data.manifest_cid,
+        base_model=base_model,
+        base_model_cid=base_model_cid,
+        job=None,
+        build=BuildCounts(report.total_rows, report.kept, report.skipped, max_chars),
+        examples=tuple(records),
+        schema_version=IMPORT_SCHEMA_VERSION,
+        imported=record,
+    )
+
+
+def _record_problems(records: Sequence[ExampleRecord], manifest: Manifest) -> list[str]:
+    """Rows listed twice, and rows that are not contributions of ``manifest``."""
+    seen: dict[tuple[int, int, int], int] = {}
+    problems = []
+    for r in records:
+        where = (r.contribution_id, r.byte_start, r.byte_end)
+        if where in seen:
+            problems.append(f"examples {seen[where]} and {r.index} are the same row")
+        seen[where] = r.index
+    return problems + _origin_problems(records, manifest)
 
 
 def _origin_problems(records: Sequence[ExampleRecord], manifest: Manifest) -> list[str]:
@@ -296,8 +348,11 @@ def _parse(raw: bytes | str | dict[str, Any]) -> TrainingManifest:
         raise ProvenanceError(
             f"schema_version {schema!r}; this code reads {list(READABLE_SCHEMAS)}"
         )
-    data = _object(data, _TOP_KEYS | ({"attribution"} if schema >= 2 else set()),
-                   "the training manifest")  # fmt: skip
+    imported_schema = schema == IMPORT_SCHEMA_VERSION
+    keys = _TOP_KEYS | ({"attribution"} if schema >= 2 else set())
+    keys |= {"import"} if imported_schema else set()
+    what = f"the training manifest (schema_version {schema})"
+    data = _object(data, keys, what if imported_schema else "the training manifest")
     attribution = data.get("attribution")
     if attribution is not None:
         attribution = _cid(attribution, "attribution")
@@ -309,11 +364,8 @@ def _parse(raw: bytes | str | dict[str, Any]) -> TrainingManifest:
     if not isinstance(base["name"], str) or not base["name"]:
         raise ProvenanceError("base_model.name must be a non-empty string")
     base_cid = None if base["cid"] is None else _cid(base["cid"], "base_model.cid")
-    try:
-        job = JobSpec.from_json(data["job"])
-    except JobSpecError as why:
-        raise ProvenanceError(f"job: {why}") from None
-    if (job.datanet_id, job.version) != (data["datanet_id"], data["version"]):
+    job, imported = _job_or_import(data, imported_schema)
+    if job is not None and (job.datanet_id, job.version) != (data["datanet_id"], data["version"]):
         raise ProvenanceError(
             f"the job is for datanet {job.datanet_id} version {job.version}, the manifest "
             f"names datanet {data['datanet_id']} version {data['version']}"
@@ -348,4 +400,22 @@ def _parse(raw: bytes | str | dict[str, Any]) -> TrainingManifest:
         unused=tuple(unused),
         attribution=attribution,
         schema_version=schema,
+        imported=imported,
     )
+
+
+def _job_or_import(
+    data: dict[str, Any], imported_schema: bool
+) -> tuple[JobSpec | None, ImportRecord | None]:
+    """A ModelFactory job's spec, or (schema 3) an imported adapter's import record."""
+    if imported_schema:
+        if data["job"] is not None:
+            raise ProvenanceError("an imported adapter's manifest has no job (job must be null)")
+        try:
+            return None, ImportRecord.from_json(data["import"])
+        except ImportRecordError as why:
+            raise ProvenanceError(str(why)) from None
+    try:
+        return JobSpec.from_json(data["job"]), None
+    except JobSpecError as why:
+        raise ProvenanceError(f"job: {why}") from None

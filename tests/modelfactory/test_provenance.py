@@ -19,9 +19,11 @@ from backend.modelfactory.dataset import (
     load_version_data,
     split_examples,
 )
+from backend.modelfactory.import_record import DataFileRecord, ImportRecord, ImportRecordError
 from backend.modelfactory.provenance import (
     ProvenanceError,
     TrainingManifest,
+    build_import_manifest,
     build_training_manifest,
 )
 from backend.modelfactory.spec import JobSpec, TrainSettings
@@ -222,3 +224,68 @@ def test_text_manifest_records_chunks_without_lines(tmp_path: Path) -> None:
     again.verify_data(data)  # rebuilt with the recorded max_chars
     with pytest.raises(ProvenanceError, match="hold no example"):
         replace(again, build=replace(again.build, max_chars=2000)).verify_data(data)
+
+
+# Issue 13, point 16: an imported adapter's manifest (schema 3) has no job, but an import record
+
+
+DATA_FILES = (DataFileRecord("train.jsonl", "ab" * 32, 5, 3, 1, 0, (4,)),)
+
+
+def imported_manifest(
+    data: VersionData, built: tuple[list[Example], BuildReport], evidence: str
+) -> TrainingManifest:
+    examples, report = built
+    record = ImportRecord("sft", evidence, DATA_FILES if evidence == "content_sha256" else ())
+    matched = examples[2:5] if evidence == "content_sha256" else []
+    return build_import_manifest(record, data, report, matched, "tiny", BASE_CID)
+
+
+@pytest.mark.parametrize("evidence", ["content_sha256", "declared_unverified"])
+def test_imported_manifests_round_trip_and_check_against_the_data(
+    data: VersionData, built: tuple[list[Example], BuildReport], evidence: str
+) -> None:
+    imported = imported_manifest(data, built, evidence)
+    raw = imported.to_json_bytes()
+    parsed = TrainingManifest.from_json(raw)
+    assert parsed == imported and parsed.to_json_bytes() == raw
+    assert parsed.schema_version == 3 and parsed.job is None and parsed.method == "sft"
+    assert json.loads(raw)["import"]["evidence"] == evidence
+    parsed.verify_against(data.manifest)
+    parsed.verify_data(data)
+    assert [r.split for r in parsed.examples] == ["train"] * len(parsed.examples)
+
+
+def test_imported_manifests_list_only_examples_of_the_version(
+    data: VersionData, built: tuple[list[Example], BuildReport]
+) -> None:
+    examples, report = built
+    stranger = replace(examples[0], contribution_id=77)
+    record = ImportRecord("sft", "content_sha256", DATA_FILES)
+    with pytest.raises(ProvenanceError, match="contribution 77 is not in it"):
+        build_import_manifest(record, data, report, [stranger], "tiny")
+    with pytest.raises(ImportRecordError, match="data_files must list"):
+        ImportRecord("sft", "declared_unverified", record.data_files)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "error"),
+    [
+        (("import",), KeyError, r"schema_version 3\): missing \['import'\]"),
+        (("job",), SPEC.to_json(), "job must be null"),
+        (("import", "method"), "rlhf", "method 'rlhf'"),
+        (("import", "evidence"), "trust me", "evidence 'trust me'"),
+        (("import", "data_files"), [], "data_files must list"),
+        (("import", "data_files", 0, "matched"), 9, "matched \\+ repeated exceeds examples"),
+        (("import", "data_files", 0, "name"), "../x", "name must be a file name"),
+        (("import", "data_files", 0, "unmatched_lines"), [4, 4], "unmatched_lines must be"),
+        (("import", "data_files", 0, "sha256"), "ab", "sha256 must be 64"),
+    ],
+)
+def test_malformed_imported_manifests_are_refused(
+    data: VersionData, built: tuple[list[Example], BuildReport], path: tuple, value: object,
+    error: str,
+) -> None:  # fmt: skip
+    doc = imported_manifest(data, built, "content_sha256").to_json()
+    with pytest.raises(ProvenanceError, match=error):
+        TrainingManifest.from_json(corrupt(doc, path, value))
