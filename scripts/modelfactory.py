@@ -1,5 +1,6 @@
 """ModelFactory from the command line: train a LoRA adapter on a published Datanet version
-(SFT, or DPO from a Datanet of preference pairs), then publish it as a model on-chain.
+(SFT, or DPO from a Datanet of preference pairs), then publish it as a model on-chain; or
+import an adapter trained elsewhere (docs/import-adapter.md).
 
     ape run modelfactory train 1 1 --workdir .data/jobs/first --steps 40 \
         --network ethereum:local:foundry
@@ -7,10 +8,14 @@
         --price-per-request 0.01 --price-per-token 0.0001 --split 5000,3000,1500,500 \
         --attributor 0x... --network ethereum:local:foundry --account TEST::3
     ape run modelfactory train 2 1 --method dpo --model 1 --workdir .data/jobs/dpo ...
+    ape run modelfactory import ./my-adapter 1 1 --data train.jsonl --name my-model \
+        --attributor 0x... --network ethereum:local:foundry --account TEST::3
 
 ``train`` reads the chain and the content store and writes everything into the work folder
 (adapter, training manifest, eval report, loss curve JSON + PNG); ``publish`` stores those by
-CID and sends one transaction; re-running it after a crash sends nothing twice.
+CID and sends one transaction; re-running it after a crash sends nothing twice. ``import``
+checks a PEFT adapter folder against the base model and the Datanet version (matching the
+training data given to the version's contributions), then stores and registers it the same way.
 """
 
 from __future__ import annotations
@@ -25,10 +30,21 @@ import click
 from ape.cli import ConnectedProviderCommand, account_option
 
 from backend.datanets.store import STORE_ENV, default_store_spec, open_store
+from backend.modelfactory.adapter_check import AdapterCheckError
 from backend.modelfactory.chain import ChainLookupError
 from backend.modelfactory.dataset import DatasetError
+from backend.modelfactory.import_adapter import AdapterImportError, import_adapter
+from backend.modelfactory.import_record import ImportRecord
 from backend.modelfactory.jobs import JobError, run_job
-from backend.modelfactory.publish import Pricing, PublishError, Split, publish_job
+from backend.modelfactory.provenance import ProvenanceError
+from backend.modelfactory.publish import (
+    Artifacts,
+    Pricing,
+    Published,
+    PublishError,
+    Split,
+    publish_job,
+)
 from backend.modelfactory.spec import (
     BUILTIN_BASE,
     DEVICES,
@@ -42,7 +58,10 @@ from backend.modelfactory.spec import (
 from backend.protocol.cli_support import ADDRESS, AMOUNT_OR_ZERO, ID, load_protocol, transact
 from backend.protocol.deployments import PROJECT_ROOT
 
-ERRORS = (JobSpecError, JobError, DatasetError, ChainLookupError, PublishError)
+ERRORS = (
+    JobSpecError, JobError, DatasetError, ChainLookupError, PublishError, AdapterCheckError,
+    AdapterImportError, ProvenanceError,
+)  # fmt: skip
 
 
 @click.group()
@@ -160,41 +179,135 @@ def _split(text: str) -> Split:
     return Split(*parts)
 
 
+def listing_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """How a published model is listed (metadata, pricing, split, attributor): the options
+    of ``publish`` and ``import``."""
+    options = [
+        click.option("--name", required=True, help="The model's name in its metadata."),
+        click.option("--description", default=""),
+        click.option("--license", "license_", default="", help="SPDX identifier of the adapter."),
+        click.option("--price-per-request", type=AMOUNT_OR_ZERO, default="0"),
+        click.option("--price-per-token", type=AMOUNT_OR_ZERO, default="0"),
+        click.option(
+            "--split",
+            "split_text",
+            default="5000,3000,1500,500",
+            show_default=True,
+            help="developer,contributors,node,protocol basis points (sum 10000).",
+        ),
+        click.option(
+            "--attributor", type=ADDRESS, help="Posts attribution epochs (a staked node)."
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def listing(p: Any, new_model: bool, name: str, description: str, license_: str,
+            price_per_request: int, price_per_token: int, split_text: str,
+            attributor: str | None) -> dict[str, Any]:  # fmt: skip
+    """The keyword arguments of ``publish_job`` / ``import_adapter`` from the listing options."""
+    if new_model and attributor is None:
+        raise click.UsageError("a new model needs --attributor (a staked node's address)")
+    return {"name": name, "description": description, "license": license_,
+            "pricing": Pricing(price_per_request, price_per_token), "split": _split(split_text),
+            "attributor": attributor, "send": functools.partial(transact, protocol=p)}  # fmt: skip
+
+
+def echo_published(artifacts: Artifacts, published: Published) -> None:
+    what = "registered" if published.registered_now else "published"
+    if not published.sent_now:
+        what = "already on-chain as"
+    report = "" if artifacts.eval_report is None else f", eval report {artifacts.eval_report}"
+    click.echo(
+        f"{what} model {published.model_id} version {published.version}: adapter "
+        f"{artifacts.adapter}, training manifest {artifacts.training_manifest}{report}"
+    )
+
+
 @command("publish", "Store a trained job's artifacts and register the model", signs=True)
 @click.argument("workdir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--name", required=True, help="The model's name in its metadata.")
-@click.option("--description", default="")
-@click.option("--license", "license_", default="", help="SPDX identifier of the adapter.")
-@click.option("--price-per-request", type=AMOUNT_OR_ZERO, default="0")
-@click.option("--price-per-token", type=AMOUNT_OR_ZERO, default="0")
-@click.option(
-    "--split",
-    "split_text",
-    default="5000,3000,1500,500",
-    show_default=True,
-    help="developer,contributors,node,protocol basis points (sum 10000).",
-)
-@click.option("--attributor", type=ADDRESS, help="Posts attribution epochs (a staked node).")
-def publish(account: Any, store_spec: str, workdir: Path, name: str, description: str,
-            license_: str, price_per_request: int, price_per_token: int, split_text: str,
-            attributor: str | None) -> None:  # fmt: skip
+@listing_options
+def publish(account: Any, store_spec: str, workdir: Path, **options: Any) -> None:
     """Store WORKDIR's adapter, manifest and reports by CID and register the model (or, for a
     job that names a model, publish its next version)."""
     p = load_protocol()
     spec = json.loads((workdir / "job.json").read_text())["spec"] if (
         workdir / "job.json").is_file() else {}  # fmt: skip
     new_model = spec.get("model_id") is None
-    if new_model and attributor is None:
-        raise click.UsageError("a new model needs --attributor (a staked node's address)")
     artifacts, published = publish_job(
-        workdir, p, open_store(store_spec), account, name=name, description=description,
-        license=license_, pricing=Pricing(price_per_request, price_per_token),
-        split=_split(split_text), attributor=attributor,
-        send=functools.partial(transact, protocol=p),
+        workdir, p, open_store(store_spec), account, **listing(p, new_model, **options)
+    )
+    echo_published(artifacts, published)
+
+
+@command("import", "Check and register a PEFT adapter trained elsewhere", signs=True)
+@click.argument("adapter_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("datanet_id", type=ID)
+@click.argument("version", type=ID)
+@click.option(
+    "--data", "data_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="A training data file in the Datanet's format (repeat for more): each example is "
+    "matched to the version's contributions by content.",
+)  # fmt: skip
+@click.option(
+    "--unverified", is_flag=True,
+    help="No data: record the Datanet version as your declaration alone, with no examples.",
+)  # fmt: skip
+@click.option(
+    "--method", type=click.Choice(METHODS), default="sft", show_default=True,
+    help="How the adapter was trained on the examples (the attribution of its answers uses it).",
+)  # fmt: skip
+@click.option(
+    "--base", "base_model", default=BUILTIN_BASE, show_default=True,
+    help=f"'{BUILTIN_BASE}' or a Hugging Face model folder: the base the adapter was trained on.",
+)  # fmt: skip
+@click.option(
+    "--base-alias",
+    help="Accept this base_model_name_or_path of adapter_config.json as naming --base (the "
+    "same weights under another name or path).",
+)
+@click.option("--model", "model_id", type=ID, help="Publish as the next version of this model.")
+@listing_options
+def import_(account: Any, store_spec: str, adapter_dir: Path, datanet_id: int, version: int,
+            data_files: tuple[Path, ...], unverified: bool, method: str, base_model: str,
+            base_alias: str | None, model_id: int | None, **options: Any) -> None:  # fmt: skip
+    """Check the PEFT adapter in ADAPTER_DIR (trained outside ModelFactory) against the base
+    model and VERSION of DATANET_ID, store it and register it as a model (or, with --model, as
+    that model's next version)."""
+    p = load_protocol()
+    done = import_adapter(
+        adapter_dir, p, open_store(store_spec), account, datanet_id=datanet_id,
+        version=version, data_files=data_files, unverified=unverified, method=method,
+        base_model=base_model, base_alias=base_alias, data_dir=PROJECT_ROOT / ".data",
+        model_id=model_id, **listing(p, model_id is None, **options),
     )  # fmt: skip
-    what = "registered" if published.registered_now else "published"
-    if not published.sent_now:
-        what = "already on-chain as"
-    click.echo(f"{what} model {published.model_id} version {published.version}: adapter "
-               f"{artifacts.adapter}, training manifest {artifacts.training_manifest}, "
-               f"eval report {artifacts.eval_report}")  # fmt: skip
+    config = done.config
+    click.echo(f"adapter: rank {config.rank}, alpha {config.alpha:g}, targets "
+               f"{','.join(sorted(config.target_modules))}: served as PEFT serves it")  # fmt: skip
+    for line in match_report(done.record):
+        click.echo(line)
+    if done.record.evidence == "declared_unverified":
+        click.echo(f"training data: none given; Datanet {datanet_id} version {version} is "
+                   "recorded as declared by the developer, unverified")  # fmt: skip
+    else:
+        click.echo(
+            f"training manifest: {done.examples} examples of Datanet {datanet_id} version "
+            f"{version} matched by content, {done.record.unmatched} unmatched"
+        )
+    echo_published(done.artifacts, done.published)
+
+
+def match_report(record: ImportRecord) -> list[str]:
+    """One line per data file: how many of its examples matched, and which lines did not."""
+    lines = []
+    for f in record.data_files:
+        listed = ", ".join(map(str, f.unmatched_lines))
+        more = " ..." if len(f.unmatched_lines) < f.unmatched else ""
+        unmatched = f" (lines {listed}{more})" if f.unmatched else ""
+        lines.append(
+            f"{f.name}: {f.matched} of {f.examples} examples matched, {f.unmatched} unmatched"
+            f"{unmatched}, {f.repeated} repeated, {f.malformed} malformed rows skipped"
+        )
+    return lines

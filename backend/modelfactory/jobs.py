@@ -28,6 +28,7 @@ from backend.modelfactory.chain import current_model, published_version
 from backend.modelfactory.dataset import (
     DatasetError,
     Example,
+    VersionData,
     build_examples,
     load_version_data,
     split_examples,
@@ -102,6 +103,21 @@ def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
             yield chunk
 
 
+def load_published_version(
+    p: Web3Protocol, store: ContentStore, datanet_id: int, version: int
+) -> VersionData:
+    """Every byte of the published ``version`` of ``datanet_id``, verified by CID, its manifest
+    holding the Merkle root the chain recorded."""
+    ref = published_version(p, datanet_id, version)
+    data = load_version_data(store, datanet_id, version, ref.manifest_cid, ref.metadata_cid)
+    if data.manifest.root != ref.merkle_root:
+        raise DatasetError(
+            f"the manifest {ref.manifest_cid} of Datanet {datanet_id} version {version} does "
+            "not have the Merkle root recorded on-chain"
+        )
+    return data
+
+
 def run_job(
     spec: JobSpec,
     p: Web3Protocol,
@@ -122,14 +138,7 @@ def run_job(
         raise JobError(str(why)) from None
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    ref = published_version(p, spec.datanet_id, spec.version)
-    data = load_version_data(store, spec.datanet_id, spec.version, ref.manifest_cid,
-                             ref.metadata_cid)  # fmt: skip
-    if data.manifest.root != ref.merkle_root:
-        raise DatasetError(
-            f"the manifest {ref.manifest_cid} of Datanet {spec.datanet_id} version "
-            f"{spec.version} does not have the Merkle root recorded on-chain"
-        )
+    data = load_published_version(p, store, spec.datanet_id, spec.version)
     examples, report = build_examples(data)
     log.info("Datanet %d v%d: %d examples, %d malformed rows skipped", spec.datanet_id,
              spec.version, len(examples), report.skipped)  # fmt: skip
@@ -159,10 +168,10 @@ def run_job(
                    "seconds": round(time.monotonic() - started, 1)}  # fmt: skip
     (workdir / EVAL_REPORT).write_text(json.dumps(eval_report, indent=2, sort_keys=True) + "\n")
     job = {"spec": spec.to_json(), "base_model_cid": base_cid,
-           "datanet_manifest_cid": ref.manifest_cid}  # fmt: skip
+           "datanet_manifest_cid": data.manifest_cid}  # fmt: skip
     (workdir / JOB_FILE).write_text(json.dumps(job, indent=2, sort_keys=True) + "\n")
     return TrainedJob(
-        spec, workdir, base_cid, ref.manifest_cid, len(examples), report.skipped, len(train),
+        spec, workdir, base_cid, data.manifest_cid, len(examples), report.skipped, len(train),
         len(held), tokens_per_second, eval_report,
     )  # fmt: skip
 

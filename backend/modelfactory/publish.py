@@ -68,14 +68,14 @@ class Split:
 
 @dataclass(frozen=True)
 class Artifacts:
-    """CIDs of what a job produced, all in the content store."""
+    """CIDs of what a job produced (or an import brought), all in the content store."""
 
     adapter: str  # the PEFT adapter archive (what nodes serve)
     training_manifest: str  # every example -> its contribution (what attribution scores)
-    eval_report: str
-    loss_curve: str  # JSON
-    loss_plot: str  # PNG
-    metadata: str  # the model's metadata: name, description, and the CIDs above
+    metadata: str  # the model's metadata: name, description, and the CIDs here
+    eval_report: str | None = None  # None: an imported adapter, not evaluated here
+    loss_curve: str | None = None  # JSON
+    loss_plot: str | None = None  # PNG
     attribution: str | None = None  # the attribution index's index.json (it names its files)
 
 
@@ -87,14 +87,30 @@ class Published:
     sent_now: bool  # False when the chain already held this version (a re-run)
 
 
+def model_metadata(
+    name: str,
+    description: str,
+    license: str,
+    method: str,
+    base_model: str,
+    datanet_id: int,
+    datanet_version: int,
+) -> dict[str, Any]:
+    """The model's metadata document, less the artifacts' CIDs (:func:`store_artifacts`)."""
+    return {"name": name, "description": description, "license": license, "method": method,
+            "base_model": base_model, "datanet": {"id": datanet_id, "version": datanet_version},
+            "prompt_format": "chat_template"}  # fmt: skip
+
+
 def store_artifacts(
     store: ContentStore,
     adapter_dir: Path,
     training_manifest: bytes,
-    eval_report: dict[str, Any],
-    loss_curve_json: Path,
-    loss_plot_png: Path,
     metadata: dict[str, Any],
+    *,
+    eval_report: dict[str, Any] | None = None,
+    loss_curve_json: Path | None = None,
+    loss_plot_png: Path | None = None,
     attribution_dir: Path | None = None,
 ) -> Artifacts:
     """Puts every artifact into ``store``; the metadata names all the others by CID. The
@@ -107,16 +123,15 @@ def store_artifacts(
                 attribution = stored
     adapter = store.put(pack_adapter(adapter_dir))
     manifest = store.put(training_manifest)
-    report = store.put(_canonical(eval_report))
-    curve = store.put(loss_curve_json.read_bytes())
-    plot = store.put(loss_plot_png.read_bytes())
+    report = None if eval_report is None else store.put(_canonical(eval_report))
+    curve = None if loss_curve_json is None else store.put(loss_curve_json.read_bytes())
+    plot = None if loss_plot_png is None else store.put(loss_plot_png.read_bytes())
     links = {"adapter": adapter, "training_manifest": manifest, "eval_report": report,
-             "loss_curve": curve, "loss_plot": plot}  # fmt: skip
-    if attribution is not None:
-        links["attribution_index"] = attribution
+             "loss_curve": curve, "loss_plot": plot, "attribution_index": attribution}  # fmt: skip
+    links = {key: cid for key, cid in links.items() if cid is not None}
     meta = store.put(_canonical({**metadata, "artifacts": links}))
     log.info("stored adapter %s, training manifest %s, eval report %s", adapter, manifest, report)
-    return Artifacts(adapter, manifest, report, curve, plot, meta, attribution)
+    return Artifacts(adapter, manifest, meta, report, curve, plot, attribution)
 
 
 def _canonical(data: dict[str, Any]) -> bytes:
@@ -228,14 +243,13 @@ def publish_job(
     except (OSError, json.JSONDecodeError) as exc:
         raise JobError(f"{workdir} holds no finished job ({JOB_FILE}: {exc})") from None
     spec = JobSpec.from_json(record["spec"])
-    metadata = {"name": name, "description": description, "license": license,
-                "method": spec.method, "base_model": spec.base_model,
-                "datanet": {"id": spec.datanet_id, "version": spec.version},
-                "prompt_format": "chat_template"}  # fmt: skip
+    metadata = model_metadata(name, description, license, spec.method, spec.base_model,
+                              spec.datanet_id, spec.version)  # fmt: skip
     artifacts = store_artifacts(
-        store, workdir / ADAPTER_DIR, (workdir / TRAINING_MANIFEST).read_bytes(),
-        json.loads((workdir / EVAL_REPORT).read_text()), workdir / LOSS_CURVE,
-        workdir / LOSS_PLOT, metadata, workdir / ATTRIBUTION_DIR,
+        store, workdir / ADAPTER_DIR, (workdir / TRAINING_MANIFEST).read_bytes(), metadata,
+        eval_report=json.loads((workdir / EVAL_REPORT).read_text()),
+        loss_curve_json=workdir / LOSS_CURVE, loss_plot_png=workdir / LOSS_PLOT,
+        attribution_dir=workdir / ATTRIBUTION_DIR,
     )  # fmt: skip
     published = publish_model(
         p, artifacts, record["base_model_cid"], spec.datanet_id, spec.version, developer,
