@@ -204,13 +204,23 @@ def test_session_key_pays_and_redemption_records_the_usage_proof(
     assert Account.from_key(world.session_key).address != world.roles.payer
 
 
+REFUSED = {
+    "rank 32": (AdapterRecipe(32, 64, ("q_proj", "v_proj")), {}),  # the node's max_rank is 16
+    # issue 13, point 13: served as a plain LoRA before, with other answers than PEFT's
+    "alora_invocation_tokens=[5, 6] (implemented: null)": (
+        AdapterRecipe(4, 8, ("q_proj", "v_proj")), {"alora_invocation_tokens": [5, 6]},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("reason", sorted(REFUSED), ids=lambda reason: reason.split()[0])
 def test_a_refused_adapter_is_a_4xx_that_says_why(world: World, node, checkpoint: Checkpoint,
-                                                 tmp_path: Path) -> None:  # fmt: skip
+                                                 tmp_path: Path, reason: str) -> None:  # fmt: skip
     """Issue 13, point 14: a permanently refused adapter answered 503, which the official openai
     client retries as temporary; it is a 422 that names the reason now."""
     url, runtime, _ = node
-    too_wide = AdapterRecipe(32, 64, ("q_proj", "v_proj"))  # rank 32 > the node's max_rank 16
-    folder = build_adapter(checkpoint.base, tmp_path / "r32", too_wide, seed=3)
+    recipe, options = REFUSED[reason]
+    folder = build_adapter(checkpoint.base, tmp_path / "refused", recipe, seed=3, **options)
     r, p = world.roles, world.protocol
     spec = (
         "bafkmeta", checkpoint.base_cid, put_adapter(runtime.store, folder), "bafkmanifest", 1, 1,
@@ -223,5 +233,5 @@ def test_a_refused_adapter_is_a_4xx_that_says_why(world: World, node, checkpoint
     client = openai_client(f"{url}/v1", wallet, max_retries=3)
     with pytest.raises(openai.UnprocessableEntityError) as refused:
         client.completions.create(model=str(model_id), prompt="tide", max_tokens=2)
-    assert refused.value.code == "adapter_refused" and "rank 32" in str(refused.value)
+    assert refused.value.code == "adapter_refused" and reason in str(refused.value)
     assert runtime.ledger.channel(r.payer, model_id).consumed == 0  # nothing was charged
