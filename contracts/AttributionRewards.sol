@@ -23,6 +23,16 @@ contract AttributionRewards is IAttributionRewards, Governed, ReentrancyGuardTra
     /// @notice Bounds of the challenge window (seconds).
     uint256 public constant MIN_CHALLENGE_WINDOW = 1 minutes;
     uint256 public constant MAX_CHALLENGE_WINDOW = 30 days;
+    /// @notice Bounds of the claim period (seconds): contributors need time to claim, and an
+    /// unreachable rest should return to the pool within years, not never.
+    uint256 public constant MIN_CLAIM_PERIOD = 7 days;
+    uint256 public constant MAX_CLAIM_PERIOD = 5 * 365 days;
+    /// @notice Upper bound of the challenge bond: above it nobody could afford to challenge fraud.
+    uint256 public constant MAX_CHALLENGE_BOND = 100_000 ether;
+    /// @notice Bounds of the slash amount: fraud must cost something, and governance must not be
+    /// able to take a whole stake (a minimum stake is at most 1,000,000 OPEN) on one ruling.
+    uint256 public constant MIN_SLASH_AMOUNT = 1 ether;
+    uint256 public constant MAX_SLASH_AMOUNT = 1_000_000 ether;
 
     IERC20 public immutable token;
     IModelRegistry public immutable models;
@@ -31,6 +41,7 @@ contract AttributionRewards is IAttributionRewards, Governed, ReentrancyGuardTra
     uint256 private _challengeWindow;
     uint256 private _challengeBond;
     uint256 private _slashAmount;
+    uint256 private _claimPeriod;
     uint256 private _epochCount;
     mapping(uint256 modelId => Pool) private _pools;
     mapping(uint256 epochId => Epoch) private _epochs;
@@ -44,7 +55,8 @@ contract AttributionRewards is IAttributionRewards, Governed, ReentrancyGuardTra
         address governance,
         uint256 challengeWindow_,
         uint256 challengeBond_,
-        uint256 slashAmount_
+        uint256 slashAmount_,
+        uint256 claimPeriod_
     ) Governed(governance) {
         if (address(token_) == address(0) || address(models_) == address(0) || address(nodes_) == address(0)) {
             revert RewardsZeroAddress();
@@ -55,6 +67,7 @@ contract AttributionRewards is IAttributionRewards, Governed, ReentrancyGuardTra
         _setChallengeWindow(challengeWindow_);
         _setChallengeBond(challengeBond_);
         _setSlashAmount(slashAmount_);
+        _setClaimPeriod(claimPeriod_);
     }
 
     /// @inheritdoc IAttributionRewards
@@ -83,12 +96,12 @@ contract AttributionRewards is IAttributionRewards, Governed, ReentrancyGuardTra
         Pool storage p = _pools[modelId];
         uint256 unallocated = p.unallocated;
         if (total > unallocated) revert EpochTotalExceedsPool(modelId, total, unallocated);
+        uint40 challengeEndsAt = (block.timestamp + _challengeWindow).toUint40();
         // total <= unallocated < 2^128, and the whole supply (1e27) fits in 96 bits.
         unchecked {
             p.unallocated = uint128(unallocated - total);
         }
         epochId = ++_epochCount;
-        uint40 challengeEndsAt = (block.timestamp + _challengeWindow).toUint40();
         _epochs[epochId] = Epoch({
             merkleRoot: merkleRoot,
             total: total.toUint96(),
@@ -97,10 +110,17 @@ contract AttributionRewards is IAttributionRewards, Governed, ReentrancyGuardTra
             status: EpochStatus.Posted,
             poster: msg.sender,
             modelId: modelId.toUint64(),
+            claimPeriod: uint32(_claimPeriod), // <= MAX_CLAIM_PERIOD < 2^32
             challenger: address(0),
             challengeBond: 0
         });
         emit EpochPosted(epochId, modelId, msg.sender, merkleRoot, total, reportCID, challengeEndsAt);
+        // The poster's stake stays slashable until the window ends (and, once challenged, until
+        // the ruling): unbonding in the block it posts no longer escapes an upheld dispute. Last,
+        // as an interaction; a poster without the stake an upheld dispute takes reverts it all.
+        uint256 stake = nodes.holdStake(msg.sender, challengeEndsAt);
+        uint256 slashAmount_ = _slashAmount;
+        if (stake < slashAmount_) revert PosterStakeBelowSlashAmount(msg.sender, stake, slashAmount_);
     }
 
     /// @inheritdoc IAttributionRewards
@@ -115,6 +135,7 @@ contract AttributionRewards is IAttributionRewards, Governed, ReentrancyGuardTra
         e.challenger = msg.sender;
         e.challengeBond = bond.toUint96();
         emit EpochChallenged(epochId, msg.sender, bond, reasonCID);
+        nodes.openDispute(e.poster);
         if (bond != 0) token.safeTransferFrom(msg.sender, address(this), bond);
     }
 
@@ -137,6 +158,7 @@ contract AttributionRewards is IAttributionRewards, Governed, ReentrancyGuardTra
             _withdrawable[e.poster] += bond;
         }
         emit ChallengeResolved(epochId, upheld, slashed);
+        nodes.closeDispute(e.poster);
     }
 
     /// @inheritdoc IAttributionRewards
@@ -170,6 +192,20 @@ contract AttributionRewards is IAttributionRewards, Governed, ReentrancyGuardTra
     }
 
     /// @inheritdoc IAttributionRewards
+    function sweepExpired(uint256 epochId) external nonReentrant returns (uint256 amount) {
+        Epoch storage e = _requireEpoch(epochId);
+        if (e.status != EpochStatus.Posted) revert WrongEpochStatus(epochId, e.status);
+        uint256 claimEndsAt = uint256(e.challengeEndsAt) + e.claimPeriod;
+        if (block.timestamp < claimEndsAt) revert ClaimPeriodOpen(epochId, claimEndsAt, block.timestamp);
+        e.status = EpochStatus.Expired;
+        amount = uint256(e.total) - e.claimed; // claimed <= total
+        uint256 modelId = e.modelId;
+        // Back to the pool, not to anyone: a later epoch allocates it again.
+        if (amount != 0) _pools[modelId].unallocated += uint128(amount);
+        emit EpochExpired(epochId, modelId, amount);
+    }
+
+    /// @inheritdoc IAttributionRewards
     function withdraw() external nonReentrant returns (uint256 amount) {
         amount = _withdrawable[msg.sender];
         if (amount == 0) revert NothingToWithdraw(msg.sender);
@@ -191,6 +227,11 @@ contract AttributionRewards is IAttributionRewards, Governed, ReentrancyGuardTra
     /// @notice Sets the stake an upheld dispute slashes (OPEN wei). Emits {SlashAmountSet}.
     function setSlashAmount(uint256 slashAmount_) external onlyOwner {
         _setSlashAmount(slashAmount_);
+    }
+
+    /// @notice Sets the claim period (seconds) of future epochs. Emits {ClaimPeriodSet}.
+    function setClaimPeriod(uint256 claimPeriod_) external onlyOwner {
+        _setClaimPeriod(claimPeriod_);
     }
 
     /// @inheritdoc IAttributionRewards
@@ -233,6 +274,11 @@ contract AttributionRewards is IAttributionRewards, Governed, ReentrancyGuardTra
         return _slashAmount;
     }
 
+    /// @inheritdoc IAttributionRewards
+    function claimPeriod() external view returns (uint256) {
+        return _claimPeriod;
+    }
+
     function _requireEpoch(uint256 epochId) private view returns (Epoch storage e) {
         e = _epochs[epochId];
         if (e.status == EpochStatus.None) revert UnknownEpoch(epochId);
@@ -248,12 +294,25 @@ contract AttributionRewards is IAttributionRewards, Governed, ReentrancyGuardTra
     }
 
     function _setChallengeBond(uint256 challengeBond_) private {
-        _challengeBond = challengeBond_.toUint96();
+        // Zero is allowed (free challenges; dismissed ones then pay the poster nothing).
+        if (challengeBond_ > MAX_CHALLENGE_BOND) revert ChallengeBondOutOfBounds(challengeBond_, MAX_CHALLENGE_BOND);
+        _challengeBond = challengeBond_;
         emit ChallengeBondSet(challengeBond_);
     }
 
     function _setSlashAmount(uint256 slashAmount_) private {
+        if (slashAmount_ < MIN_SLASH_AMOUNT || slashAmount_ > MAX_SLASH_AMOUNT) {
+            revert SlashAmountOutOfBounds(slashAmount_, MIN_SLASH_AMOUNT, MAX_SLASH_AMOUNT);
+        }
         _slashAmount = slashAmount_;
         emit SlashAmountSet(slashAmount_);
+    }
+
+    function _setClaimPeriod(uint256 claimPeriod_) private {
+        if (claimPeriod_ < MIN_CLAIM_PERIOD || claimPeriod_ > MAX_CLAIM_PERIOD) {
+            revert ClaimPeriodOutOfBounds(claimPeriod_, MIN_CLAIM_PERIOD, MAX_CLAIM_PERIOD);
+        }
+        _claimPeriod = claimPeriod_;
+        emit ClaimPeriodSet(claimPeriod_);
     }
 }

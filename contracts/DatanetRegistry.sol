@@ -15,6 +15,9 @@ contract DatanetRegistry is IDatanetRegistry, Governed {
 
     IERC20 public immutable token;
 
+    /// @notice How long a contribution waits for review before its contributor may withdraw it.
+    uint256 public constant REVIEW_TIMEOUT = 30 days;
+
     uint256 private _datanetCount;
     uint256 private _contributionCount;
     mapping(uint256 datanetId => Datanet) private _datanets;
@@ -133,6 +136,22 @@ contract DatanetRegistry is IDatanetRegistry, Governed {
     }
 
     /// @inheritdoc IDatanetRegistry
+    function withdrawContribution(uint256 contributionId) external {
+        Contribution storage c = _contributions[contributionId];
+        ContributionStatus status = c.status;
+        if (status == ContributionStatus.None) revert UnknownContribution(contributionId);
+        if (c.contributor != msg.sender) revert NotContributor(contributionId, msg.sender);
+        if (status != ContributionStatus.Pending) revert ContributionNotPending(contributionId, status);
+        uint256 deadline = uint256(c.createdAt) + REVIEW_TIMEOUT;
+        if (block.timestamp < deadline) revert ReviewTimeoutNotReached(contributionId, deadline, block.timestamp);
+        uint96 bond = c.bond;
+        c.bond = 0;
+        c.status = ContributionStatus.Withdrawn; // releases the CID (see _register)
+        if (bond != 0) _withdrawable[msg.sender] += bond;
+        emit ContributionWithdrawn(c.datanetId, contributionId, msg.sender, bond);
+    }
+
+    /// @inheritdoc IDatanetRegistry
     function publishVersion(
         uint256 datanetId,
         bytes32 merkleRoot,
@@ -238,7 +257,14 @@ contract DatanetRegistry is IDatanetRegistry, Governed {
         if (bytes(cid).length == 0) revert EmptyCID();
         bytes32 cidHash = keccak256(bytes(cid));
         uint256 existing = _idOfCid[datanetId][cidHash];
-        if (existing != 0) revert DuplicateContribution(datanetId, cid, existing);
+        if (existing != 0) {
+            // Only a pending or approved contribution holds its CID: a squatter's rejected (or a
+            // withdrawn) registration must not keep the real author out forever.
+            ContributionStatus held = _contributions[existing].status;
+            if (held == ContributionStatus.Pending || held == ContributionStatus.Approved) {
+                revert DuplicateContribution(datanetId, cid, existing);
+            }
+        }
         _idOfCid[datanetId][cidHash] = id;
         _contributions[id] = Contribution({
             contributor: msg.sender,

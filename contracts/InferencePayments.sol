@@ -90,25 +90,19 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
     }
 
     /// @inheritdoc IInferencePayments
-    function depositWithPermit(
-        address payer,
-        address node,
-        uint256 amount,
-        uint256 deadline,
-        uint8 v,
-        bytes32 r,
-        bytes32 s
-    ) external whenNotPaused nonReentrant {
-        // A failed permit (say, front-run) may still be covered by the allowance, but only the
-        // payer itself may then deposit from it: otherwise anyone could move a payer's standing
-        // approval into a channel of their choosing and lock it there for the withdrawal delay.
-        try IERC20Permit(address(token)).permit(payer, address(this), amount, deadline, v, r, s) {}
-        catch {
-            if (msg.sender != payer) revert PermitRejected(payer);
-        }
-        uint256 allowance = token.allowance(payer, address(this));
-        if (allowance < amount) revert PermitAllowanceTooLow(payer, allowance, amount);
-        _deposit(payer, node, amount);
+    function depositWithPermit(address node, uint256 amount, uint256 deadline, uint8 v, bytes32 r, bytes32 s)
+        external
+        whenNotPaused
+        nonReentrant
+    {
+        // The payer sends it itself: a permit does not name the node, so a relayer (or anyone who
+        // saw the permit in the mempool) could otherwise deposit it into a channel of their
+        // choosing and lock it there for that channel's delay. A permit that fails (say, it was
+        // front-run straight into the token) still leaves the allowance this deposit uses.
+        try IERC20Permit(address(token)).permit(msg.sender, address(this), amount, deadline, v, r, s) {} catch {}
+        uint256 allowance = token.allowance(msg.sender, address(this));
+        if (allowance < amount) revert PermitAllowanceTooLow(msg.sender, allowance, amount);
+        _deposit(msg.sender, node, amount);
     }
 
     /// @inheritdoc IInferencePayments

@@ -21,6 +21,9 @@ contract NodeRegistry is INodeRegistry, Governed {
     /// @notice Bounds of the unbonding delay (seconds).
     uint256 public constant MIN_UNBONDING_DELAY = 1 minutes;
     uint256 public constant MAX_UNBONDING_DELAY = 90 days;
+    /// @notice Upper bound of the minimum stake (0.1% of OPEN's supply): above it, governance
+    /// could deactivate every node at once and stop every redemption.
+    uint256 public constant MAX_MIN_STAKE = 1_000_000 ether;
 
     uint256 private _minStake;
     uint256 private _unbondingDelay;
@@ -32,8 +35,7 @@ contract NodeRegistry is INodeRegistry, Governed {
     {
         if (address(token_) == address(0)) revert NodeRegistryZeroAddress();
         token = token_;
-        _minStake = minStake_;
-        emit MinStakeSet(minStake_);
+        _setMinStake(minStake_);
         _setUnbondingDelay(unbondingDelay_);
     }
 
@@ -80,6 +82,11 @@ contract NodeRegistry is INodeRegistry, Governed {
         if (block.timestamp < node.unbondingUnlockAt) {
             revert UnbondingLocked(msg.sender, node.unbondingUnlockAt, block.timestamp);
         }
+        // An epoch this node posted can still be challenged, or is: an upheld dispute must
+        // find the stake there, however short the unbonding delay.
+        if (block.timestamp < node.heldUntil || node.openDisputes != 0) {
+            revert StakeHeld(msg.sender, node.heldUntil, node.openDisputes);
+        }
         node.unbonding = 0;
         node.unbondingUnlockAt = 0;
         emit Unbonded(msg.sender, amount);
@@ -88,7 +95,7 @@ contract NodeRegistry is INodeRegistry, Governed {
 
     /// @inheritdoc INodeRegistry
     function slash(address nodeAddress, uint256 amount) external returns (uint256 slashed) {
-        if (msg.sender != _slasher || msg.sender == address(0)) revert NotSlasher(msg.sender);
+        _requireSlasher();
         Node storage node = _nodes[nodeAddress];
         uint256 bonded = node.bonded;
         uint256 unbonding = node.unbonding;
@@ -105,15 +112,56 @@ contract NodeRegistry is INodeRegistry, Governed {
         if (slashed > 0) token.safeTransfer(msg.sender, slashed);
     }
 
-    /// @notice Sets the minimum bonded stake. Emits a {MinStakeSet} event.
+    /// @inheritdoc INodeRegistry
+    function holdStake(address nodeAddress, uint256 until) external returns (uint256 stake) {
+        _requireSlasher();
+        Node storage node = _nodes[nodeAddress];
+        uint64 until64 = until.toUint64();
+        if (until64 > node.heldUntil) node.heldUntil = until64;
+        emit StakeHeldUntil(nodeAddress, node.heldUntil);
+        return uint256(node.bonded) + node.unbonding;
+    }
+
+    /// @inheritdoc INodeRegistry
+    function openDispute(address nodeAddress) external {
+        _requireSlasher();
+        Node storage node = _nodes[nodeAddress];
+        uint32 open = node.openDisputes + 1;
+        node.openDisputes = open;
+        emit DisputeOpened(nodeAddress, open);
+    }
+
+    /// @inheritdoc INodeRegistry
+    function closeDispute(address nodeAddress) external {
+        _requireSlasher();
+        Node storage node = _nodes[nodeAddress];
+        uint32 open = node.openDisputes;
+        if (open == 0) revert NoOpenDispute(nodeAddress);
+        unchecked {
+            --open;
+        }
+        node.openDisputes = open;
+        emit DisputeClosed(nodeAddress, open);
+    }
+
+    /// @notice Sets the minimum bonded stake, at most `MAX_MIN_STAKE`. Emits a {MinStakeSet} event.
     function setMinStake(uint256 minStake_) external onlyOwner {
-        _minStake = minStake_;
-        emit MinStakeSet(minStake_);
+        _setMinStake(minStake_);
     }
 
     /// @notice Sets the unbonding delay (seconds). Emits an {UnbondingDelaySet} event.
     function setUnbondingDelay(uint256 unbondingDelay_) external onlyOwner {
         _setUnbondingDelay(unbondingDelay_);
+    }
+
+    function _requireSlasher() private view {
+        if (msg.sender != _slasher || msg.sender == address(0)) revert NotSlasher(msg.sender);
+    }
+
+    function _setMinStake(uint256 minStake_) private {
+        if (minStake_ > MAX_MIN_STAKE) revert MinStakeOutOfBounds(minStake_, MAX_MIN_STAKE);
+        _minStake = minStake_;
+        emit MinStakeSet(minStake_);
     }
 
     function _setUnbondingDelay(uint256 unbondingDelay_) private {

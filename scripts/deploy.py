@@ -30,7 +30,8 @@ PARAM_OPTIONS: dict[str, tuple[click.ParamType, str, str]] = {
     "withdrawal_delay": (SECONDS, "s", "Wait from a deposit withdrawal request to its payment"),
     "challenge_window": (SECONDS, "s", "How long a posted attribution epoch can be challenged"),
     "challenge_bond": (AMOUNT_OR_ZERO, "OPEN", "Bond a challenger posts"),
-    "slash_amount": (AMOUNT_OR_ZERO, "OPEN", "Stake an upheld challenge slashes"),
+    "slash_amount": (AMOUNT, "OPEN", "Stake an upheld challenge slashes"),
+    "claim_period": (SECONDS, "s", "How long an epoch stays claimable after its window"),
     "protocol_bps": (BPS, "bps", "Protocol's share of every payment"),
     "contributors_floor_bps": (BPS, "bps", "Minimum contributors' share of a model's split"),
 }

@@ -116,6 +116,7 @@ def deploy_protocol(
         params.challenge_window,
         params.challenge_bond,
         params.slash_amount,
+        params.claim_period,
     )
     nodes.setSlasher(rewards, sender=deployer)
     payments = deployer.deploy(

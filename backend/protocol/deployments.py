@@ -38,6 +38,7 @@ class ProtocolParams:
     challenge_window: int = 86_400  # seconds
     challenge_bond: int = 100 * 10**18  # OPEN wei
     slash_amount: int = 500 * 10**18  # OPEN wei
+    claim_period: int = 180 * 86_400  # seconds an epoch stays claimable after its window
     protocol_bps: int = 500  # bps of every payment
     contributors_floor_bps: int = 1_000  # bps, minimum contributors' share
 

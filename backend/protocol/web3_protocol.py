@@ -165,7 +165,7 @@ def deploy(
     nodes = create("NodeRegistry", token, deployer, params.min_stake, params.unbonding_delay)
     rewards = create(
         "AttributionRewards", token, models, nodes, deployer,
-        params.challenge_window, params.challenge_bond, params.slash_amount,
+        params.challenge_window, params.challenge_bond, params.slash_amount, params.claim_period,
     )  # fmt: skip
     registry = contract(w3, "NodeRegistry", nodes)
     send(registry.functions.setSlasher(rewards).transact({"from": deployer}), "setSlasher")

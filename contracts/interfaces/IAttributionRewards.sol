@@ -8,7 +8,11 @@ pragma solidity 0.8.28;
 /// the total they allocate (at most the pool's unallocated amount) and the report's CID. During
 /// the challenge window anyone may dispute an epoch with a bond; governance resolves the dispute
 /// (upheld: the poster is slashed for the challenger, the total returns to the pool; dismissed:
-/// the bond goes to the poster). After the window contributors claim with a Merkle proof.
+/// the bond goes to the poster). After the window contributors claim with a Merkle proof. What
+/// is still unclaimed `claimPeriod` after the window (fixed when the epoch is posted) can be swept
+/// back to the pool by anyone, for a later epoch. The poster's whole stake stays slashable while
+/// any of its epochs can be challenged or is challenged (NodeRegistry.holdStake/openDispute), and
+/// must cover `slashAmount` when it posts.
 ///
 /// Claim leaves follow OpenZeppelin's StandardMerkleTree:
 /// `keccak256(bytes.concat(keccak256(abi.encode(uint256 index, address account, uint256 amount))))`.
@@ -17,11 +21,13 @@ interface IAttributionRewards {
         None,
         Posted, // claimable once the challenge window has passed
         Challenged, // frozen until governance resolves the dispute
-        Rejected // the dispute was upheld; the total went back to the pool
+        Rejected, // the dispute was upheld; the total went back to the pool
+        Expired // the claim period ended; the unclaimed rest went back to the pool
     }
 
     /// @notice An epoch. Slot 1: merkleRoot; slot 2: total | claimed | challengeEndsAt | status
-    /// (the two slots a claim reads); slot 3: poster | modelId; slot 4: challenger | bond.
+    /// (the two slots a claim reads); slot 3: poster | modelId | claimPeriod; slot 4: challenger |
+    /// bond.
     struct Epoch {
         bytes32 merkleRoot;
         uint96 total; // OPEN wei allocated
@@ -30,6 +36,7 @@ interface IAttributionRewards {
         EpochStatus status;
         address poster;
         uint64 modelId;
+        uint32 claimPeriod; // seconds after challengeEndsAt before the rest can be swept
         address challenger;
         uint96 challengeBond; // OPEN wei held while challenged
     }
@@ -70,6 +77,16 @@ interface IAttributionRewards {
     error NothingToWithdraw(address account);
     /// @notice A challenge window outside [`min`, `max`] seconds.
     error ChallengeWindowOutOfBounds(uint256 window, uint256 min, uint256 max);
+    /// @notice A claim period outside [`min`, `max`] seconds.
+    error ClaimPeriodOutOfBounds(uint256 period, uint256 min, uint256 max);
+    /// @notice A challenge bond above `max` OPEN wei.
+    error ChallengeBondOutOfBounds(uint256 bond, uint256 max);
+    /// @notice A slash amount outside [`min`, `max`] OPEN wei.
+    error SlashAmountOutOfBounds(uint256 amount, uint256 min, uint256 max);
+    /// @notice `poster` holds `stake` OPEN wei, less than the `slashAmount` an upheld dispute takes.
+    error PosterStakeBelowSlashAmount(address poster, uint256 stake, uint256 slashAmount);
+    /// @notice Epoch `epochId` can be swept from `claimEndsAt`, after `nowTimestamp`.
+    error ClaimPeriodOpen(uint256 epochId, uint256 claimEndsAt, uint256 nowTimestamp);
 
     /// @notice `funder` added `amount` to the pool of model `modelId`.
     event PoolFunded(uint256 indexed modelId, address indexed funder, uint256 amount);
@@ -89,6 +106,9 @@ interface IAttributionRewards {
     event ChallengeResolved(uint256 indexed epochId, bool upheld, uint256 slashed);
     /// @notice `account` claimed `amount` from epoch `epochId` (leaf `index`).
     event Claimed(uint256 indexed epochId, uint256 indexed index, address indexed account, uint256 amount);
+    /// @notice The claim period of epoch `epochId` ended; its unclaimed `amount` went back to the
+    /// pool of model `modelId`.
+    event EpochExpired(uint256 indexed epochId, uint256 indexed modelId, uint256 amount);
     /// @notice `account` withdrew `amount` (returned bonds and slashing rewards).
     event Withdrawn(address indexed account, uint256 amount);
     /// @notice Governance set the challenge window, in seconds.
@@ -97,6 +117,8 @@ interface IAttributionRewards {
     event ChallengeBondSet(uint256 challengeBond);
     /// @notice Governance set how much stake an upheld dispute slashes, in OPEN wei.
     event SlashAmountSet(uint256 slashAmount);
+    /// @notice Governance set the claim period of future epochs, in seconds.
+    event ClaimPeriodSet(uint256 claimPeriod);
 
     /// @notice Adds `amount` of the caller's approved OPEN to the pool of model `modelId`.
     /// Requirements: `amount` > 0; the model exists. Not paused: redemptions fund pools this way.
@@ -104,7 +126,8 @@ interface IAttributionRewards {
     function fundPool(uint256 modelId, uint256 amount) external;
 
     /// @notice Posts an epoch for model `modelId`, allocating `total` of its pool.
-    /// Requirements: not paused; caller is the model's attributor and active in the NodeRegistry;
+    /// Requirements: not paused; caller is the model's attributor and active in the NodeRegistry,
+    /// with bonded plus unbonding stake >= `slashAmount` (held slashable until the window ends);
     /// non-zero root; 0 < `total` <= unallocated. Emits an {EpochPosted} event.
     function postEpoch(uint256 modelId, bytes32 merkleRoot, uint256 total, string calldata reportCID)
         external
@@ -123,11 +146,17 @@ interface IAttributionRewards {
     function resolveChallenge(uint256 epochId, bool upheld) external;
 
     /// @notice Pays `amount` to `account` from epoch `epochId` (anyone may submit it).
-    /// Requirements: the epoch is Posted and its window has passed; leaf `index` unclaimed; a valid
-    /// proof; the epoch's claimed total stays within its total. Never paused.
+    /// Requirements: the epoch is Posted (not yet swept) and its window has passed; leaf `index`
+    /// unclaimed; a valid proof; the epoch's claimed total stays within its total. Never paused.
     /// Emits a {Claimed} event.
     function claim(uint256 epochId, uint256 index, address account, uint256 amount, bytes32[] calldata proof)
         external;
+
+    /// @notice Returns what epoch `epochId` left unclaimed to its model's pool (anyone may call).
+    /// Requirements: the epoch is Posted; `challengeEndsAt + claimPeriod` has passed. Never paused.
+    /// Emits an {EpochExpired} event.
+    /// @return amount What went back to the pool.
+    function sweepExpired(uint256 epochId) external returns (uint256 amount);
 
     /// @notice Sends the caller its returned bonds and slashing rewards. Never paused.
     /// Emits a {Withdrawn} event.
@@ -156,4 +185,7 @@ interface IAttributionRewards {
 
     /// @notice The stake an upheld dispute slashes from the poster, in OPEN wei.
     function slashAmount() external view returns (uint256);
+
+    /// @notice Seconds after its challenge window during which a new epoch can be claimed.
+    function claimPeriod() external view returns (uint256);
 }

@@ -6,7 +6,10 @@ pragma solidity 0.8.28;
 /// here by CID. A contribution takes the Datanet's bond, curators review contributions in batches
 /// (approve: the bond is refunded; reject: the bond goes to the Datanet's treasury) and publish
 /// immutable versions: a Merkle root over every approved contribution plus a manifest CID.
-/// Models train on a version, never on the moving set.
+/// Models train on a version, never on the moving set. A CID is held by its pending or approved
+/// contribution only: once rejected or withdrawn anyone may contribute it again (so a squatter
+/// who front-ran its author loses the bond and the CID). A contribution left pending for
+/// `REVIEW_TIMEOUT` can be withdrawn by its contributor, bond and all.
 ///
 /// Version Merkle leaves follow OpenZeppelin's StandardMerkleTree:
 /// `keccak256(bytes.concat(keccak256(abi.encode(uint256 contributionId, address contributor, string cid))))`.
@@ -15,7 +18,8 @@ interface IDatanetRegistry {
         None,
         Pending,
         Approved,
-        Rejected
+        Rejected,
+        Withdrawn // left unreviewed past the review timeout and taken back by its contributor
     }
 
     /// @notice A Datanet. Slot 1: owner | contributionBond; slot 2: treasury | minApproved |
@@ -56,6 +60,10 @@ interface IDatanetRegistry {
     error UnknownContribution(uint256 contributionId);
     /// @notice Datanet `datanetId` has no version `version`.
     error UnknownVersion(uint256 datanetId, uint256 version);
+    /// @notice `caller` is not the contributor of contribution `contributionId`.
+    error NotContributor(uint256 contributionId, address caller);
+    /// @notice Contribution `contributionId` can be withdrawn from `reviewDeadline` on, after `nowTimestamp`.
+    error ReviewTimeoutNotReached(uint256 contributionId, uint256 reviewDeadline, uint256 nowTimestamp);
     /// @notice `caller` is not the owner of Datanet `datanetId`.
     error NotDatanetOwner(uint256 datanetId, address caller);
     /// @notice `caller` is neither a curator nor the owner of Datanet `datanetId`.
@@ -120,6 +128,11 @@ interface IDatanetRegistry {
         uint256 contributionCount,
         string manifestCID
     );
+    /// @notice `contributor` withdrew its unreviewed contribution `contributionId`; its `bond`
+    /// was credited back and its CID released.
+    event ContributionWithdrawn(
+        uint256 indexed datanetId, uint256 indexed contributionId, address indexed contributor, uint256 bond
+    );
     /// @notice `account` withdrew `amount` of refunded bonds or treasury income.
     event Withdrawn(address indexed account, uint256 amount);
 
@@ -142,7 +155,8 @@ interface IDatanetRegistry {
 
     /// @notice Registers `cid` (of `size` bytes) in Datanet `datanetId`, taking the Datanet's bond
     /// from the caller's approved OPEN.
-    /// Requirements: not paused; the Datanet exists; `cid` non-empty and new to this Datanet.
+    /// Requirements: not paused; the Datanet exists; `cid` non-empty and not held by a pending or
+    /// approved contribution of this Datanet.
     /// Emits a {Contributed} event.
     function contribute(uint256 datanetId, string calldata cid, uint64 size)
         external
@@ -164,6 +178,12 @@ interface IDatanetRegistry {
     /// Emits a {Reviewed} event per contribution.
     function review(uint256 datanetId, uint256[] calldata contributionIds, bool[] calldata approve)
         external;
+
+    /// @notice Takes back a contribution nobody reviewed within `REVIEW_TIMEOUT` of its
+    /// registration: the bond is credited to the contributor (withdrawn with {withdraw}) and the
+    /// CID released. Requirements: caller is the contributor; the contribution is Pending; the
+    /// timeout has passed. Never paused. Emits a {ContributionWithdrawn} event.
+    function withdrawContribution(uint256 contributionId) external;
 
     /// @notice Publishes the next version: `merkleRoot` over every approved contribution,
     /// `manifestCID` listing them, `contributionCount` how many the curator built them over (so
@@ -192,7 +212,8 @@ interface IDatanetRegistry {
     /// @notice Version `versionNumber` of Datanet `datanetId`.
     function version(uint256 datanetId, uint256 versionNumber) external view returns (Version memory);
 
-    /// @notice The id of `cid` in Datanet `datanetId`, or 0 when it is not there.
+    /// @notice The id of the latest registration of `cid` in Datanet `datanetId` (whatever its
+    /// status), or 0 when it was never registered there.
     function contributionIdOf(uint256 datanetId, string calldata cid) external view returns (uint256);
 
     /// @notice Whether `account` is a curator (or the owner) of Datanet `datanetId`.

@@ -101,8 +101,6 @@ interface IInferencePayments {
     error WithdrawalLapsed(address payer, address node, uint256 lapsedAt);
     /// @notice A deposit with permit left an allowance of `allowance`, below `amount`.
     error PermitAllowanceTooLow(address payer, uint256 allowance, uint256 amount);
-    /// @notice The permit of `payer` failed and the caller is not `payer`.
-    error PermitRejected(address payer);
     /// @notice A session key expiry `expiry` is not in the future.
     error SessionKeyExpiryInPast(uint256 expiry);
     /// @notice A session key would get less time or allowance than it has while it is live:
@@ -191,18 +189,12 @@ interface IInferencePayments {
     /// (and {ChannelOpened} the first time).
     function deposit(address node, uint256 amount) external;
 
-    /// @notice As {deposit} for `payer`, approved by an EIP-2612 permit signed by `payer`; anyone
-    /// may submit it. When the permit fails (for instance because it was front-run), only
-    /// `payer` itself may deposit from the allowance that is there.
-    function depositWithPermit(
-        address payer,
-        address node,
-        uint256 amount,
-        uint256 deadline,
-        uint8 v,
-        bytes32 r,
-        bytes32 s
-    ) external;
+    /// @notice As {deposit}, approved in the same transaction by the caller's EIP-2612 permit.
+    /// Only the payer sends it (a permit does not name the node, so a relayed one could be
+    /// diverted to another channel). When the permit fails (for instance because it was
+    /// front-run into the token), the allowance already there is used.
+    function depositWithPermit(address node, uint256 amount, uint256 deadline, uint8 v, bytes32 r, bytes32 s)
+        external;
 
     /// @notice Asks to withdraw `amount` from the caller's channel with `node`, payable from the
     /// channel's delay on, for WITHDRAWAL_WINDOW; replaces any pending request and restarts the

@@ -5,13 +5,18 @@ pragma solidity 0.8.28;
 /// @notice Inference-node operators (and attribution posters) stake OPEN here. A node is active
 /// while its bonded stake is at least `minStake`. Unbonding stake waits `unbondingDelay` before it
 /// can be withdrawn and stays slashable while it waits, so a node cannot escape a dispute by
-/// unbonding. Stake is slashed only by the slasher (the AttributionRewards dispute path).
+/// unbonding. Stake is slashed only by the slasher (the AttributionRewards dispute path), which
+/// also holds it: while an epoch a node posted can still be challenged (`heldUntil`) or is
+/// challenged (`openDisputes`), none of its stake can be withdrawn, whatever the unbonding delay.
 interface INodeRegistry {
-    /// @notice A node's stake. Slot 1: `bonded` | `unbonding`; slot 2: `unbondingUnlockAt`.
+    /// @notice A node's stake. Slot 1: `bonded` | `unbonding`; slot 2: `unbondingUnlockAt` |
+    /// `heldUntil` | `openDisputes`.
     struct Node {
         uint128 bonded; // OPEN wei, counts towards `isActive`
         uint128 unbonding; // OPEN wei, withdrawable after `unbondingUnlockAt`, still slashable
         uint64 unbondingUnlockAt; // unix seconds
+        uint64 heldUntil; // unix seconds: no withdrawal before (an epoch's challenge window)
+        uint32 openDisputes; // challenged epochs of this node not yet resolved
         string endpoint; // public URL of the node's OpenAI-compatible API
     }
 
@@ -33,6 +38,12 @@ interface INodeRegistry {
     error EndpointTooLong(uint256 length, uint256 maxLength);
     /// @notice An unbonding delay outside [`min`, `max`] seconds.
     error UnbondingDelayOutOfBounds(uint256 delay, uint256 min, uint256 max);
+    /// @notice A minimum stake above `max` OPEN wei.
+    error MinStakeOutOfBounds(uint256 minStake, uint256 max);
+    /// @notice The stake of `node` stays slashable until `heldUntil` and while `openDisputes` > 0.
+    error StakeHeld(address node, uint256 heldUntil, uint256 openDisputes);
+    /// @notice `node` has no open dispute to close.
+    error NoOpenDispute(address node);
 
     /// @notice `node` bonded `amount` more; its bonded stake is now `bonded`.
     event Staked(address indexed node, uint256 amount, uint256 bonded);
@@ -50,6 +61,12 @@ interface INodeRegistry {
     event UnbondingDelaySet(uint256 unbondingDelay);
     /// @notice Governance set the slasher (the AttributionRewards contract).
     event SlasherSet(address indexed slasher);
+    /// @notice The slasher held the stake of `node` until `heldUntil` (an epoch's challenge window).
+    event StakeHeldUntil(address indexed node, uint256 heldUntil);
+    /// @notice An epoch of `node` was challenged; it now has `openDisputes` unresolved.
+    event DisputeOpened(address indexed node, uint256 openDisputes);
+    /// @notice A dispute of `node` was resolved; `openDisputes` remain.
+    event DisputeClosed(address indexed node, uint256 openDisputes);
 
     /// @notice Bonds `amount` OPEN of the caller's (approved) tokens.
     /// Requirements: not paused; `amount` > 0.
@@ -66,7 +83,8 @@ interface INodeRegistry {
     function requestUnbonding(uint256 amount) external;
 
     /// @notice Sends the caller's unlocked unbonding stake back to it.
-    /// Requirements: something unbonding; its delay has passed. Never paused.
+    /// Requirements: something unbonding; its delay has passed; the stake is not held (no
+    /// epoch of the caller is in its challenge window or challenged). Never paused.
     /// Emits an {Unbonded} event.
     function withdrawUnbonded() external returns (uint256 amount);
 
@@ -74,6 +92,19 @@ interface INodeRegistry {
     /// slasher. Requirements: caller is the slasher. Emits a {Slashed} event.
     /// @return slashed What was taken: less than `amount` when the node holds less.
     function slash(address node, uint256 amount) external returns (uint256 slashed);
+
+    /// @notice Keeps all stake of `node` slashable until at least `until` (an epoch's challenge
+    /// window end). Requirements: caller is the slasher. Emits a {StakeHeldUntil} event.
+    /// @return stake The node's bonded plus unbonding stake, which a slash can take.
+    function holdStake(address node, uint256 until) external returns (uint256 stake);
+
+    /// @notice Keeps all stake of `node` slashable until a matching {closeDispute}.
+    /// Requirements: caller is the slasher. Emits a {DisputeOpened} event.
+    function openDispute(address node) external;
+
+    /// @notice Ends one dispute opened by {openDispute} (after any slash it leads to).
+    /// Requirements: caller is the slasher; `node` has an open dispute. Emits {DisputeClosed}.
+    function closeDispute(address node) external;
 
     /// @notice Whether `node` may redeem vouchers and post attribution epochs:
     /// bonded stake > 0 and >= `minStake`.

@@ -34,6 +34,7 @@ class Status(IntEnum):
     POSTED = 1
     CHALLENGED = 2
     REJECTED = 3
+    EXPIRED = 4
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ def test_deployment_sets_parameters(rewards, token, models, nodes, governance):
     assert rewards.challengeWindow() == PARAMS.challenge_window
     assert rewards.challengeBond() == PARAMS.challenge_bond
     assert rewards.slashAmount() == PARAMS.slash_amount
+    assert rewards.claimPeriod() == PARAMS.claim_period
     assert rewards.epochCount() == 0
     assert nodes.slasher() == rewards.address
 
@@ -196,9 +198,48 @@ def test_set_slash_amount_sets_and_emits(rewards, governance):
     assert rewards.slashAmount() == 42 * OPEN
 
 
+@pytest.mark.parametrize("bond", [100_000 * OPEN + 1, 2**96, 2**256 - 1])
+def test_set_challenge_bond_above_bound_reverts(rewards, governance, bond):
+    """Issue 13, point 6: a bond nobody can afford makes fraud unchallengeable."""
+    with ape.reverts(rewards.ChallengeBondOutOfBounds, bond=bond, max=100_000 * OPEN):
+        rewards.setChallengeBond(bond, sender=governance)
+    rewards.setChallengeBond(100_000 * OPEN, sender=governance)
+    rewards.setChallengeBond(0, sender=governance)
+
+
+@pytest.mark.parametrize("amount", [0, OPEN - 1, 1_000_000 * OPEN + 1, 2**256 - 1])
+def test_set_slash_amount_out_of_bounds_reverts(rewards, governance, amount):
+    """Issue 13, point 6: a zero slash makes fraud free; an unbounded one lets one ruling take
+    any stake."""
+    with ape.reverts(rewards.SlashAmountOutOfBounds, amount=amount, min=OPEN, max=1_000_000 * OPEN):
+        rewards.setSlashAmount(amount, sender=governance)
+    assert rewards.slashAmount() == PARAMS.slash_amount
+
+
+def test_set_claim_period_sets_and_emits(rewards, governance):
+    tx = rewards.setClaimPeriod(7 * 86_400, sender=governance)
+    assert tx.events.filter(rewards.ClaimPeriodSet) == [rewards.ClaimPeriodSet(7 * 86_400)]
+    assert rewards.claimPeriod() == 7 * 86_400
+
+
+@pytest.mark.parametrize("period", [0, 7 * 86_400 - 1, 5 * 365 * 86_400 + 1, 2**32, 2**256 - 1])
+def test_set_claim_period_out_of_bounds_reverts(rewards, governance, period):
+    with ape.reverts(
+        rewards.ClaimPeriodOutOfBounds, period=period, min=7 * 86_400, max=5 * 365 * 86_400
+    ):
+        rewards.setClaimPeriod(period, sender=governance)
+    rewards.setClaimPeriod(5 * 365 * 86_400, sender=governance)
+
+
 @pytest.mark.parametrize(
     ("setter", "value"),
-    [("setChallengeWindow", 1), ("setChallengeBond", 1), ("setSlashAmount", 1), ("pause", None)],
+    [
+        ("setChallengeWindow", 60),
+        ("setChallengeBond", 1),
+        ("setSlashAmount", OPEN),
+        ("setClaimPeriod", 7 * 86_400),
+        ("pause", None),
+    ],
 )
 def test_governance_setters_only_owner(rewards, other, setter, value):
     args = () if value is None else (value,)
@@ -280,6 +321,7 @@ def test_post_epoch_allocates_from_the_pool_and_emits(setup, rewards, node, allo
         Status.POSTED,
         node.address,
         setup.model_id,
+        PARAMS.claim_period,
         ape.utils.ZERO_ADDRESS,
         0,
     )
@@ -500,32 +542,108 @@ def test_resolve_challenge_upheld_slashes_unbonding_stake_too(
 def test_resolve_challenge_upheld_slashes_at_most_what_the_poster_holds(
     setup, rewards, nodes, governance, node, challenger
 ):
-    rewards.setSlashAmount(5 * PARAMS.min_stake, sender=governance)
-    epoch_id = _posted(rewards, rewards.postEpoch(setup.model_id, ROOT, OPEN, "bafy", sender=node))
-    rewards.challenge(epoch_id, "bafy-reason", sender=challenger)
+    """Two epochs posted on one stake: the second upheld dispute takes what the first left."""
+    rewards.setSlashAmount(600 * OPEN, sender=governance)
+    first = _posted(rewards, rewards.postEpoch(setup.model_id, ROOT, OPEN, "bafy", sender=node))
+    second = _posted(rewards, rewards.postEpoch(setup.model_id, ROOT, OPEN, "bafy", sender=node))
+    rewards.challenge(first, "bafy-reason", sender=challenger)
+    rewards.challenge(second, "bafy-reason", sender=challenger)
     nodes.requestUnbonding(400 * OPEN, sender=node)  # 600 bonded, 400 unbonding
-    tx = rewards.resolveChallenge(epoch_id, True, sender=governance)
+    rewards.resolveChallenge(first, True, sender=governance)
+    tx = rewards.resolveChallenge(second, True, sender=governance)
     assert tx.events.filter(rewards.ChallengeResolved) == [
-        rewards.ChallengeResolved(epoch_id, True, PARAMS.min_stake)
+        rewards.ChallengeResolved(second, True, PARAMS.min_stake - 600 * OPEN)
     ]
     assert nodes.nodeInfo(node)[:2] == (0, 0)
-    assert rewards.withdrawable(challenger) == PARAMS.challenge_bond + PARAMS.min_stake
+    assert rewards.withdrawable(challenger) == 2 * PARAMS.challenge_bond + PARAMS.min_stake
 
 
-def test_resolve_challenge_upheld_poster_with_no_stake_left(
-    setup, rewards, nodes, governance, node, challenger
+def test_post_epoch_needs_stake_covering_the_slash_amount(setup, rewards, nodes, governance, node):
+    """Issue 13, point 2: an upheld dispute must find at least `slashAmount` to take."""
+    rewards.setSlashAmount(PARAMS.min_stake + 1, sender=governance)
+    with ape.reverts(
+        rewards.PosterStakeBelowSlashAmount,
+        poster=node.address,
+        stake=PARAMS.min_stake,
+        slashAmount=PARAMS.min_stake + 1,
+    ):
+        rewards.postEpoch(setup.model_id, ROOT, OPEN, "bafy", sender=node)
+    assert rewards.epochCount() == 0
+    assert nodes.nodeInfo(node).heldUntil == 0
+
+
+def test_post_epoch_holds_the_poster_stake_until_the_window_ends(setup, rewards, nodes, node):
+    tx = rewards.postEpoch(setup.model_id, ROOT, OPEN, "bafy", sender=node)
+    ends_at = rewards.epoch(_posted(rewards, tx)).challengeEndsAt
+    assert tx.events.filter(nodes.StakeHeldUntil) == [nodes.StakeHeldUntil(node.address, ends_at)]
+    assert nodes.nodeInfo(node).heldUntil == ends_at
+
+
+def test_poster_cannot_unbond_out_of_an_open_window(setup, rewards, nodes, governance, node):
+    """Issue 13, point 2: with a delay shorter than the window, a poster used to unbond in the
+    block it posted and withdraw before anyone could challenge."""
+    nodes.setUnbondingDelay(60, sender=governance)
+    epoch_id = _posted(rewards, rewards.postEpoch(setup.model_id, ROOT, OPEN, "bafy", sender=node))
+    ends_at = rewards.epoch(epoch_id).challengeEndsAt
+    nodes.requestUnbonding(PARAMS.min_stake, sender=node)
+    chain.pending_timestamp += 60
+    with ape.reverts(nodes.StakeHeld, node=node.address, heldUntil=ends_at, openDisputes=0):
+        nodes.withdrawUnbonded(sender=node)
+    chain.pending_timestamp = ends_at  # the window closed unchallenged: the stake is free
+    nodes.withdrawUnbonded(sender=node)
+    assert nodes.nodeInfo(node)[:2] == (0, 0)
+
+
+def test_upheld_dispute_resolved_after_the_unbonding_delay_still_slashes(
+    setup, rewards, nodes, token, governance, node, challenger
 ):
+    """Issue 13, point 2: the poster unbonded in the block it posted; governance ruled after
+    the unbonding delay, when the stake used to be gone and the slash took nothing."""
+    epoch_id = _posted(rewards, rewards.postEpoch(setup.model_id, ROOT, OPEN, "bafy", sender=node))
+    nodes.requestUnbonding(PARAMS.min_stake, sender=node)
+    tx = rewards.challenge(epoch_id, "bafy-reason", sender=challenger)
+    assert tx.events.filter(nodes.DisputeOpened) == [nodes.DisputeOpened(node.address, 1)]
+    chain.pending_timestamp += PARAMS.unbonding_delay + PARAMS.challenge_window
+    with ape.reverts(nodes.StakeHeld):
+        nodes.withdrawUnbonded(sender=node)
+    tx = rewards.resolveChallenge(epoch_id, True, sender=governance)
+    assert tx.events.filter(rewards.ChallengeResolved) == [
+        rewards.ChallengeResolved(epoch_id, True, PARAMS.slash_amount)
+    ]
+    assert tx.events.filter(nodes.DisputeClosed) == [nodes.DisputeClosed(node.address, 0)]
+    assert rewards.withdrawable(challenger) == PARAMS.challenge_bond + PARAMS.slash_amount
+    before = token.balanceOf(node)
+    nodes.withdrawUnbonded(sender=node)  # the ruling released what is left
+    assert token.balanceOf(node) == before + PARAMS.min_stake - PARAMS.slash_amount
+
+
+def test_dismissed_dispute_releases_the_stake(setup, rewards, nodes, governance, node, challenger):
     epoch_id = _posted(rewards, rewards.postEpoch(setup.model_id, ROOT, OPEN, "bafy", sender=node))
     rewards.challenge(epoch_id, "bafy-reason", sender=challenger)
     nodes.requestUnbonding(PARAMS.min_stake, sender=node)
     chain.pending_timestamp += PARAMS.unbonding_delay
+    with ape.reverts(nodes.StakeHeld, openDisputes=1):
+        nodes.withdrawUnbonded(sender=node)
+    rewards.resolveChallenge(epoch_id, False, sender=governance)
+    assert nodes.nodeInfo(node).openDisputes == 0
     nodes.withdrawUnbonded(sender=node)
-    tx = rewards.resolveChallenge(epoch_id, True, sender=governance)
-    assert tx.events.filter(rewards.ChallengeResolved) == [
-        rewards.ChallengeResolved(epoch_id, True, 0)
-    ]
-    assert rewards.withdrawable(challenger) == PARAMS.challenge_bond
-    assert rewards.pool(setup.model_id).unallocated == POOL
+    assert nodes.nodeInfo(node)[:2] == (0, 0)
+
+
+def test_one_open_dispute_of_two_keeps_the_stake_held(
+    setup, rewards, nodes, governance, node, challenger
+):
+    first = _posted(rewards, rewards.postEpoch(setup.model_id, ROOT, OPEN, "bafy", sender=node))
+    second = _posted(rewards, rewards.postEpoch(setup.model_id, ROOT, OPEN, "bafy", sender=node))
+    rewards.challenge(first, "bafy-reason", sender=challenger)
+    rewards.challenge(second, "bafy-reason", sender=challenger)
+    rewards.resolveChallenge(first, False, sender=governance)
+    nodes.requestUnbonding(PARAMS.min_stake, sender=node)
+    chain.pending_timestamp += PARAMS.unbonding_delay
+    with ape.reverts(nodes.StakeHeld, openDisputes=1):
+        nodes.withdrawUnbonded(sender=node)
+    rewards.resolveChallenge(second, False, sender=governance)
+    nodes.withdrawUnbonded(sender=node)
 
 
 def test_resolve_challenge_dismissed_pays_the_bond_to_the_poster(
@@ -809,6 +927,115 @@ def test_claim_single_leaf_epoch_with_empty_proof(setup, rewards, token, node, c
     before = token.balanceOf(contributor)
     rewards.claim(epoch_id, *rows[0], [], sender=contributor)
     assert token.balanceOf(contributor) == before + 5 * OPEN
+
+
+# ---------------------------------------------------------------- sweepExpired
+
+
+def _pass_claim_period(rewards: Any, epoch_id: int) -> int:
+    """Moves the chain to the first second the epoch can be swept; returns that time."""
+    e = rewards.epoch(epoch_id)
+    chain.pending_timestamp = e.challengeEndsAt + e.claimPeriod
+    return e.challengeEndsAt + e.claimPeriod
+
+
+def test_sweep_returns_the_unclaimed_rest_to_the_pool(
+    setup, rewards, token, other, node, contributor, allocation
+):
+    """Issue 13, point 5: what nobody claimed used to be locked forever."""
+    epoch_id, tree = _post(rewards, setup, node, allocation)
+    _pass_window()
+    rewards.claim(epoch_id, *allocation[0], tree.proof(0), sender=contributor)
+    _pass_claim_period(rewards, epoch_id)
+    held = token.balanceOf(rewards)
+    rest = _total(allocation) - allocation[0][2]
+    tx = rewards.sweepExpired(epoch_id, sender=other)  # anyone may sweep
+    assert tx.events.filter(rewards.EpochExpired) == [
+        rewards.EpochExpired(epoch_id, setup.model_id, rest)
+    ]
+    assert rewards.epoch(epoch_id).status == Status.EXPIRED
+    assert rewards.pool(setup.model_id) == (POOL - allocation[0][2], POOL)
+    assert token.balanceOf(rewards) == held  # nothing leaves the contract
+    # The swept rest funds the next epoch; the expired one pays nobody any more.
+    _post(rewards, setup, node, [(0, other.address, POOL - allocation[0][2])])
+    with ape.reverts(rewards.WrongEpochStatus, epochId=epoch_id, status=Status.EXPIRED):
+        rewards.claim(epoch_id, *allocation[1], tree.proof(1), sender=other)
+
+
+def test_sweep_before_the_claim_period_ends_reverts(setup, rewards, node, other, allocation):
+    epoch_id, _ = _post(rewards, setup, node, allocation)
+    e = rewards.epoch(epoch_id)
+    ends_at = e.challengeEndsAt + PARAMS.claim_period
+    chain.pending_timestamp = ends_at - 1
+    with ape.reverts(rewards.ClaimPeriodOpen, epochId=epoch_id, claimEndsAt=ends_at):
+        rewards.sweepExpired(epoch_id, sender=other)
+    assert rewards.epoch(epoch_id).status == Status.POSTED
+
+
+def test_late_claim_before_the_sweep_still_pays(
+    setup, rewards, token, node, contributor, allocation
+):
+    epoch_id, tree = _post(rewards, setup, node, allocation)
+    _pass_claim_period(rewards, epoch_id)
+    before = token.balanceOf(contributor)
+    rewards.claim(epoch_id, *allocation[0], tree.proof(0), sender=contributor)
+    assert token.balanceOf(contributor) == before + allocation[0][2]
+
+
+def test_sweep_fully_claimed_epoch_returns_nothing(setup, rewards, node, contributor):
+    rows = [(0, contributor.address, 5 * OPEN)]
+    epoch_id, _ = _post(rewards, setup, node, rows)
+    _pass_window()
+    rewards.claim(epoch_id, *rows[0], [], sender=contributor)
+    _pass_claim_period(rewards, epoch_id)
+    tx = rewards.sweepExpired(epoch_id, sender=contributor)
+    assert tx.events.filter(rewards.EpochExpired) == [
+        rewards.EpochExpired(epoch_id, setup.model_id, 0)
+    ]
+    assert rewards.pool(setup.model_id).unallocated == POOL - 5 * OPEN
+
+
+def test_sweep_twice_reverts(setup, rewards, node, other, allocation):
+    epoch_id, _ = _post(rewards, setup, node, allocation)
+    _pass_claim_period(rewards, epoch_id)
+    rewards.sweepExpired(epoch_id, sender=other)
+    with ape.reverts(rewards.WrongEpochStatus, epochId=epoch_id, status=Status.EXPIRED):
+        rewards.sweepExpired(epoch_id, sender=other)
+    assert rewards.pool(setup.model_id).unallocated == POOL
+
+
+def test_sweep_challenged_epoch_reverts(setup, rewards, node, challenger, other, allocation):
+    """A challenged epoch waits for its ruling: a sweep must not pre-empt governance."""
+    epoch_id, _ = _post(rewards, setup, node, allocation)
+    rewards.challenge(epoch_id, "bafy-reason", sender=challenger)
+    _pass_claim_period(rewards, epoch_id)
+    with ape.reverts(rewards.WrongEpochStatus, epochId=epoch_id, status=Status.CHALLENGED):
+        rewards.sweepExpired(epoch_id, sender=other)
+
+
+def test_sweep_unknown_epoch_reverts(rewards, other):
+    with ape.reverts(rewards.UnknownEpoch, epochId=1):
+        rewards.sweepExpired(1, sender=other)
+
+
+def test_sweep_works_while_paused(setup, rewards, governance, node, other, allocation):
+    epoch_id, _ = _post(rewards, setup, node, allocation)
+    rewards.pause(sender=governance)
+    _pass_claim_period(rewards, epoch_id)
+    rewards.sweepExpired(epoch_id, sender=other)
+    assert rewards.epoch(epoch_id).status == Status.EXPIRED
+
+
+def test_claim_period_change_does_not_shorten_a_posted_epoch(
+    setup, rewards, governance, node, other, allocation
+):
+    """Governance cannot sweep an epoch early by shortening the period after it was posted."""
+    epoch_id, _ = _post(rewards, setup, node, allocation)
+    rewards.setClaimPeriod(7 * 86_400, sender=governance)
+    chain.pending_timestamp = rewards.epoch(epoch_id).challengeEndsAt + 7 * 86_400
+    with ape.reverts(rewards.ClaimPeriodOpen):
+        rewards.sweepExpired(epoch_id, sender=other)
+    assert rewards.epoch(epoch_id).claimPeriod == PARAMS.claim_period
 
 
 def test_is_claimed_unknown_epoch_is_false(rewards):

@@ -18,7 +18,8 @@ ROOT = b"\x11" * 32
 ZERO = "0x0000000000000000000000000000000000000000"
 LEAF_TYPES = ("uint256", "address", "string")
 
-PENDING, APPROVED, REJECTED = 1, 2, 3  # ContributionStatus
+PENDING, APPROVED, REJECTED, WITHDRAWN = 1, 2, 3, 4  # ContributionStatus
+REVIEW_TIMEOUT = 30 * 86_400  # seconds
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +216,41 @@ def test_contribute_duplicate_cid_reverts(datanets, bonded_datanet, contributor,
         contributionId=first,
     ):
         datanets.contribute(bonded_datanet, "bafkreia", 100, sender=other)
+
+
+def test_contribute_duplicate_of_an_approved_cid_reverts(
+    datanets, bonded_datanet, curator, contributor, other
+):
+    [first] = contribute(datanets, bonded_datanet, contributor, ["bafkreia"])
+    datanets.review(bonded_datanet, [first], [True], sender=curator)
+    with ape.reverts(datanets.DuplicateContribution, contributionId=first):
+        datanets.contribute(bonded_datanet, "bafkreia", 100, sender=other)
+
+
+def test_rejected_squat_frees_the_cid_for_its_author(
+    datanets, token, bonded_datanet, curator, contributor, other, datanet_treasury
+):
+    """Issue 13, point 4: a front-runner registered the author's CID first; once curators
+    rejected the squat the author could never contribute the file."""
+    [squat] = contribute(datanets, bonded_datanet, other, ["bafkreiauthor"])
+    datanets.review(bonded_datanet, [squat], [False], sender=curator)
+    [authored] = contribute(datanets, bonded_datanet, contributor, ["bafkreiauthor"])
+    assert authored == squat + 1
+    assert datanets.contributionIdOf(bonded_datanet, "bafkreiauthor") == authored
+    assert datanets.contribution(authored).contributor == contributor.address
+    assert datanets.contribution(squat).status == REJECTED
+    assert datanets.withdrawable(datanet_treasury) == BOND  # the squatter paid for it
+    datanets.review(bonded_datanet, [authored], [True], sender=curator)
+    assert datanets.datanet(bonded_datanet).approvedCount == 1
+
+
+def test_contribute_batch_over_a_rejected_cid_succeeds(
+    datanets, bonded_datanet, curator, contributor, other
+):
+    [squat] = contribute(datanets, bonded_datanet, other, ["bafkreia"])
+    datanets.review(bonded_datanet, [squat], [False], sender=curator)
+    datanets.contributeBatch(bonded_datanet, ["bafkreia", "bafkreib"], [1, 2], sender=contributor)
+    assert datanets.contributionIdOf(bonded_datanet, "bafkreia") == squat + 1
 
 
 def test_contribute_same_cid_in_another_datanet_succeeds(
@@ -805,6 +841,96 @@ def test_is_in_version_unknown_version_reverts(datanets, bonded_datanet, approve
 
 
 # withdraw --------------------------------------------------------------------------------
+
+
+# withdrawContribution (issue 13, point 4) ------------------------------------------------
+
+
+def test_unreviewed_contribution_withdrawn_after_the_timeout(
+    datanets, token, bonded_datanet, contributor, other
+):
+    """Issue 13, point 4: a contribution nobody reviewed used to lock its bond forever."""
+    [cid_id] = contribute(datanets, bonded_datanet, contributor, ["bafkreia"])
+    created = datanets.contribution(cid_id).createdAt
+    chain.pending_timestamp = created + REVIEW_TIMEOUT
+    tx = datanets.withdrawContribution(cid_id, sender=contributor)
+    assert tx.events == [
+        datanets.ContributionWithdrawn(
+            datanetId=bonded_datanet, contributionId=cid_id, contributor=contributor.address,
+            bond=BOND,
+        )
+    ]  # fmt: skip
+    c = datanets.contribution(cid_id)
+    assert (c.status, c.bond) == (WITHDRAWN, 0)
+    assert datanets.withdrawable(contributor) == BOND
+    before = token.balanceOf(contributor)
+    datanets.withdraw(sender=contributor)
+    assert token.balanceOf(contributor) == before + BOND
+    # The CID is free again, and the withdrawn contribution can no longer be reviewed.
+    [again] = contribute(datanets, bonded_datanet, other, ["bafkreia"])
+    assert again == cid_id + 1
+
+
+def test_withdraw_contribution_before_the_timeout_reverts(datanets, bonded_datanet, contributor):
+    [cid_id] = contribute(datanets, bonded_datanet, contributor, ["bafkreia"])
+    deadline = datanets.contribution(cid_id).createdAt + REVIEW_TIMEOUT
+    chain.pending_timestamp = deadline - 1
+    with ape.reverts(
+        datanets.ReviewTimeoutNotReached, contributionId=cid_id, reviewDeadline=deadline
+    ):
+        datanets.withdrawContribution(cid_id, sender=contributor)
+    assert datanets.contribution(cid_id).status == PENDING
+
+
+def test_withdraw_contribution_by_another_account_reverts(
+    datanets, bonded_datanet, contributor, other
+):
+    [cid_id] = contribute(datanets, bonded_datanet, contributor, ["bafkreia"])
+    chain.pending_timestamp += REVIEW_TIMEOUT
+    with ape.reverts(datanets.NotContributor, contributionId=cid_id, caller=other.address):
+        datanets.withdrawContribution(cid_id, sender=other)
+
+
+def test_withdraw_reviewed_contribution_reverts(datanets, bonded_datanet, curator, contributor):
+    ids = contribute(datanets, bonded_datanet, contributor, ["bafkreia", "bafkreib"])
+    datanets.review(bonded_datanet, ids, [True, False], sender=curator)
+    chain.pending_timestamp += REVIEW_TIMEOUT
+    for cid_id, status in zip(ids, (APPROVED, REJECTED), strict=True):
+        with ape.reverts(datanets.ContributionNotPending, contributionId=cid_id, status=status):
+            datanets.withdrawContribution(cid_id, sender=contributor)
+    assert datanets.withdrawable(contributor) == BOND  # the approved bond only
+
+
+def test_withdraw_contribution_twice_reverts(datanets, bonded_datanet, contributor):
+    [cid_id] = contribute(datanets, bonded_datanet, contributor, ["bafkreia"])
+    chain.pending_timestamp += REVIEW_TIMEOUT
+    datanets.withdrawContribution(cid_id, sender=contributor)
+    with ape.reverts(datanets.ContributionNotPending, contributionId=cid_id, status=WITHDRAWN):
+        datanets.withdrawContribution(cid_id, sender=contributor)
+    assert datanets.withdrawable(contributor) == BOND
+
+
+def test_review_after_withdrawal_reverts(datanets, bonded_datanet, curator, contributor):
+    [cid_id] = contribute(datanets, bonded_datanet, contributor, ["bafkreia"])
+    chain.pending_timestamp += REVIEW_TIMEOUT
+    datanets.withdrawContribution(cid_id, sender=contributor)
+    with ape.reverts(datanets.ContributionNotPending, contributionId=cid_id, status=WITHDRAWN):
+        datanets.review(bonded_datanet, [cid_id], [True], sender=curator)
+
+
+def test_withdraw_unknown_contribution_reverts(datanets, contributor):
+    with ape.reverts(datanets.UnknownContribution, contributionId=999):
+        datanets.withdrawContribution(999, sender=contributor)
+
+
+def test_withdraw_contribution_works_while_paused(
+    datanets, governance, bonded_datanet, contributor
+):
+    [cid_id] = contribute(datanets, bonded_datanet, contributor, ["bafkreia"])
+    datanets.pause(sender=governance)
+    chain.pending_timestamp += REVIEW_TIMEOUT
+    datanets.withdrawContribution(cid_id, sender=contributor)
+    assert datanets.contribution(cid_id).status == WITHDRAWN
 
 
 def test_withdraw_pays_refunded_bonds(datanets, token, bonded_datanet, curator, contributor):

@@ -382,25 +382,43 @@ def test_deposit_when_paused_reverts(setup, token, payments, governance, other, 
         payments.deposit(node, OPEN, sender=other)
 
 
-def test_deposit_with_permit_submitted_by_another_deposits_into_the_signers_channel(
+def test_deposit_with_permit_deposits_into_the_payers_channel(
     setup, token, payments, other, node, second_node
 ):
     deadline = later()
     v, r, s = sign_permit(other, token, payments, 7 * OPEN, deadline)
     before = token.balanceOf(other)
 
-    tx = payments.depositWithPermit(other, node, 7 * OPEN, deadline, v, r, s, sender=second_node)
+    tx = payments.depositWithPermit(node, 7 * OPEN, deadline, v, r, s, sender=other)
 
     assert tx.events.filter(payments.ChannelOpened) == [payments.ChannelOpened(other, node, DAY)]
     assert tx.events.filter(payments.Deposited) == [
         payments.Deposited(other, node, 7 * OPEN, 7 * OPEN)
     ]
     assert channel_of(payments, other, node) == (7 * OPEN, 0, 0, DAY)
-    assert payments.channel(second_node, node).balance == 0
     assert payments.channel(other, second_node).balance == 0
     assert token.balanceOf(other) == before - 7 * OPEN
     assert token.allowance(other, payments) == 0
     assert token.nonces(other) == 1
+
+
+def test_a_permit_seen_in_the_mempool_cannot_be_diverted_to_another_channel(
+    setup, token, payments, other, node, second_node
+):
+    """Issue 13 (slither, arbitrary-send-erc20): the permit does not name the node, and anyone
+    could submit `depositWithPermit(payer, node of their choosing, ...)` with it first, locking
+    the payer's money in that channel for its delay. Only the payer deposits with its permit."""
+    deadline = later()
+    v, r, s = sign_permit(other, token, payments, 7 * OPEN, deadline)
+    # The front-runner replays the payer's permit with its own node: the permit is checked
+    # against the sender, fails, and the sender has no allowance.
+    with ape.reverts(
+        payments.PermitAllowanceTooLow, payer=second_node.address, allowance=0, amount=7 * OPEN
+    ):
+        payments.depositWithPermit(second_node, 7 * OPEN, deadline, v, r, s, sender=second_node)
+    payments.depositWithPermit(node, 7 * OPEN, deadline, v, r, s, sender=other)
+    assert payments.channel(other, node).balance == 7 * OPEN
+    assert payments.channel(other, second_node).balance == 0
 
 
 def test_deposit_with_permit_front_run_permit_still_deposits_for_the_payer(
@@ -410,33 +428,13 @@ def test_deposit_with_permit_front_run_permit_still_deposits_for_the_payer(
     v, r, s = sign_permit(other, token, payments, 7 * OPEN, deadline)
     token.permit(other, payments, 7 * OPEN, deadline, v, r, s, sender=node)  # the front-runner
 
-    tx = payments.depositWithPermit(other, node, 7 * OPEN, deadline, v, r, s, sender=other)
+    tx = payments.depositWithPermit(node, 7 * OPEN, deadline, v, r, s, sender=other)
 
     assert tx.events.filter(payments.Deposited) == [
         payments.Deposited(other, node, 7 * OPEN, 7 * OPEN)
     ]
     assert payments.channel(other, node).balance == 7 * OPEN
     assert token.allowance(other, payments) == 0
-
-
-def test_deposit_with_permit_failed_permit_submitted_by_another_reverts(
-    setup, token, payments, other, node
-):
-    deadline = later()
-    v, r, s = sign_permit(other, token, payments, 7 * OPEN, deadline)
-    token.permit(other, payments, 7 * OPEN, deadline, v, r, s, sender=node)  # the front-runner
-    with ape.reverts(payments.PermitRejected, payer=other.address):
-        payments.depositWithPermit(other, node, 7 * OPEN, deadline, v, r, s, sender=node)
-    assert payments.channel(other, node).balance == 0
-
-
-def test_deposit_with_permit_cannot_sweep_a_standing_approval(setup, token, payments, other, node):
-    token.approve(payments, 2**256 - 1, sender=other)  # the payer's standing approval
-    deadline = later()
-    v, r, s = sign_permit(node, token, payments, 7 * OPEN, deadline)  # not the payer's permit
-    with ape.reverts(payments.PermitRejected, payer=other.address):
-        payments.depositWithPermit(other, node, 7 * OPEN, deadline, v, r, s, sender=node)
-    assert payments.channel(other, node).balance == 0
 
 
 def test_deposit_with_permit_invalid_permit_and_no_allowance_reverts(
@@ -447,7 +445,7 @@ def test_deposit_with_permit_invalid_permit_and_no_allowance_reverts(
     with ape.reverts(
         payments.PermitAllowanceTooLow, payer=other.address, allowance=0, amount=7 * OPEN
     ):
-        payments.depositWithPermit(other, node, 7 * OPEN, deadline, v, r, s, sender=other)
+        payments.depositWithPermit(node, 7 * OPEN, deadline, v, r, s, sender=other)
 
 
 def test_deposit_with_permit_allowance_below_amount_reverts(setup, token, payments, other, node):
@@ -457,14 +455,14 @@ def test_deposit_with_permit_allowance_below_amount_reverts(setup, token, paymen
     with ape.reverts(
         payments.PermitAllowanceTooLow, payer=other.address, allowance=3 * OPEN, amount=7 * OPEN
     ):
-        payments.depositWithPermit(other, node, 7 * OPEN, deadline, v, r, s, sender=other)
+        payments.depositWithPermit(node, 7 * OPEN, deadline, v, r, s, sender=other)
 
 
 def test_deposit_with_permit_zero_amount_reverts(setup, token, payments, other, node):
     deadline = later()
     v, r, s = sign_permit(other, token, payments, 0, deadline)
     with ape.reverts(payments.PaymentsZeroAmount):
-        payments.depositWithPermit(other, node, 0, deadline, v, r, s, sender=node)
+        payments.depositWithPermit(node, 0, deadline, v, r, s, sender=other)
 
 
 def test_deposit_with_permit_to_zero_node_reverts_and_keeps_the_permit(
@@ -473,7 +471,7 @@ def test_deposit_with_permit_to_zero_node_reverts_and_keeps_the_permit(
     deadline = later()
     v, r, s = sign_permit(other, token, payments, OPEN, deadline)
     with ape.reverts(payments.PaymentsZeroAddress):
-        payments.depositWithPermit(other, ZERO, OPEN, deadline, v, r, s, sender=node)
+        payments.depositWithPermit(ZERO, OPEN, deadline, v, r, s, sender=other)
     assert token.nonces(other) == 0  # the permit was rolled back with the deposit
 
 
@@ -482,7 +480,7 @@ def test_deposit_with_permit_when_paused_reverts(setup, token, payments, governa
     deadline = later()
     v, r, s = sign_permit(other, token, payments, OPEN, deadline)
     with ape.reverts(payments.EnforcedPause):
-        payments.depositWithPermit(other, node, OPEN, deadline, v, r, s, sender=node)
+        payments.depositWithPermit(node, OPEN, deadline, v, r, s, sender=other)
 
 
 # ---------------------------------------------------------------------------------- withdrawals

@@ -77,7 +77,12 @@ SPLITS = (
 NO_SPLIT = ((0, 0, 0, 0), 0)  # ModelRegistry.pendingSplit of a model without a change
 DATANET_BOND = OPEN
 CLAIM_TYPES = ["uint256", "address", "uint256"]
-POSTED, CHALLENGED, REJECTED = 1, 2, 3
+POSTED, CHALLENGED, REJECTED, SWEPT = 1, 2, 3, 4  # IAttributionRewards.EpochStatus (SWEPT: Expired)
+PENDING, APPROVED, DN_REJECTED, WITHDRAWN = 1, 2, 3, 4  # IDatanetRegistry.ContributionStatus
+REVIEW_TIMEOUT = 30 * DAY  # DatanetRegistry: a pending contribution may be withdrawn after
+# Slash amounts governance switches between: the deployed one, one above every stake (posting
+# then needs more stake than the poster holds), and the minimum.
+SLASH_AMOUNTS = (PARAMS.slash_amount, 10 * PARAMS.min_stake, OPEN)
 UINT256_MAX = 2**256 - 1
 UINT96_MAX = 2**96 - 1
 FAR = 2**64  # "never" for a payer's own signature
@@ -156,6 +161,7 @@ class Epoch:
     tree: StandardMerkleTree
     total: int
     ends_at: int
+    claim_ends_at: int  # from then on anyone may sweep the unclaimed rest back to the pool
     claimed: int = 0
     status: int = POSTED
     challenger: str = ""
@@ -364,7 +370,8 @@ def _read_chain(w: World, epoch_ids: range) -> dict[str, Any]:
         "usage_proofs": w.payments.usageProofCount(),
         "scheduled_splits": [_pending_split(w.models.pendingSplit(m)) for m in w.model_ids],
         "earnings": {a: w.payments.earnings(a) for a in _earners(w)},
-        "stakes": {o.address: tuple(w.nodes.nodeInfo(o))[:3] for o in w.operators},
+        "stakes": {o.address: tuple(w.nodes.nodeInfo(o))[:5] for o in w.operators},
+        "slash_amount": w.rewards.slashAmount(),
         "pools": [tuple(w.rewards.pool(m)) for m in w.model_ids],
         "epoch_count": w.rewards.epochCount(),
         "epochs": [_epoch_view(w.rewards.epoch(k)) for k in epoch_ids],
@@ -443,6 +450,9 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.bonded = {a: s[0] for a, s in stakes.items()}
         self.unbonding = {a: s[1] for a, s in stakes.items()}
         self.unbond_at = {a: s[2] for a, s in stakes.items()}
+        self.held_until = {a: s[3] for a, s in stakes.items()}  # an open challenge window
+        self.disputes = {a: s[4] for a, s in stakes.items()}  # challenged, unresolved epochs
+        self.slash_amount = baseline["slash_amount"]
         # AttributionRewards
         self.unallocated = [p[0] for p in baseline["pools"]]
         self.funded = [p[1] for p in baseline["pools"]]
@@ -452,6 +462,8 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.rewards_withdrawable = dict(baseline["rewards_withdrawable"])
         # DatanetRegistry
         self.pending_contributions: dict[int, str] = {}  # contribution id -> contributor
+        self.created_at: dict[int, int] = {}  # contribution id -> registration time
+        self.cid_holder: dict[str, tuple[int, int]] = {}  # CID -> (latest id, its status)
         self.dn_accounts = _datanet_payees(w)
         self.dn_withdrawable = dict(baseline["datanet_withdrawable"])
         self.cids = 0
@@ -538,8 +550,16 @@ class PaymentsMachine(RuleBasedStateMachine):
             "scheduled_splits": self.scheduled,
             "earnings": self.earnings,
             "stakes": {
-                a: (self.bonded[a], self.unbonding[a], self.unbond_at[a]) for a in self.bonded
+                a: (
+                    self.bonded[a],
+                    self.unbonding[a],
+                    self.unbond_at[a],
+                    self.held_until[a],
+                    self.disputes[a],
+                )
+                for a in self.bonded
             },
+            "slash_amount": self.slash_amount,
             "pools": list(zip(self.unallocated, self.funded, strict=True)),
             "epoch_count": self.first_epoch - 1 + len(self.epochs),
             "epochs": [
@@ -563,7 +583,7 @@ class PaymentsMachine(RuleBasedStateMachine):
         in_epochs = sum(
             e.total - e.claimed + (e.bond if e.status == CHALLENGED else 0)
             for e in self.epochs
-            if e.status != REJECTED
+            if e.status in (POSTED, CHALLENGED)
         )
         payments, rewards, nodes, datanets = self.contracts
         balances = sum(ch.balance for ch in self.channels.values())
@@ -600,13 +620,17 @@ class PaymentsMachine(RuleBasedStateMachine):
 
     @invariant()
     def epochs_stay_within_their_pools(self) -> None:
-        """claimed <= total for every epoch, and a pool's funds are either unallocated or in a
-        live (not rejected) epoch: unallocated + sum of live totals == funded."""
+        """claimed <= total for every epoch, and a pool's funds are either unallocated, in a
+        live (posted or challenged) epoch or claimed: a rejected epoch returned its total, an
+        expired one its unclaimed rest."""
         for i in range(len(self.w.model_ids)):
-            live = [e for e in self.epochs if e.model == i and e.status != REJECTED]
-            assert all(0 <= e.claimed <= e.total for e in live)
-            assert self.unallocated[i] + sum(e.total for e in live) == self.funded[i]
-            assert sum(e.claimed for e in live) <= self.funded[i]
+            mine = [e for e in self.epochs if e.model == i]
+            live = [e for e in mine if e.status in (POSTED, CHALLENGED)]
+            expired = [e for e in mine if e.status == SWEPT]
+            assert all(0 <= e.claimed <= e.total for e in mine)
+            assert not any(e.claimed for e in mine if e.status == REJECTED)
+            allocated = sum(e.total for e in live) + sum(e.claimed for e in expired)
+            assert self.unallocated[i] + allocated == self.funded[i]
 
     # ------------------------------------------------------------ time and governance
 
@@ -1250,14 +1274,29 @@ class ProtocolMachine(PaymentsMachine):
         """Withdraws unbonded stake, first waiting (to the exact second) for it if `wait`."""
         node = self.w.operators[operator % len(self.w.operators)]
         amount = self.unbonding[node.address]
-        if wait and amount and self._now() < self.unbond_at[node.address]:
-            chain.pending_timestamp = self.unbond_at[node.address]
+        if wait and amount:
+            # to the unlock, and past any open challenge window of the node's epochs
+            free_at = max(self.unbond_at[node.address], self.held_until[node.address])
+            if self._now() < free_at:
+                chain.pending_timestamp = free_at
         if amount == 0:
             with ape.reverts(self.w.nodes.NothingUnbonding, node=node.address):
                 self.w.nodes.withdrawUnbonded(sender=node)
             return
         if self._now() < self.unbond_at[node.address]:
             with ape.reverts(self.w.nodes.UnbondingLocked, node=node.address):
+                self.w.nodes.withdrawUnbonded(sender=node)
+            return
+        held_until, disputes = self.held_until[node.address], self.disputes[node.address]
+        if self._now() < held_until or disputes:
+            # an epoch of this node can still be challenged, or is: its stake stays slashable
+            event("unbonded stake held: " + ("dispute open" if disputes else "window open"))
+            with ape.reverts(
+                self.w.nodes.StakeHeld,
+                node=node.address,
+                heldUntil=held_until,
+                openDisputes=disputes,
+            ):
                 self.w.nodes.withdrawUnbonded(sender=node)
             return
         tx = self._send(self.w.nodes.withdrawUnbonded, sender=node)
@@ -1294,6 +1333,17 @@ class ProtocolMachine(PaymentsMachine):
             with ape.reverts(w.rewards.EpochTotalExceedsPool, total=1, unallocated=0):
                 w.rewards.postEpoch(w.model_ids[i], b"\x01" * 32, 1, "bafy", sender=poster)
             return
+        stake = self.bonded[poster.address] + self.unbonding[poster.address]
+        if stake < self.slash_amount:
+            event("post refused: stake below the slash amount")
+            with ape.reverts(
+                w.rewards.PosterStakeBelowSlashAmount,
+                poster=poster.address,
+                stake=stake,
+                slashAmount=self.slash_amount,
+            ):
+                w.rewards.postEpoch(w.model_ids[i], b"\x01" * 32, 1, "bafy", sender=poster)
+            return
         total = max(1, unallocated * percent // 100)
         weights = [weight for _, weight in leaves]
         amounts_ = [total * weight // (sum(weights) or 1) for weight in weights]
@@ -1311,7 +1361,11 @@ class ProtocolMachine(PaymentsMachine):
         assert posted.epochId == self.first_epoch + len(self.epochs)
         assert (posted.total, posted.challengeEndsAt) == (total, now + PARAMS.challenge_window)
         self.unallocated[i] -= total
-        self.epochs.append(Epoch(i, poster.address, rows, tree, total, posted.challengeEndsAt))
+        ends_at = posted.challengeEndsAt
+        self.held_until[poster.address] = max(self.held_until[poster.address], ends_at)
+        self.epochs.append(
+            Epoch(i, poster.address, rows, tree, total, ends_at, ends_at + PARAMS.claim_period)
+        )
 
     @initialize(
         percents=st.tuples(percents, percents),
@@ -1375,6 +1429,7 @@ class ProtocolMachine(PaymentsMachine):
             return
         self._send(w.rewards.challenge, epoch_id, "bafy-reason", sender=w.challenger)
         e.status, e.challenger, e.bond = CHALLENGED, w.challenger.address, PARAMS.challenge_bond
+        self.disputes[e.poster] += 1
         self.tokens[w.challenger.address] -= PARAMS.challenge_bond
 
     @precondition(lambda self: any(e.status == CHALLENGED for e in self.epochs))
@@ -1386,9 +1441,10 @@ class ProtocolMachine(PaymentsMachine):
         e, epoch_id = self.epochs[k], self.first_epoch + k
         tx = self._send(w.rewards.resolveChallenge, epoch_id, upheld, sender=w.governance)
         slashed = 0
+        self.disputes[e.poster] -= 1
         if upheld:
-            from_bonded = min(PARAMS.slash_amount, self.bonded[e.poster])
-            from_unbonding = min(PARAMS.slash_amount - from_bonded, self.unbonding[e.poster])
+            from_bonded = min(self.slash_amount, self.bonded[e.poster])
+            from_unbonding = min(self.slash_amount - from_bonded, self.unbonding[e.poster])
             self.bonded[e.poster] -= from_bonded
             self.unbonding[e.poster] -= from_unbonding
             slashed = from_bonded + from_unbonding
@@ -1402,6 +1458,43 @@ class ProtocolMachine(PaymentsMachine):
         assert tx.events.filter(w.rewards.ChallengeResolved) == [
             w.rewards.ChallengeResolved(epoch_id, upheld, slashed)
         ]
+
+    @precondition(lambda self: self.epochs)
+    @rule(epoch=picks, wait=st.booleans())
+    def sweep_expired(self, epoch: int, wait: bool) -> None:
+        """Sweeps an epoch's unclaimed rest, first waiting (to the exact second) for its claim
+        period to end if `wait`."""
+        w = self.w
+        k = epoch % len(self.epochs)
+        e, epoch_id = self.epochs[k], self.first_epoch + k
+        if wait and self._now() < e.claim_ends_at:
+            chain.pending_timestamp = e.claim_ends_at
+        sweeper = w.everyone[epoch % len(w.everyone)]
+        if e.status != POSTED:
+            with ape.reverts(w.rewards.WrongEpochStatus, epochId=epoch_id, status=e.status):
+                w.rewards.sweepExpired(epoch_id, sender=sweeper)
+            return
+        if self._now() < e.claim_ends_at:
+            with ape.reverts(
+                w.rewards.ClaimPeriodOpen, epochId=epoch_id, claimEndsAt=e.claim_ends_at
+            ):
+                w.rewards.sweepExpired(epoch_id, sender=sweeper)
+            return
+        tx = self._send(w.rewards.sweepExpired, epoch_id, sender=sweeper)
+        rest = e.total - e.claimed
+        assert tx.events.filter(w.rewards.EpochExpired) == [
+            w.rewards.EpochExpired(epoch_id, w.model_ids[e.model], rest)
+        ]
+        e.status = SWEPT
+        event("epoch swept" + (" after claims" if e.claimed else ""))
+        self.unallocated[e.model] += rest
+        self._forget_dead_promises(self._now())
+
+    @rule(choice=st.integers(0, len(SLASH_AMOUNTS) - 1))
+    def set_slash_amount(self, choice: int) -> None:
+        """Governance changes the slash amount; above a poster's stake, it cannot post."""
+        self._send(self.w.rewards.setSlashAmount, SLASH_AMOUNTS[choice], sender=self.w.governance)
+        self.slash_amount = SLASH_AMOUNTS[choice]
 
     @rule(who=picks)
     def withdraw_rewards(self, who: int) -> None:
@@ -1419,16 +1512,78 @@ class ProtocolMachine(PaymentsMachine):
 
     # ------------------------------------------------------------ Datanet
 
-    @rule(who=picks)
-    def contribute(self, who: int) -> None:
+    @rule(who=picks, reuse=st.sampled_from(["new", "new", "released", "held"]))
+    def contribute(self, who: int, reuse: str) -> None:
+        """Contributes a new CID, or one registered before: a rejected or withdrawn one is
+        free again (whoever squatted it), a pending or approved one is not."""
         contributor = self.w.contributors[who % len(self.w.contributors)]
-        self.cids += 1
-        cid = f"bafy-inv-{self.cids}"
+        free = sorted(c for c, (_, st_) in self.cid_holder.items() if st_ in (3, 4))
+        held = sorted(c for c, (_, st_) in self.cid_holder.items() if st_ in (1, 2))
+        if reuse == "held" and held:
+            cid = held[who % len(held)]
+            with ape.reverts(
+                self.w.datanets.DuplicateContribution,
+                datanetId=self.w.datanet_id,
+                cid=cid,
+                contributionId=self.cid_holder[cid][0],
+            ):
+                self.w.datanets.contribute(self.w.datanet_id, cid, 1, sender=contributor)
+            return
+        if reuse == "released" and free:
+            cid = free[who % len(free)]
+            event("a rejected or withdrawn CID contributed again")
+        else:
+            self.cids += 1
+            cid = f"bafy-inv-{self.cids}"
+        now = self._now()
         tx = self._send(self.w.datanets.contribute, self.w.datanet_id, cid, 1, sender=contributor)
         contributed = _event(tx, self.w.datanets.Contributed)
         assert contributed.bond == DATANET_BOND
-        self.pending_contributions[contributed.contributionId] = contributor.address
+        contribution_id = contributed.contributionId
+        assert self.w.datanets.contributionIdOf(self.w.datanet_id, cid) == contribution_id
+        self.pending_contributions[contribution_id] = contributor.address
+        self.created_at[contribution_id] = now
+        self.cid_holder[cid] = (contribution_id, PENDING)
         self.tokens[contributor.address] -= DATANET_BOND
+
+    def _set_status(self, contribution_id: int, status: int) -> None:
+        for cid, (held_by, _) in self.cid_holder.items():
+            if held_by == contribution_id:
+                self.cid_holder[cid] = (held_by, status)
+
+    @precondition(lambda self: self.pending_contributions)
+    @rule(pick=picks, wait=st.booleans(), impostor=st.booleans())
+    def withdraw_contribution(self, pick: int, wait: bool, impostor: bool) -> None:
+        """A contributor takes back a contribution nobody reviewed (first waiting, to the exact
+        second, for the review timeout if `wait`); or another contributor tries to."""
+        w = self.w
+        ids = sorted(self.pending_contributions)
+        contribution_id = ids[pick % len(ids)]
+        owner = self.pending_contributions[contribution_id]
+        deadline = self.created_at[contribution_id] + REVIEW_TIMEOUT
+        if wait and self._now() < deadline:
+            chain.pending_timestamp = deadline
+        if impostor:
+            sender = next(c for c in w.contributors if c.address != owner)
+            with ape.reverts(
+                w.datanets.NotContributor, contributionId=contribution_id, caller=sender.address
+            ):
+                w.datanets.withdrawContribution(contribution_id, sender=sender)
+            return
+        if self._now() < deadline:
+            with ape.reverts(
+                w.datanets.ReviewTimeoutNotReached,
+                contributionId=contribution_id,
+                reviewDeadline=deadline,
+            ):
+                w.datanets.withdrawContribution(contribution_id, sender=self.signers[owner])
+            return
+        self._send(w.datanets.withdrawContribution, contribution_id, sender=self.signers[owner])
+        event("unreviewed contribution withdrawn")
+        del self.pending_contributions[contribution_id]
+        self.dn_withdrawable[owner] += DATANET_BOND
+        self._set_status(contribution_id, WITHDRAWN)
+        self._forget_dead_promises(self._now())
 
     @precondition(lambda self: self.pending_contributions)
     @rule(approvals=st.lists(st.booleans(), min_size=1, max_size=4))
@@ -1440,6 +1595,7 @@ class ProtocolMachine(PaymentsMachine):
             contributor = self.pending_contributions.pop(contribution_id)
             credited = contributor if approved else self.w.curator.address  # curator: treasury
             self.dn_withdrawable[credited] += DATANET_BOND
+            self._set_status(contribution_id, APPROVED if approved else DN_REJECTED)
 
     @rule(who=picks)
     def withdraw_datanet(self, who: int) -> None:

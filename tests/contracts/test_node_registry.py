@@ -396,3 +396,74 @@ def test_slash_node_without_stake_moves_nothing(fresh_nodes, token, other, secon
     assert tx.events == [
         fresh_nodes.Slashed(node=second_node.address, amount=0, slasher=other.address)
     ]
+
+
+# stake holds and disputes (issue 13, point 2) -----------------------------------------------
+
+
+@pytest.mark.parametrize("caller", ["governance", "node", "other"])
+def test_hold_and_disputes_by_non_slasher_revert(request, nodes, node, caller):
+    account = request.getfixturevalue(caller)
+    for call in (
+        lambda: nodes.holdStake(node, 2**40, sender=account),
+        lambda: nodes.openDispute(node, sender=account),
+        lambda: nodes.closeDispute(node, sender=account),
+    ):
+        with ape.reverts(nodes.NotSlasher, caller=account.address):
+            call()
+    assert nodes.nodeInfo(node).heldUntil == 0
+
+
+def test_hold_stake_only_extends_and_returns_the_slashable_stake(fresh_nodes, node, other):
+    tx = fresh_nodes.holdStake(node, 5_000, sender=other)
+    assert tx.return_value == MIN_STAKE  # 600 bonded + 400 unbonding
+    assert tx.events == [fresh_nodes.StakeHeldUntil(node=node.address, heldUntil=5_000)]
+    tx = fresh_nodes.holdStake(node, 4_000, sender=other)  # an earlier end never shortens it
+    assert tx.events == [fresh_nodes.StakeHeldUntil(node=node.address, heldUntil=5_000)]
+    assert fresh_nodes.nodeInfo(node).heldUntil == 5_000
+
+
+def test_held_stake_cannot_be_withdrawn_until_the_hold_ends(fresh_nodes, token, node, other):
+    until = chain.pending_timestamp + 3_600
+    fresh_nodes.holdStake(node, until, sender=other)
+    chain.pending_timestamp += 60  # the 60 s unbonding delay has passed
+    with ape.reverts(fresh_nodes.StakeHeld, node=node.address, heldUntil=until, openDisputes=0):
+        fresh_nodes.withdrawUnbonded(sender=node)
+    chain.pending_timestamp = until
+    before = token.balanceOf(node)
+    fresh_nodes.withdrawUnbonded(sender=node)
+    assert token.balanceOf(node) == before + 400 * OPEN
+
+
+def test_open_disputes_count_and_hold_the_stake(fresh_nodes, node, other):
+    assert fresh_nodes.openDispute(node, sender=other).events == [
+        fresh_nodes.DisputeOpened(node=node.address, openDisputes=1)
+    ]
+    fresh_nodes.openDispute(node, sender=other)
+    chain.pending_timestamp += 3_600
+    assert fresh_nodes.closeDispute(node, sender=other).events == [
+        fresh_nodes.DisputeClosed(node=node.address, openDisputes=1)
+    ]
+    with ape.reverts(fresh_nodes.StakeHeld, node=node.address, heldUntil=0, openDisputes=1):
+        fresh_nodes.withdrawUnbonded(sender=node)
+    fresh_nodes.closeDispute(node, sender=other)
+    fresh_nodes.withdrawUnbonded(sender=node)
+
+
+def test_close_dispute_without_one_reverts(fresh_nodes, node, other):
+    with ape.reverts(fresh_nodes.NoOpenDispute, node=node.address):
+        fresh_nodes.closeDispute(node, sender=other)
+
+
+@pytest.mark.parametrize("min_stake", [1_000_000 * OPEN + 1, 2**128, 2**256 - 1])
+def test_set_min_stake_above_bound_reverts(nodes, governance, min_stake):
+    """Issue 13, point 6: a huge minimum deactivates every node and stops every redemption."""
+    with ape.reverts(nodes.MinStakeOutOfBounds, minStake=min_stake, max=1_000_000 * OPEN):
+        nodes.setMinStake(min_stake, sender=governance)
+    nodes.setMinStake(1_000_000 * OPEN, sender=governance)
+    assert nodes.minStake() == 1_000_000 * OPEN
+
+
+def test_constructor_min_stake_above_bound_reverts(governance, token):
+    with ape.reverts(project().NodeRegistry.MinStakeOutOfBounds):
+        governance.deploy(project().NodeRegistry, token, governance, 2**200, 60)
