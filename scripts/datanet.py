@@ -156,7 +156,7 @@ def contribute(
     with click.progressbar(store_files(store, checked), length=len(checked),
                            label="storing") as bar:  # fmt: skip
         stored = list(bar)
-    done, todo = split_registered(p, datanet_id, stored)
+    done, todo = split_registered(p, datanet_id, stored, account.address)
     for r in done:
         click.echo(f"  {r.path}: already contribution {r.contribution_id}, skipped")
     if not todo:

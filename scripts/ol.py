@@ -52,9 +52,9 @@ from backend.protocol.eip712 import (
 )
 from backend.protocol.merkle import leaf_hash, process_proof
 
-CONTRIBUTION_STATUS = ("None", "Pending", "Approved", "Rejected")
+CONTRIBUTION_STATUS = ("None", "Pending", "Approved", "Rejected", "Withdrawn")
 MODEL_STATUS = ("None", "Active", "Paused", "Retired")
-EPOCH_STATUS = ("None", "Posted", "Challenged", "Rejected")
+EPOCH_STATUS = ("None", "Posted", "Challenged", "Rejected", "Expired")
 CLAIM_LEAF_TYPES = ("uint256", "address", "uint256")  # (index, account, amount)
 UINT64 = click.IntRange(min=0, max=2**64 - 1)
 UINT96_MAX = 2**96 - 1
@@ -221,9 +221,8 @@ def contribute(account: Any, datanet_id: int, cid: str, size: int) -> None:
     """Contribute CID (SIZE bytes) to DATANET_ID, paying its bond (approved first)."""
     p = load_protocol()
     datanet = require_datanet(p, datanet_id)
-    existing = int(p.datanets.contributionIdOf(datanet_id, cid))
-    if existing:
-        raise fail(f"{cid} is already contribution {existing} of datanet {datanet_id}")
+    # A CID held by a pending or approved contribution reverts (DuplicateContribution, decoded
+    # by transact); a rejected or withdrawn one is free to contribute again.
     bond = int(datanet.contributionBond)
     if bond:
         ensure_allowance(p, account, p.datanets, bond)
@@ -238,6 +237,23 @@ def contribute(account: Any, datanet_id: int, cid: str, size: int) -> None:
     )
     log = one_event(receipt, p.datanets.Contributed)
     click.echo(f"contribution {log.contributionId}: {size} bytes, bond {format_open(log.bond)}")
+
+
+@action("withdraw-contribution", "Take back a contribution nobody reviewed in 30 days")
+@click.argument("contribution_id", type=ID)
+def withdraw_contribution(account: Any, contribution_id: int) -> None:
+    """Withdraw CONTRIBUTION_ID, left pending past the review timeout: its bond is credited
+    back (then `withdraw datanet`) and its CID released."""
+    p = load_protocol()
+    receipt = transact(
+        f"withdrew contribution {contribution_id}",
+        p.datanets.withdrawContribution,
+        contribution_id,
+        sender=account,
+        protocol=p,
+    )
+    bond = one_event(receipt, p.datanets.ContributionWithdrawn).bond
+    click.echo(f"bond {format_open(bond)} credited: ape run ol withdraw datanet")
 
 
 @action("review", "Approve or reject pending contributions")
@@ -815,6 +831,19 @@ def resolve(account: Any, epoch_id: int, upheld: bool | None) -> None:
     click.echo(f"slashed {format_open(slashed)} from {epoch.poster}")
 
 
+@action("sweep-epoch", "Return an expired epoch's unclaimed rest to its pool")
+@click.argument("epoch_id", type=ID)
+def sweep_epoch(account: Any, epoch_id: int) -> None:
+    """Sweep EPOCH_ID after its claim period: what nobody claimed goes back to the model's
+    pool for a later epoch (anyone may send it)."""
+    p = load_protocol()
+    receipt = transact(
+        f"swept epoch {epoch_id}", p.rewards.sweepExpired, epoch_id, sender=account, protocol=p
+    )
+    log = one_event(receipt, p.rewards.EpochExpired)
+    click.echo(f"returned {format_open(log.amount)} to the pool of model {log.modelId}")
+
+
 @action("claim", "Claim attribution rewards with a Merkle proof")
 @click.argument("epoch_id", type=ID)
 @click.argument("index", type=click.IntRange(min=0))
@@ -987,6 +1016,11 @@ def status(account: Any, channel_nodes: tuple[str, ...]) -> None:
         f"{'active' if p.nodes.isActive(who) else 'inactive'}"
         + (f", endpoint {node.endpoint}" if node.endpoint else "")
     )
+    if int(node.heldUntil) > _now() or int(node.openDisputes):
+        click.echo(
+            f"  stake held          until {node.heldUntil} (challenge windows), "
+            f"{node.openDisputes} open dispute(s)"
+        )
     click.echo(
         f"  withdrawable        datanet {format_open(p.datanets.withdrawable(who))}, "
         f"rewards {format_open(p.rewards.withdrawable(who))}"
@@ -997,3 +1031,9 @@ def _head() -> int:
     from ape import chain
 
     return int(chain.blocks.height)
+
+
+def _now() -> int:
+    from ape import chain
+
+    return int(chain.blocks.head.timestamp)

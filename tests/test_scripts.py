@@ -472,15 +472,37 @@ def test_protocol_walk_from_datanet_to_claims_disputes_and_withdrawals(
     assert f"revoked session key {SESSION_KEY}" in out and "valid until" in out
     ol("unbond", "50", account="TEST::2")
     travel(anvil, 121)
+    # Epoch 2's challenge window (600 s) holds the whole stake, unbonded or not.
+    out = ol("withdraw", "unbonded", account="TEST::2", ok=False)
+    assert f"would revert: StakeHeld(node={NODE.lower()}" in out
+    out = ol("status", account="TEST::2")
+    assert "stake held          until" in out and "0 open dispute(s)" in out
+    travel(anvil, 600)
     before = balance_of(anvil, token, NODE)
     out = ol("withdraw", "unbonded", account="TEST::2")
     assert "received 50 OPEN" in out
     assert balance_of(anvil, token, NODE) == before + 50 * OPEN
 
+    # A contribution nobody reviews is taken back after 30 days; epoch 1's unclaimed leaf
+    # (the curator's 1 OPEN) goes back to the pool after the 180-day claim period.
+    out = ol("contribute", str(datanet), "bafy-file-c", "10", account="TEST::1")
+    orphan = number_after("contribution", out)
+    out = ol("withdraw-contribution", str(orphan), account="TEST::1", ok=False)
+    assert f"would revert: ReviewTimeoutNotReached(contributionId={orphan}" in out
+    out = ol("sweep-epoch", str(epoch), ok=False)
+    assert f"would revert: ClaimPeriodOpen(epochId={epoch}" in out
+    travel(anvil, 180 * 86_400)
+    out = ol("withdraw-contribution", str(orphan), account="TEST::1")
+    assert f"withdrew contribution {orphan}: tx 0x" in out and "bond 2.5 OPEN credited" in out
+    assert "received 2.5 OPEN" in ol("withdraw", "datanet", account="TEST::1")
+    out = ol("sweep-epoch", str(epoch), account="TEST::4")
+    assert f"swept epoch {epoch}: tx 0x" in out
+    assert f"returned 1 OPEN to the pool of model {model}" in out
+
     # The summary, read back from the chain.
     out = ol("status", "--node", NODE, account="TEST::3")
     assert "OPEN supply           1000000000 OPEN" in out
-    assert "datanets 1, contributions 2, models 1, epochs 2, usage proofs 3" in out
+    assert "datanets 1, contributions 3, models 1, epochs 2, usage proofs 3" in out
     assert f"account {PAYER}" in out
     assert "OPEN balance        20 OPEN" in out  # 50 - 35 deposited + 5 withdrawn
     assert f"channel with {NODE}: 0 OPEN" in out  # 35 deposited, 30 redeemed, 5 withdrawn

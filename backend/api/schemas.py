@@ -55,11 +55,12 @@ class ContributionPublic(BaseModel):
     cid: str
     size: int = Field(description="bytes, as declared")
     bond: Wei
-    status: str = Field(description="pending, approved or rejected")
+    status: str = Field(description="pending, approved, rejected or withdrawn")
     curator: str | None
     block_number: int
     created_at: int | None
     reviewed_at: int | None
+    withdrawn_at: int | None = Field(description="when an unreviewed contribution was taken back")
     tx_hash: str
 
 
@@ -147,6 +148,10 @@ class NodePublic(BaseModel):
     unbonding_unlock_at: int
     slashed: Wei
     endpoint: str
+    held_until: int = Field(
+        description="no stake can be withdrawn before (its epochs' challenge windows)"
+    )
+    open_disputes: int = Field(description="challenged epochs of this node not yet resolved")
     active: bool = Field(description="bonded stake at least the registry's minimum")
 
 
@@ -307,9 +312,13 @@ class EpochPublic(BaseModel):
     claimed: Wei
     report_cid: str
     challenge_ends_at: int
-    status: str = Field(description="posted, challenged or rejected")
+    claim_ends_at: int | None = Field(
+        description="from then on anyone may sweep the unclaimed rest back to the pool"
+    )
+    status: str = Field(description="posted, challenged, rejected or expired")
     claimable: bool = Field(description="posted and past its challenge window at the last block")
     challenger: str | None
+    swept: Wei | None = Field(description="the unclaimed rest returned to the pool, once expired")
     block_number: int
     posted_at: int | None
     tx_hash: str

@@ -2,7 +2,9 @@
 
 The steps are separate so a command can show progress for each; all are idempotent: a file is
 validated before anything is stored or sent, storing is by CID, and a CID the Datanet already
-holds (``contributionIdOf``) is skipped, so a re-run after a crash finishes the job.
+holds (``contributionIdOf``) is skipped, so a re-run after a crash finishes the job. A CID that
+another account registered and lost (rejected, or withdrawn after the review timeout) is free
+and registered again: that is how an author takes back a file a squatter front-ran.
 """
 
 from __future__ import annotations
@@ -120,16 +122,28 @@ def store_files(store: ContentStore, files: Iterable[CheckedFile]) -> Iterator[S
         yield StoredFile(f.path, f.size, cid)
 
 
+# IDatanetRegistry.ContributionStatus values that hold a CID (Pending, Approved).
+HOLDING_STATUSES = (1, 2)
+
+
 def split_registered(
-    p: Protocol, datanet_id: int, stored: Sequence[StoredFile]
+    p: Protocol, datanet_id: int, stored: Sequence[StoredFile], contributor: str | None = None
 ) -> tuple[list[Registered], list[StoredFile]]:
-    """``(already registered, to register)``; a CID given twice is registered once."""
+    """``(already registered, to register)``; a CID given twice is registered once. A CID
+    whose latest registration no longer holds it (rejected or withdrawn) is to register again,
+    unless it was ``contributor``'s own (a re-run must not resubmit a file curators refused)."""
     done: list[Registered] = []
     todo: dict[str, StoredFile] = {}
     for f in stored:
         existing = int(p.datanets.contributionIdOf(datanet_id, f.cid))
         if existing:
-            done.append(Registered(f.path, f.cid, f.size, existing, registered_now=False))
+            c = p.datanets.contribution(existing)
+            own = contributor is not None and c.contributor.lower() == contributor.lower()
+            if int(c.status) in HOLDING_STATUSES or own:
+                done.append(Registered(f.path, f.cid, f.size, existing, registered_now=False))
+                continue
+            log.info("%s: contribution %d lost it; registering it again", f.cid, existing)
+            todo[f.cid] = f
         elif f.cid in todo:
             log.warning("%s has the same content as %s: registered once", f.path, todo[f.cid].path)
         else:

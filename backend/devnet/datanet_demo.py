@@ -69,7 +69,7 @@ def _contribute(
     """Contributes ``files`` as ``account``; ``(file, contribution id, registered now)``."""
     paths = collect_files(dataset / f for f in files)
     stored = list(store_files(store, check_files(metadata, paths)))
-    done, todo = split_registered(p, datanet_id, stored)
+    done, todo = split_registered(p, datanet_id, stored, account.address)
     registered = [r for batch in register_files(p, datanet_id, account, todo) for r in batch]
     by_path = {r.path: r for r in [*done, *registered]}
     log.info("%s contributed %d file(s) to datanet %d", role, len(registered), datanet_id)

@@ -169,7 +169,7 @@ def feedback_datanet(
     if pairs:
         path.write_bytes(export)
         stored = list(store_files(store, check_files(metadata, collect_files([path]))))
-        _, todo = split_registered(p, created.datanet_id, stored)
+        _, todo = split_registered(p, created.datanet_id, stored, payer.address)
         for _ in register_files(p, created.datanet_id, payer, todo):
             pass
         pending = [c.id for c in read_history(p, created.datanet_id).pending()]

@@ -34,6 +34,7 @@ PARAMETER_EVENTS = {
     "ChallengeWindowSet": "challengeWindow",
     "ChallengeBondSet": "challengeBond",
     "SlashAmountSet": "slashAmount",
+    "ClaimPeriodSet": "claimPeriod",
 }
 
 
@@ -200,6 +201,15 @@ def _reviewed(conn: sqlite3.Connection, ev: DecodedLog) -> None:
     )
 
 
+@on("DatanetRegistry", "ContributionWithdrawn")
+def _contribution_withdrawn(conn: sqlite3.Connection, ev: DecodedLog) -> None:
+    # The bond went back to the contributor and the CID is free for anyone to contribute again.
+    conn.execute(
+        "UPDATE contributions SET status = 'withdrawn', withdrawn_at = ? WHERE id = ?",
+        (ev.block_timestamp, ev.args["contributionId"]),
+    )
+
+
 @on("DatanetRegistry", "VersionPublished")
 def _version_published(conn: sqlite3.Connection, ev: DecodedLog) -> None:
     a = ev.args
@@ -342,6 +352,24 @@ def _unbonded(conn: sqlite3.Connection, ev: DecodedLog) -> None:
     conn.execute(
         "UPDATE nodes SET unbonding = '0', unbonding_unlock_at = 0 WHERE address = ?",
         (ev.args["node"],),
+    )
+
+
+@on("NodeRegistry", "StakeHeldUntil")
+def _stake_held(conn: sqlite3.Connection, ev: DecodedLog) -> None:
+    _ensure_node(conn, ev.args["node"], ev.block_number)
+    conn.execute(
+        "UPDATE nodes SET held_until = ? WHERE address = ?",
+        (ev.args["heldUntil"], ev.args["node"]),
+    )
+
+
+@on("NodeRegistry", "DisputeOpened", "DisputeClosed")
+def _disputes(conn: sqlite3.Connection, ev: DecodedLog) -> None:
+    _ensure_node(conn, ev.args["node"], ev.block_number)
+    conn.execute(
+        "UPDATE nodes SET open_disputes = ? WHERE address = ?",
+        (ev.args["openDisputes"], ev.args["node"]),
     )
 
 
@@ -541,14 +569,21 @@ def _pool_funded(conn: sqlite3.Connection, ev: DecodedLog) -> None:
 @on("AttributionRewards", "EpochPosted")
 def _epoch_posted(conn: sqlite3.Connection, ev: DecodedLog) -> None:
     a = ev.args
+    # The claim period is fixed at posting from the contract's parameter (ClaimPeriodSet),
+    # which the event does not repeat.
+    period = conn.execute(
+        "SELECT value FROM parameters WHERE contract = ? AND name = 'claimPeriod'",
+        (ev.contract,),
+    ).fetchone()
+    claim_ends_at = a["challengeEndsAt"] + int(period[0]) if period else None
     conn.execute(
         "INSERT INTO epochs (id, model_id, poster, merkle_root, total, report_cid,"
-        " challenge_ends_at, status, block_number, posted_at, tx_hash)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, 'posted', ?, ?, ?)",
+        " challenge_ends_at, claim_ends_at, status, block_number, posted_at, tx_hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'posted', ?, ?, ?)",
         (
             a["epochId"], a["modelId"], a["poster"], a["merkleRoot"], str(a["total"]),
-            a["reportCID"], a["challengeEndsAt"], ev.block_number, ev.block_timestamp,
-            ev.tx_hash,
+            a["reportCID"], a["challengeEndsAt"], claim_ends_at, ev.block_number,
+            ev.block_timestamp, ev.tx_hash,
         ),
     )  # fmt: skip
     _ensure_pool(conn, a["modelId"])
@@ -578,6 +613,17 @@ def _challenge_resolved(conn: sqlite3.Connection, ev: DecodedLog) -> None:
         epoch = row.fetchone()
         if epoch is not None:
             _add(conn, "pools", "unallocated", "model_id", epoch[0], int(epoch[1]))
+
+
+@on("AttributionRewards", "EpochExpired")
+def _epoch_expired(conn: sqlite3.Connection, ev: DecodedLog) -> None:
+    a = ev.args  # the unclaimed rest went back to the model's pool
+    conn.execute(
+        "UPDATE epochs SET status = 'expired', swept = ?, swept_at = ? WHERE id = ?",
+        (str(a["amount"]), ev.block_timestamp, a["epochId"]),
+    )
+    _ensure_pool(conn, a["modelId"])
+    _add(conn, "pools", "unallocated", "model_id", a["modelId"], a["amount"])
 
 
 @on("AttributionRewards", "Claimed")

@@ -9,7 +9,9 @@ stored events into it (one transaction). A database of a newer version is refuse
 
 Versions: 1, the first; 2, payments v2 (channels per payer and node instead of payer accounts,
 session keys per channel with an allowance and a revocation that takes effect later, skipped
-vouchers, a model's scheduled split change).
+vouchers, a model's scheduled split change); 3, hardening (withdrawn contributions, a
+node's stake held by open challenge windows and disputes, epochs swept after their claim
+period).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Read-model tables of older versions, dropped when a database is migrated.
 OBSOLETE_TABLES = ("payer_accounts",)
 
@@ -64,7 +66,8 @@ READ_MODEL_TABLES = {
         id INTEGER PRIMARY KEY, datanet_id INTEGER NOT NULL, contributor TEXT NOT NULL,
         cid TEXT NOT NULL, size INTEGER NOT NULL, bond TEXT NOT NULL, status TEXT NOT NULL,
         curator TEXT, block_number INTEGER NOT NULL, created_at INTEGER, tx_hash TEXT NOT NULL,
-        reviewed_block INTEGER, reviewed_log_index INTEGER, reviewed_at INTEGER""",
+        reviewed_block INTEGER, reviewed_log_index INTEGER, reviewed_at INTEGER,
+        withdrawn_at INTEGER""",
     "versions": """
         datanet_id INTEGER NOT NULL, version INTEGER NOT NULL, merkle_root TEXT NOT NULL,
         contribution_count INTEGER NOT NULL, manifest_cid TEXT NOT NULL,
@@ -89,6 +92,7 @@ READ_MODEL_TABLES = {
         address TEXT PRIMARY KEY, bonded TEXT NOT NULL DEFAULT '0',
         unbonding TEXT NOT NULL DEFAULT '0', unbonding_unlock_at INTEGER NOT NULL DEFAULT 0,
         slashed TEXT NOT NULL DEFAULT '0', endpoint TEXT NOT NULL DEFAULT '',
+        held_until INTEGER NOT NULL DEFAULT 0, open_disputes INTEGER NOT NULL DEFAULT 0,
         block_number INTEGER NOT NULL""",
     "channels": """
         payer TEXT NOT NULL, node TEXT NOT NULL, balance TEXT NOT NULL DEFAULT '0',
@@ -131,6 +135,7 @@ READ_MODEL_TABLES = {
         merkle_root TEXT NOT NULL, total TEXT NOT NULL, claimed TEXT NOT NULL DEFAULT '0',
         report_cid TEXT NOT NULL, challenge_ends_at INTEGER NOT NULL, status TEXT NOT NULL,
         challenger TEXT, challenge_bond TEXT, reason_cid TEXT, slashed TEXT,
+        claim_ends_at INTEGER, swept TEXT, swept_at INTEGER,
         block_number INTEGER NOT NULL, posted_at INTEGER, tx_hash TEXT NOT NULL""",
     "claims": """
         epoch_id INTEGER NOT NULL, idx INTEGER NOT NULL, account TEXT NOT NULL,

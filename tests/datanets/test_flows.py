@@ -236,3 +236,39 @@ def test_publish_builds_the_manifest_and_root_checked_on_chain(
     assert "published version 2: 3 contributions" in out
     v2 = Manifest.from_json(store.get(protocol.datanets.version(datanet, 2).manifestCID))
     assert [e.id for e in v2.contributions] == sorted(ids)
+
+
+def test_an_author_takes_back_a_squatted_file_once_curators_reject_the_squat(
+    datanet_cli: Run, new_datanet: Callable[..., int], protocol: Any, store: Any,
+    accounts: list[Any], tmp_path: Path,
+) -> None:  # fmt: skip
+    """Issue 13, point 4: Bob front-ran Alice's file; rejected, the CID is Alice's to register,
+    and a re-run by Bob does not resubmit the file curators refused."""
+    datanet = new_datanet("squat", "--bond", "1")
+    mine = tmp_path / "mine.jsonl"
+    mine.write_bytes(pairs(2, "authored"))
+    cid = compute_cid(mine.read_bytes())
+    bob = accounts[2]
+    protocol.token.approve(protocol.datanets, OPEN, sender=bob)
+    protocol.datanets.contribute(datanet, cid, mine.stat().st_size, sender=bob)
+    squat = int(protocol.datanets.contributionIdOf(datanet, cid))
+    out = datanet_cli("contribute", datanet, mine, account=ALICE)  # still held: skipped
+    assert f"already contribution {squat}, skipped" in out
+    datanet_cli("review", datanet, "--reject", squat, account=CURATOR)
+
+    out = datanet_cli("contribute", datanet, mine, account=ALICE)
+    authored = number("contribution", out.split("mine.jsonl:")[-1])
+    assert authored > squat
+    c = protocol.datanets.contribution(authored)
+    assert c.contributor == accounts[1].address
+    out = datanet_cli("contribute", datanet, mine, account=BOB)  # Bob's re-run
+    assert f"already contribution {authored}, skipped" in out
+    # A file curators rejected is not resubmitted by its own contributor's re-run.
+    refused = tmp_path / "refused.jsonl"
+    refused.write_bytes(pairs(1, "refused"))
+    out = datanet_cli("contribute", datanet, refused, account=ALICE)
+    rejected = number("contribution", out.split("refused.jsonl:")[-1])
+    datanet_cli("review", datanet, "--reject", rejected, account=CURATOR)
+    out = datanet_cli("contribute", datanet, refused, account=ALICE)
+    assert f"already contribution {rejected}, skipped" in out
+    assert "tx 0x" not in out

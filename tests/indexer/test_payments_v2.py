@@ -229,7 +229,7 @@ def test_an_index_of_schema_1_is_migrated_by_replaying_its_events(chain, payment
     _make_schema_1(db)
 
     indexer = new_indexer(db, anvil.url, h, decoders)  # migrates, then goes on from its cursor
-    assert schema_version(indexer.conn) == SCHEMA_VERSION == 2
+    assert schema_version(indexer.conn) == SCHEMA_VERSION == 3
     assert indexer.cursor == payments.revoked_block
     indexer.sync_once()
     indexer.close()

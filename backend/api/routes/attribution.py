@@ -26,6 +26,7 @@ class EpochStatus(StrEnum):
     POSTED = "posted"
     CHALLENGED = "challenged"
     REJECTED = "rejected"
+    EXPIRED = "expired"  # its claim period ended and the unclaimed rest was swept to the pool
 
 
 def _claimable(epoch: sqlite3.Row, now: int | None) -> bool:

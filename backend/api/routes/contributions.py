@@ -18,6 +18,7 @@ class ContributionStatus(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
     REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"  # unreviewed past the review timeout, taken back with its bond
 
 
 def to_contribution(row: sqlite3.Row) -> ContributionPublic:
