@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     db_path: Path = DEVNET_DIR / "index.db"  # the indexer's SQLite file
     content_dir: Path = DEVNET_DIR / "store"  # the embedded content store ...
     ipfs_api: str | None = None  # ... or an IPFS node's HTTP RPC API, when set
+    ipfs_read_timeout: float = 30.0  # seconds a read waits for the node's next byte
     max_upload_bytes: int = 10 * 1024 * 1024  # cap on any upload, whatever the Datanet allows
     data_dir: Path | None = None  # training jobs and feedback; default: "api" beside db_path
     rpc_url: str = "http://127.0.0.1:8545"  # the chain that training jobs read
@@ -37,6 +38,8 @@ class Settings(BaseSettings):
             raise ValueError("cors_origins '*' is refused in production: list the origins")
         if self.max_upload_bytes <= 0:
             raise ValueError(f"max_upload_bytes must be positive, not {self.max_upload_bytes}")
+        if self.ipfs_read_timeout <= 0:
+            raise ValueError(f"ipfs_read_timeout must be positive, not {self.ipfs_read_timeout}")
         if self.max_jobs < 1:
             raise ValueError(f"max_jobs must be at least 1, not {self.max_jobs}")
         return self

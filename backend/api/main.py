@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def content_store(settings: Settings) -> ContentStore:
     """The IPFS node's store when ``ipfs_api`` is set, else the embedded directory store."""
     if settings.ipfs_api:
-        return IPFSStore(settings.ipfs_api)
+        return IPFSStore(settings.ipfs_api, read_timeout=settings.ipfs_read_timeout)
     return DirectoryStore(settings.content_dir)
 
 

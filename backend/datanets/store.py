@@ -1,5 +1,6 @@
 """Which content store the Datanet flows use: a directory (the embedded default) or an IPFS
-node's HTTP RPC API, chosen by one setting (``--store`` / ``OPENLEDGER_STORE``)."""
+node's HTTP RPC API, chosen by one setting (``--store`` / ``OPENLEDGER_STORE``); how long an
+IPFS read waits for the node's next byte is ``OPENLEDGER_IPFS_READ_TIMEOUT`` (seconds)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from pathlib import Path
 
 from backend.protocol.deployments import PROJECT_ROOT
 from backend.storage.base import ContentStore
-from backend.storage.ipfs import IPFSStore
+from backend.storage.ipfs import DEFAULT_READ_TIMEOUT, IPFSStore
 from backend.storage.local import DirectoryStore
 
 STORE_ENV = "OPENLEDGER_STORE"
+READ_TIMEOUT_ENV = "OPENLEDGER_IPFS_READ_TIMEOUT"
 DEFAULT_STORE_DIR = PROJECT_ROOT / ".data" / "devnet" / "store"  # the one `make demo` uses
 
 
@@ -24,5 +26,20 @@ def open_store(spec: str | Path | None = None) -> ContentStore:
     ``/ip4/127.0.0.1/tcp/5001/http``), else a directory for a :class:`DirectoryStore`."""
     text = str(spec) if spec is not None else default_store_spec()
     if text.startswith(("http://", "https://", "/ip4/", "/ip6/", "/dns")):
-        return IPFSStore(text)
+        return IPFSStore(text, read_timeout=ipfs_read_timeout())
     return DirectoryStore(Path(text))
+
+
+def ipfs_read_timeout() -> float:
+    """``OPENLEDGER_IPFS_READ_TIMEOUT`` in seconds (default 30): how long a read waits for
+    the IPFS node's next byte before the CID counts as not found."""
+    text = os.environ.get(READ_TIMEOUT_ENV)
+    if not text:
+        return DEFAULT_READ_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError(f"{READ_TIMEOUT_ENV}={text!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise ValueError(f"{READ_TIMEOUT_ENV}={text!r} must be a positive number of seconds")
+    return seconds

@@ -17,7 +17,9 @@ import json
 import logging
 import tempfile
 from collections.abc import Iterator
+from ipaddress import ip_address
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import ipfshttpclient
@@ -68,8 +70,26 @@ class _HashingReader:
         return out
 
 
+def api_multiaddr(api: str) -> str:
+    """``api`` as the multiaddr the IPFS client speaks: an ``http(s)://host:port`` URL is
+    converted (``/ip4/127.0.0.1/tcp/5001/http``); a multiaddr is returned as it is."""
+    if not api.startswith(("http://", "https://")):
+        return api
+    url = urlsplit(api)
+    if not url.hostname or url.path not in ("", "/"):
+        raise ValueError(f"{api!r} is not an IPFS API address (http://host:port)")
+    try:
+        version = ip_address(url.hostname).version
+        host = f"/ip{version}/{url.hostname}"
+    except ValueError:
+        host = f"/dns/{url.hostname}"
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return f"{host}/tcp/{port}/{url.scheme}"
+
+
 class IPFSStore(ContentStore):
-    """A content store backed by an IPFS node's RPC API at ``api`` (a multiaddr).
+    """A content store backed by an IPFS node's RPC API at ``api`` (a multiaddr, or an
+    ``http://host:port`` URL).
 
     ``timeout`` bounds each socket operation of adds and pins; ``read_timeout`` is how long a
     read waits for the node's next byte (the first one included) before it gives up: with no
@@ -85,6 +105,7 @@ class IPFSStore(ContentStore):
     ) -> None:
         if read_timeout <= 0:
             raise ValueError(f"read_timeout must be positive, not {read_timeout}")
+        api = api_multiaddr(api)
         self.api = api
         self.read_timeout = read_timeout
         # Built directly: ipfshttpclient.connect() refuses daemons newer than it knows.

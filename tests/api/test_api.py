@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
+from backend.api.config import Settings
+from backend.api.main import content_store
 from backend.protocol.merkle import leaf_hash, process_proof
+from backend.storage.ipfs import IPFSStore
 from backend.storage.unixfs import compute_cid
 
 OPEN = 10**18
@@ -198,3 +203,23 @@ def test_openapi_is_served(app):
         in (spec["paths"])
     )
     assert root.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "why"),
+    [
+        ("ipfs_read_timeout", 0, "ipfs_read_timeout must be positive"),
+        ("max_upload_bytes", 0, "max_upload_bytes must be positive"),
+        ("max_jobs", 0, "max_jobs must be at least 1"),
+    ],
+)
+def test_settings_refuse_values_that_cannot_work(setting: str, value: int, why: str) -> None:
+    with pytest.raises(ValidationError, match=why):
+        Settings(**{setting: value})
+
+
+def test_the_ipfs_store_gets_the_configured_read_timeout() -> None:
+    store = content_store(Settings(ipfs_api="http://127.0.0.1:5001", ipfs_read_timeout=4))
+    assert isinstance(store, IPFSStore)
+    assert (store.api, store.read_timeout) == ("/ip4/127.0.0.1/tcp/5001/http", 4)
+    store.close()

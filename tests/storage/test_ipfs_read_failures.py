@@ -19,13 +19,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from backend.datanets.store import open_store
 from backend.storage.base import (
     ContentNotFoundError,
     ContentStoreError,
     ContentTimeoutError,
     ContentTooLargeError,
 )
-from backend.storage.ipfs import DEFAULT_READ_TIMEOUT, IPFSStore
+from backend.storage.ipfs import DEFAULT_READ_TIMEOUT, IPFSStore, api_multiaddr
 from backend.storage.unixfs import compute_cid
 
 CID = compute_cid(b"what the fake node pretends to hold")
@@ -211,3 +212,33 @@ def test_a_node_that_says_it_lacks_the_cid_is_not_found(fake_node):
             store.get(CID)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("api", "multiaddr"),
+    [
+        ("http://127.0.0.1:5001", "/ip4/127.0.0.1/tcp/5001/http"),
+        ("http://[::1]:5001/", "/ip6/::1/tcp/5001/http"),
+        ("https://ipfs.example.org", "/dns/ipfs.example.org/tcp/443/https"),
+        ("/ip4/10.0.0.2/tcp/5001/http", "/ip4/10.0.0.2/tcp/5001/http"),
+    ],
+)
+def test_an_ipfs_api_url_is_taken_as_its_multiaddr(api: str, multiaddr: str) -> None:
+    assert api_multiaddr(api) == multiaddr
+
+
+def test_an_ipfs_api_url_with_a_path_is_refused() -> None:
+    with pytest.raises(ValueError, match="not an IPFS API address"):
+        api_multiaddr("http://127.0.0.1:5001/api/v0")
+
+
+def test_open_store_takes_the_read_timeout_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("OPENLEDGER_IPFS_READ_TIMEOUT", "2.5")
+    store = open_store("http://127.0.0.1:5001")
+    assert isinstance(store, IPFSStore)
+    assert (store.api, store.read_timeout) == ("/ip4/127.0.0.1/tcp/5001/http", 2.5)
+    store.close()
+    for bad in ("soon", "0", "-1"):
+        monkeypatch.setenv("OPENLEDGER_IPFS_READ_TIMEOUT", bad)
+        with pytest.raises(ValueError, match="OPENLEDGER_IPFS_READ_TIMEOUT"):
+            open_store("http://127.0.0.1:5001")
