@@ -28,7 +28,7 @@ from backend.protocol.contracts import Protocol
 from backend.protocol.deployments import PROJECT_ROOT
 from backend.protocol.eip712 import SignedVoucher
 from backend.protocol.inference_client import VoucherWallet, openai_client
-from backend.protocol.receipts import parse_receipts_log, receipts_tree
+from backend.protocol.receipts import read_usage_log, receipts_tree
 from backend.storage.base import ContentStore
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def check_usage_proof(p: Protocol, store: ContentStore, done: dict[str, Any]) ->
     if not done.get("redeemed"):
         return {}
     record = p.payments.usageRecord(done["usage_proof_id"])
-    receipts = parse_receipts_log(store.get(done["receipts_cid"]))
+    receipts = read_usage_log(store.get, done["receipts_cid"]).receipts
     root = receipts_tree(receipts).root if receipts else b"\x00" * 32
     return {
         "receipts": len(receipts),

@@ -4,6 +4,7 @@ that read it: a lossless round trip, and every bad field refused by name and lin
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from eth_utils import keccak
@@ -11,10 +12,14 @@ from eth_utils import keccak
 from backend.protocol.receipts import (
     Receipt,
     ReceiptLogError,
+    UsageLog,
     parse_receipts_log,
+    read_usage_log,
     receipts_log,
     receipts_tree,
+    usage_bundle,
 )
+from backend.storage.unixfs import compute_cid
 
 PAYER = "0x" + "ab" * 20
 NODE = "0x" + "cd" * 20
@@ -68,3 +73,45 @@ def test_missing_fields_non_objects_and_non_text_are_refused() -> None:
     with pytest.raises(ReceiptLogError, match="is not UTF-8 text"):
         parse_receipts_log(b"\xff\xfe")
     assert parse_receipts_log(b"\n\n") == []
+
+
+def _store() -> tuple[dict[str, bytes], Callable[[bytes], str]]:
+    blobs: dict[str, bytes] = {}
+
+    def put(data: bytes) -> str:
+        cid = compute_cid(data)
+        blobs[cid] = data
+        return cid
+
+    return blobs, put
+
+
+def test_a_usage_bundle_is_canonical_and_reads_its_receipts_and_records() -> None:
+    blobs, put = _store()
+    receipts = [Receipt.from_json(receipt(i).to_json()) for i in range(1, 3)]
+    receipts_cid, records_cid = put(receipts_log(receipts)), put(b"null\nnull\n")
+    bundle = usage_bundle(receipts_cid, records_cid)
+    assert bundle == (
+        f'{{"attributionRecords":"{records_cid}","receipts":"{receipts_cid}"}}\n'.encode()
+    )
+    read = read_usage_log(blobs.__getitem__, put(bundle))
+    assert read == UsageLog(receipts, receipts_cid, records_cid)
+
+
+def test_a_plain_receipts_log_of_an_older_proof_still_reads() -> None:
+    blobs, put = _store()
+    one, two = (Receipt.from_json(receipt(i).to_json()) for i in (1, 2))
+    for receipts in ([one], [one, two], []):
+        cid = put(receipts_log(receipts))
+        assert read_usage_log(blobs.__getitem__, cid) == UsageLog(receipts, cid, None)
+
+
+def test_a_bad_receipts_log_in_a_bundle_is_named() -> None:
+    blobs, put = _store()
+    bad = put(b"{}\n")
+    bundle = put(usage_bundle(bad, put(b"null\n")))
+    with pytest.raises(ReceiptLogError, match=f"^receipts log {bad} \\(usage bundle {bundle}\\)"):
+        read_usage_log(blobs.__getitem__, bundle)
+    broken = put(b'{"attributionRecords":7,"receipts":""}\n')
+    with pytest.raises(ReceiptLogError, match="a usage bundle must name two CIDs"):
+        read_usage_log(blobs.__getitem__, broken)

@@ -17,12 +17,13 @@ import json
 import logging
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 from backend.api.deps import Database
 from backend.modelfactory.feedback import FeedbackStore, ReceiptIndex
 from backend.protocol.eip712 import feedback_domain
-from backend.protocol.receipts import Receipt, ReceiptLogError, parse_receipts_log, receipts_tree
+from backend.protocol.receipts import Receipt, ReceiptLogError, read_usage_log, receipts_tree
 from backend.storage.base import ContentNotFoundError, ContentStore, ContentStoreError
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,8 @@ class FeedbackService:
         tree is the one the proof committed to on-chain (``root``, ``count`` receipts)."""
         where = f"receipts log {cid}"
         try:
-            receipts = parse_receipts_log(self.content.get(cid, MAX_LOG_BYTES), where)
+            get = partial(self.content.get, max_bytes=MAX_LOG_BYTES)
+            receipts = read_usage_log(get, cid).receipts
         except ContentNotFoundError:
             log.warning("usage proof %d: %s is not in the content store; trying again later",
                         proof_id, where)  # fmt: skip

@@ -64,7 +64,7 @@ from backend.protocol.eip712 import (
     typed_digest,
     typed_message,
 )
-from backend.protocol.receipts import Receipt, ReceiptLogError, parse_receipts_log
+from backend.protocol.receipts import Receipt, ReceiptLogError, read_usage_log
 from backend.storage.base import ContentStore
 
 MIN_SCORE, MAX_SCORE = 1, 5
@@ -335,8 +335,9 @@ class ReceiptIndex:
         return index
 
     def add_log(self, store: ContentStore, cid: str) -> int:
-        """Adds the receipts of log ``cid`` (read verified from ``store``); returns how many."""
-        receipts = parse_receipts_log(store.get(cid), f"receipts log {cid}")
+        """Adds the receipts a usage proof's ``cid`` names (a usage bundle or a plain receipts
+        log, read verified from ``store``); returns how many."""
+        receipts = read_usage_log(store.get, cid).receipts
         for receipt in receipts:
             self.add(receipt, source=f"receipts log {cid}")
         return len(receipts)

@@ -11,12 +11,18 @@ the root of an OpenZeppelin ``StandardMerkleTree`` whose leaves are, per receipt
 so anyone can fetch the log by its CID, rebuild the tree and compare it with the on-chain
 ``UsageRecord.receiptsRoot``, or prove one receipt with a Merkle proof. The node writes logs;
 the backend (feedback, auditors) reads them: this module is their shared contract.
+
+A usage proof's ``receiptsCID`` names a **usage bundle**: canonical JSON (sorted keys, no
+spaces, one trailing newline) ``{"attributionRecords":"<CID>","receipts":"<CID>"}``, the
+receipts log and its attribution records log (one line per receipt, same order:
+``backend/attribution/records_log.py``; docs/attribution-records.md). Proofs recorded before
+bundles name the receipts log itself; :func:`read_usage_log` reads both.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,3 +168,53 @@ def parse_receipts_log(data: bytes, source: str = "receipts log") -> list[Receip
 def receipts_tree(receipts: Sequence[Receipt]) -> StandardMerkleTree:
     """The usage-proof tree of ``receipts`` (at least one)."""
     return StandardMerkleTree.of([r.leaf_values() for r in receipts], RECEIPT_TYPES)
+
+
+BUNDLE_KEYS = frozenset({"receipts", "attributionRecords"})
+
+
+@dataclass(frozen=True)
+class UsageLog:
+    """What a usage proof's ``receiptsCID`` names: its receipts, the CID of the receipts log
+    itself, and the CID of their attribution records log (None for a proof made before
+    bundles: its CID is the receipts log's)."""
+
+    receipts: list[Receipt]
+    receipts_cid: str
+    records_cid: str | None
+
+
+def usage_bundle(receipts_cid: str, records_cid: str) -> bytes:
+    """The canonical usage bundle naming a receipts log and its attribution records log."""
+    bundle = {"attributionRecords": records_cid, "receipts": receipts_cid}
+    return json.dumps(bundle, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+def parse_usage_bundle(data: bytes) -> tuple[str, str] | None:
+    """(receipts log CID, records log CID) when ``data`` is a usage bundle; None when it is
+    anything else (a plain receipts log, which :func:`parse_receipts_log` judges)."""
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError):  # several lines of JSON: a receipts log
+        return None
+    if not isinstance(value, dict) or set(value) != BUNDLE_KEYS:
+        return None
+    receipts, records = value["receipts"], value["attributionRecords"]
+    if not (isinstance(receipts, str) and receipts and isinstance(records, str) and records):
+        raise ReceiptLogError(f"a usage bundle must name two CIDs, not {value!r}")
+    return receipts, records
+
+
+def read_usage_log(get: Callable[[str], bytes], cid: str) -> UsageLog:
+    """The receipts a usage proof's ``receiptsCID`` names, through ``get`` (CID -> verified
+    bytes, e.g. ``lambda c: store.get(c, max_bytes=...)``); :class:`ReceiptLogError` naming
+    the log and line. Reads a usage bundle and an older proof's plain receipts log alike."""
+    data = get(cid)
+    bundle = parse_usage_bundle(data)
+    if bundle is None:
+        return UsageLog(parse_receipts_log(data, f"receipts log {cid}"), cid, None)
+    receipts_cid, records_cid = bundle
+    receipts = parse_receipts_log(
+        get(receipts_cid), f"receipts log {receipts_cid} (usage bundle {cid})"
+    )
+    return UsageLog(receipts, receipts_cid, records_cid)
