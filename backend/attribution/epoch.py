@@ -47,14 +47,14 @@ class EpochInputError(ValueError):
 
 
 @dataclass(frozen=True)
-class LineageMember:
+class LineageContribution:
     """A contribution of a model version's lineage and how many training examples it gave."""
 
     contribution: Contribution
     examples: int
 
 
-Lineage = tuple[LineageMember, ...]
+Lineage = tuple[LineageContribution, ...]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from backend.attribution.corpus import Contribution
 from backend.attribution.epoch import (
     EpochInputError,
-    LineageMember,
+    LineageContribution,
     ModelRun,
     PaidVoucher,
     RedemptionInput,
@@ -43,12 +43,12 @@ A1, A2 = Contribution(1, 1, ALICE.lower()), Contribution(1, 2, ALICE.lower())
 B, C = Contribution(1, 3, BOB.lower()), Contribution(2, 1, CAROL.lower())
 
 
-def lineage_member(c: Contribution, examples: int) -> LineageMember:
-    return LineageMember(Contribution(c.datanet_id, c.contribution_id,
+def lineage_contribution(c: Contribution, examples: int) -> LineageContribution:
+    return LineageContribution(Contribution(c.datanet_id, c.contribution_id,
                                       to_checksum_address(c.contributor)), examples)  # fmt: skip
 
 
-LINEAGE = tuple(lineage_member(c, n) for c, n in ((A1, 3), (A2, 1), (B, 4), (C, 2)))
+LINEAGE = tuple(lineage_contribution(c, n) for c, n in ((A1, 3), (A2, 1), (B, 4), (C, 2)))
 
 
 def receipt(payer: str, model: int, price: int, version: int = 1, n: int = 0) -> Receipt:
@@ -60,7 +60,7 @@ def receipt(payer: str, model: int, price: int, version: int = 1, n: int = 0) ->
     )  # fmt: skip
 
 
-def record(named: list[tuple[LineageMember, int]], tail: int = 0, model: int = 1,
+def record(named: list[tuple[LineageContribution, int]], tail: int = 0, model: int = 1,
            version: int = 1) -> AttributionRecord:  # fmt: skip
     named_total = sum(share for _, share in named)
     return AttributionRecord(
@@ -142,7 +142,7 @@ def test_named_shares_go_to_their_contributions_and_the_rest_by_training_example
 
 
 def test_a_record_naming_a_contribution_outside_the_lineage_is_refused() -> None:
-    stranger = lineage_member(Contribution(9, 9, CAROL.lower()), 1)
+    stranger = lineage_contribution(Contribution(9, 9, CAROL.lower()), 1)
     with pytest.raises(EpochInputError, match="not in the version's lineage"):
         allocate_receipt(10, record([(stranger, 1_000_000)]), LINEAGE)
 
