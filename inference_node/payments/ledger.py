@@ -11,6 +11,12 @@ pending until a redemption takes it into a usage proof. Redemptions are recorded
 transaction is sent (status ``pending``) and confirmed after, so a crash in between is found on
 restart and reconciled against the chain (see redeemer.py). Amounts are OPEN wei stored as
 decimal text (they exceed SQLite's 64-bit integers).
+
+A receipt of a model version with an attribution index has a row in ``attribution_records``,
+written in the receipt's transaction: the prompt's and the answer's token ids and the answer
+record (spans only) its ``attributionDigest`` commits to; the background worker adds the full
+record (spans and gradients) later (docs/attribution-records.md). A ledger written before the
+table existed gets it when opened.
 """
 
 from __future__ import annotations
@@ -72,6 +78,17 @@ CREATE TABLE IF NOT EXISTS receipts (
     redemption_id INTEGER REFERENCES redemptions (id)
 );
 CREATE INDEX IF NOT EXISTS receipts_pending ON receipts (redemption_id);
+CREATE TABLE IF NOT EXISTS attribution_records (
+    receipt_id INTEGER PRIMARY KEY REFERENCES receipts (id),
+    model_id INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    prompt_ids BLOB NOT NULL,
+    answer_ids BLOB NOT NULL,
+    answer_record BLOB NOT NULL,
+    full_record BLOB
+);
+CREATE INDEX IF NOT EXISTS attribution_unsketched ON attribution_records (receipt_id)
+    WHERE full_record IS NULL;
 """
 
 
@@ -106,6 +123,48 @@ class Redemption:
     tx_hash: str | None
     proof_id: int | None
     paid: int | None  # OPEN wei
+
+
+def _ids(ids: Sequence[int]) -> bytes:
+    return b"".join(int(i).to_bytes(4, "big") for i in ids)  # big-endian u32 each
+
+
+def _unids(raw: bytes) -> tuple[int, ...]:
+    return tuple(int.from_bytes(raw[i : i + 4], "big") for i in range(0, len(raw), 4))
+
+
+@dataclass(frozen=True)
+class AnswerAttribution:
+    """What a receipt's ``attributionDigest`` commits to, written with the receipt."""
+
+    model_id: int
+    version: int
+    prompt_ids: tuple[int, ...]  # the token ids the engine was given
+    answer_ids: tuple[int, ...]  # the generated token ids
+    answer_record: bytes  # canonical bytes of the answer record (spans only)
+
+
+@dataclass(frozen=True)
+class StoredAttribution:
+    """A receipt's row in ``attribution_records``."""
+
+    receipt_id: int
+    attribution: AnswerAttribution
+    full_record: bytes | None  # canonical bytes of the full record, once the worker made it
+
+
+def _stored(row: sqlite3.Row) -> StoredAttribution:
+    return StoredAttribution(
+        receipt_id=row["receipt_id"],
+        attribution=AnswerAttribution(
+            row["model_id"],
+            row["version"],
+            _unids(row["prompt_ids"]),
+            _unids(row["answer_ids"]),
+            bytes(row["answer_record"]),
+        ),
+        full_record=None if row["full_record"] is None else bytes(row["full_record"]),
+    )
 
 
 def _receipt(row: sqlite3.Row, node: str) -> Receipt:
@@ -262,11 +321,19 @@ class Ledger:
             )
 
     def commit(
-        self, signed: SignedVoucher, receipt: Receipt, *, signer: str = "", redeem_by: int = 0
+        self,
+        signed: SignedVoucher,
+        receipt: Receipt,
+        *,
+        signer: str = "",
+        redeem_by: int = 0,
+        attribution: AnswerAttribution | None = None,
     ) -> int:
         """Writes ``receipt`` and the voucher that pays for it in one durable transaction;
         returns the receipt's id. Call before releasing the answer. ``signer``: who signed the
-        voucher; ``redeem_by``: when it must be redeemed (default: its deadline).
+        voucher; ``redeem_by``: when it must be redeemed (default: its deadline);
+        ``attribution``: the answer record its ``attributionDigest`` commits to, written in the
+        same transaction.
 
         Raises :class:`LedgerError` (and writes nothing) when the voucher is for another node
         or channel, or when the channel's receipts would cost more than its latest voucher.
@@ -327,7 +394,18 @@ class Ledger:
                     str(v.cumulative_amount), receipt.created_at,
                 ),
             )  # fmt: skip
-        return int(cursor.lastrowid or 0)
+            receipt_id = int(cursor.lastrowid or 0)
+            if attribution is not None:
+                a = attribution
+                db.execute(
+                    "INSERT INTO attribution_records (receipt_id, model_id, version, prompt_ids, "
+                    "answer_ids, answer_record) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        receipt_id, a.model_id, a.version, _ids(a.prompt_ids),
+                        _ids(a.answer_ids), a.answer_record,
+                    ),
+                )  # fmt: skip
+        return receipt_id
 
     # ------------------------------------------------------------------ receipts
 
@@ -335,6 +413,49 @@ class Ledger:
         """Receipts not yet in a usage proof, oldest first, with their ids."""
         rows = self._read("SELECT * FROM receipts WHERE redemption_id IS NULL ORDER BY id")
         return [(row["id"], _receipt(row, self.node)) for row in rows]
+
+    def receipt_ids_of(self, redemption_id: int) -> list[int]:
+        rows = self._read(
+            "SELECT id FROM receipts WHERE redemption_id = ? ORDER BY id", (redemption_id,)
+        )
+        return [row["id"] for row in rows]
+
+    # ------------------------------------------------------------------ attribution records
+
+    def attribution_records(self, receipt_ids: Sequence[int]) -> dict[int, StoredAttribution]:
+        """The attribution rows of ``receipt_ids`` that have one, by receipt id."""
+        found: dict[int, StoredAttribution] = {}
+        ids = list(receipt_ids)
+        for start in range(0, len(ids), 500):  # within SQLite's bound on parameters
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(
+                f"SELECT * FROM attribution_records WHERE receipt_id IN ({marks})", chunk
+            )
+            found |= {row["receipt_id"]: _stored(row) for row in rows}
+        return found
+
+    def unsketched(self, limit: int) -> list[StoredAttribution]:
+        """Up to ``limit`` attribution rows still without a full record, oldest first."""
+        rows = self._read(
+            "SELECT * FROM attribution_records WHERE full_record IS NULL ORDER BY receipt_id "
+            "LIMIT ?",
+            (limit,),
+        )
+        return [_stored(row) for row in rows]
+
+    def unsketched_count(self) -> int:
+        rows = self._read("SELECT COUNT(*) AS n FROM attribution_records WHERE full_record IS NULL")
+        return int(rows[0]["n"])
+
+    def set_full_record(self, receipt_id: int, full_record: bytes) -> None:
+        """Stores the full record of a receipt's answer (once: a later one is ignored)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE attribution_records SET full_record = ? "
+                "WHERE receipt_id = ? AND full_record IS NULL",
+                (full_record, receipt_id),
+            )
 
     def receipts_of(self, redemption_id: int) -> list[Receipt]:
         rows = self._read(

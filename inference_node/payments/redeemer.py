@@ -11,8 +11,11 @@ One run (:meth:`Redeemer.redeem_all`):
    ``gas_fraction`` of a block (a batch over it, or one the estimate refuses, is halved; a
    single voucher the contract refuses is logged and left out), ordered by model;
 4. per batch: put the JSONL log of its pairs' pending receipts in the content store and build
-   its Merkle tree (receipts.py); record the redemption (``pending``: vouchers, root, CID,
-   receipts taken) *before* sending;
+   its Merkle tree (receipts.py); put their attribution records log beside it (one line per
+   receipt: the full record, after computing the gradients the background worker has not
+   reached yet, else the answer record, ``null`` for a zero digest; records_log.py) and the
+   usage bundle naming both, whose CID the usage proof records; record the redemption
+   (``pending``: vouchers, root, bundle CID, receipts taken) *before* sending;
 5. send ``redeem(vouchers, (root, count, cid))``, record the tx hash, wait, and confirm with the
    usage proof id and the pairs' on-chain ``redeemed``; vouchers the contract skipped are
    logged; a batch that reverts is marked failed and its receipts return to pending.
@@ -35,19 +38,24 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from eth_utils import keccak
 from web3.exceptions import ContractLogicError, Web3Exception
 from web3.logs import DISCARD
 
+from backend.attribution.record import AttributionRecord
+from backend.attribution.records_log import ZERO_DIGEST, records_log
 from backend.protocol.eip712 import SignedVoucher
-from backend.protocol.receipts import receipts_log, receipts_tree
+from backend.protocol.receipts import Receipt, receipts_log, receipts_tree, usage_bundle
 from backend.storage.base import ContentStore
 from inference_node.payments.chain import PaymentsChain
 from inference_node.payments.ledger import Ledger, Redemption
 from inference_node.payments.sender import RedeemSender
+
+if TYPE_CHECKING:
+    from inference_node.attribution import NodeAttribution
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +88,12 @@ class Redeemer:
         store: ContentStore,
         sender: RedeemSender,
         policy: RedeemPolicy | None = None,
+        attribution: NodeAttribution | None = None,
     ) -> None:
+        """``attribution``: computes the gradients of answers the background worker has not
+        reached before their records are published (None: they are published spans-only)."""
         self.chain, self.ledger, self.store, self.sender = chain, ledger, store, sender
+        self.attribution = attribution
         self.policy = policy or RedeemPolicy()
         self._started = int(time.time())
         self._watched = self.policy.from_block - 1  # the last block watch() read
@@ -139,11 +151,42 @@ class Redeemer:
             ]
             receipts = [r for _, r in taken]
             root = receipts_tree(receipts).root if receipts else ZERO_ROOT
-            cid = self.store.put(receipts_log(receipts))
-            self.store.pin(cid)
+            cid = self._publish(taken)
             redemption_id = self.ledger.prepare_redemption(batch, [i for i, _ in taken], root, cid)
             done.append(self._send(self._redemption(redemption_id)))
         return done
+
+    def _publish(self, taken: list[tuple[int, Receipt]]) -> str:
+        """Stores the receipts log, its attribution records log and the usage bundle naming
+        both; returns the bundle's CID (what the usage proof records)."""
+        receipts = [r for _, r in taken]
+        ids = [i for i, _ in taken]
+        rows = self.ledger.attribution_records(ids)
+        missing = [row for row in rows.values() if row.full_record is None]
+        if missing and self.attribution is not None:
+            try:
+                self.attribution.complete(self.ledger, missing)
+            except Exception:  # published spans-only rather than not at all
+                log.exception("gradients of %d answers failed: their records are published "
+                              "spans-only", len(missing))  # fmt: skip
+            rows = self.ledger.attribution_records(ids)
+        records: list[AttributionRecord | None] = []
+        for receipt_id, receipt in taken:
+            row = rows.get(receipt_id)
+            if receipt.attribution_digest == ZERO_DIGEST or row is None:
+                if receipt.attribution_digest != ZERO_DIGEST:
+                    log.error("receipt %d commits to an attribution record the ledger lacks",
+                              receipt_id)  # fmt: skip
+                records.append(None)
+                continue
+            line = row.full_record or row.attribution.answer_record
+            records.append(AttributionRecord.from_json(line))
+        receipts_cid = self.store.put(receipts_log(receipts))
+        records_cid = self.store.put(records_log(records))
+        cid = self.store.put(usage_bundle(receipts_cid, records_cid))
+        for pinned in (receipts_cid, records_cid, cid):
+            self.store.pin(pinned)
+        return cid
 
     def watch(self) -> None:
         """Shortens pairs' ``redeem_by`` by what happened on-chain since the last look."""

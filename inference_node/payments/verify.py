@@ -50,7 +50,7 @@ from inference_node.payments.errors import (
     UnderpaidError,
     WrongSignerError,
 )
-from inference_node.payments.ledger import Ledger
+from inference_node.payments.ledger import AnswerAttribution, Ledger
 from inference_node.payments.quote import expected_cumulative, make_quote
 
 
@@ -207,9 +207,15 @@ class VoucherVerifier:
             self._inflight[acceptance.id] = acceptance
         return acceptance
 
-    def settle(self, acceptance: Acceptance, receipt: Receipt) -> int:
-        """Commits ``receipt`` (with the actual price) and the accepted voucher to the ledger,
-        then drops the reservation; returns the receipt id. Call before releasing the answer.
+    def settle(
+        self,
+        acceptance: Acceptance,
+        receipt: Receipt,
+        attribution: AnswerAttribution | None = None,
+    ) -> int:
+        """Commits ``receipt`` (with the actual price), the accepted voucher and the answer's
+        ``attribution`` (the record its digest commits to) to the ledger, then drops the
+        reservation; returns the receipt id. Call before releasing the answer.
 
         Committing before releasing means a concurrent :meth:`verify` always sees the request's
         price either reserved or consumed, never neither.
@@ -223,6 +229,7 @@ class VoucherVerifier:
                 receipt,
                 signer=acceptance.signer,
                 redeem_by=acceptance.redeem_by,
+                attribution=attribution,
             )
         finally:
             self.release(acceptance)

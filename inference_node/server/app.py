@@ -2,10 +2,12 @@
 
 Per request: validate → resolve ``model`` to a served model version → tokenize (the chat
 template for chat) → price it from the prompt and ``max_tokens`` → the gate admits the voucher
-(402 with a quote otherwise) → generate → write the receipt and voucher durably (``settle``)
-→ only then answer. Streamed answers send text as it is generated and settle before the final
-chunk; a client that leaves mid-stream is charged for the tokens it was sent, and one whose
-request fails is charged nothing (its reservation is released).
+(402 with a quote otherwise) → generate → score the answer's attribution by spans and write
+the receipt (its ``attributionDigest`` the answer record's digest), the record and the voucher
+durably (``settle``, in a worker thread) → only then answer; gradients follow in the
+background (inference_node/attribution.py). Streamed answers send text as it is generated
+and settle before the final chunk; a client that leaves mid-stream is charged for the tokens
+it was sent, and one whose request fails is charged nothing (its reservation is released).
 
 Payment is x402 v2 (scheme ``openledger-voucher``, docs/payment-protocol.md): a 402 carries
 ``PAYMENT-REQUIRED``, the client pays with ``PAYMENT-SIGNATURE``, an answer carries
@@ -20,7 +22,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from anyio import to_thread
@@ -284,6 +286,18 @@ def create_app(node: NodeRuntime) -> FastAPI:
     async def _settle(job: Job, done: Completion) -> SettleResult:
         price = job.served.pricing.price(done.prompt_tokens, done.completion_tokens)
         v = job.acceptance.voucher.voucher
+
+        def settle() -> SettleResult:  # in a worker thread: spans and an fsync'ed write
+            attribution = None
+            if node.attribution is not None:
+                attribution = node.attribution.answer(
+                    job.served.model_id, job.served.version, job.handle.prompt_ids,
+                    done.token_ids,
+                )  # fmt: skip
+            digest = ZERO32 if attribution is None else keccak(attribution.answer_record)
+            return node.gate.settle(job.acceptance, replace(receipt, attribution_digest=digest),
+                                    attribution)  # fmt: skip
+
         receipt = Receipt(
             request_hash=job.request_hash,
             payer=v.payer,
@@ -298,7 +312,9 @@ def create_app(node: NodeRuntime) -> FastAPI:
             voucher_cumulative=v.cumulative_amount,
             created_at=job.created,
         )
-        settled = await to_thread.run_sync(node.gate.settle, job.acceptance, receipt)
+        settled = await to_thread.run_sync(settle)
+        if node.worker is not None:
+            node.worker.wake()
         log.info(
             "served",
             extra={

@@ -58,6 +58,7 @@ from backend.protocol.payment_http import (
 )
 from backend.protocol.receipts import Receipt
 from inference_node.payments.errors import InvalidVoucherError, PaymentError
+from inference_node.payments.ledger import AnswerAttribution
 from inference_node.payments.verify import Acceptance, VoucherVerifier
 
 log = logging.getLogger(__name__)
@@ -214,11 +215,17 @@ class PaymentGate:
                 PAYMENT_SIGNATURE_HEADER,
             ) from None  # fmt: skip
 
-    def settle(self, acceptance: Acceptance, receipt: Receipt) -> SettleResult:
-        """Writes ``receipt`` (with the actual price) and the voucher durably and drops the
-        reservation; call before releasing the answer. Raises like ``VoucherVerifier.settle``
-        (ValueError for a price above the quoted one, ``LedgerError``), released either way."""
-        receipt_id = self.verifier.settle(acceptance, receipt)
+    def settle(
+        self,
+        acceptance: Acceptance,
+        receipt: Receipt,
+        attribution: AnswerAttribution | None = None,
+    ) -> SettleResult:
+        """Writes ``receipt`` (with the actual price), the voucher and the answer's
+        ``attribution`` durably and drops the reservation; call before releasing the answer.
+        Raises like ``VoucherVerifier.settle`` (ValueError for a price above the quoted one,
+        ``LedgerError``), released either way."""
+        receipt_id = self.verifier.settle(acceptance, receipt, attribution)
         payer, model_id = acceptance.channel
         state = self.verifier.ledger.channel(payer, model_id)
         credit = max(0, state.accepted - state.consumed)

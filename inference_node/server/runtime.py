@@ -1,11 +1,13 @@
 """Everything a running node holds: chain access, ledger, payment gate, redeemer, adapter pool,
-engine and model catalog, plus the background loop that refreshes the catalog and redeems."""
+engine, model catalog and attribution, plus the background loop that refreshes the catalog and
+redeems and the attribution worker that computes answers' gradients."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from eth_account import Account
@@ -16,6 +18,7 @@ from web3 import Web3
 from backend.protocol.deployments import DeploymentStore
 from backend.protocol.web3_protocol import Web3Protocol
 from backend.storage.base import ContentStore
+from inference_node.attribution import AttributionWorker, NodeAttribution
 from inference_node.engine.model import MultiLoraModel
 from inference_node.engine.pool import AdapterPool
 from inference_node.engine.scheduler import Scheduler
@@ -83,7 +86,10 @@ class NodeRuntime:
         store: ContentStore,
         model: MultiLoraModel,
         tokenizer: PreTrainedTokenizerBase,
+        base_dir: Path | None = None,
     ) -> None:
+        """``base_dir``: the base model's folder, which attribution needs (None: every answer
+        gets a zero attribution digest)."""
         self.settings, self.protocol, self.store = settings, protocol, store
         self.w3: Web3 = protocol.w3
         self.address = to_checksum_address(sender.address)
@@ -98,12 +104,20 @@ class NodeRuntime:
             session_key_margin=settings.session_key_margin,
         )
         self.gate = PaymentGate(VoucherVerifier(self.chain, self.ledger, policy))
+        self.attribution: NodeAttribution | None = None
+        if base_dir is None:
+            log.warning("no base model folder given: answers get zero attribution digests")
+        else:
+            self.attribution = NodeAttribution(
+                protocol, store, base_dir, settings.attribution_dir, settings.device
+            )
         self.redeemer = Redeemer(
             self.chain,
             self.ledger,
             store,
             sender,
             redeem_policy(settings),
+            self.attribution,
         )
         self.pool = AdapterPool(
             model,
@@ -124,6 +138,13 @@ class NodeRuntime:
         self._redeem_lock = threading.Lock()
         self._stop = threading.Event()
         self._loop: threading.Thread | None = None
+        self.worker: AttributionWorker | None = None
+        if self.attribution is not None:
+            self.worker = AttributionWorker(self.ledger, self.attribution, self._engine_idle)
+
+    def _engine_idle(self) -> bool:
+        stats = self.engine.stats()
+        return stats.running == 0 and stats.waiting == 0
 
     @classmethod
     def from_settings(cls, settings: NodeSettings) -> NodeRuntime:
@@ -147,7 +168,8 @@ class NodeRuntime:
             device=settings.device,
         )
         tokenizer = AutoTokenizer.from_pretrained(str(base))
-        return cls(settings, protocol, sender, open_store(settings.store), model, tokenizer)
+        store = open_store(settings.store)
+        return cls(settings, protocol, sender, store, model, tokenizer, Path(base))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -159,6 +181,8 @@ class NodeRuntime:
         self._stop.clear()
         self._loop = threading.Thread(target=self._background, name="node-loop", daemon=True)
         self._loop.start()
+        if self.worker is not None:
+            self.worker.start()  # resumes the rows a restart left without gradients
         log.info(
             "node %s serving models %s",
             self.address,
@@ -171,6 +195,8 @@ class NodeRuntime:
         if self._loop is not None:
             self._loop.join()
             self._loop = None
+        if self.worker is not None:
+            self.worker.stop()
         self.engine.close()
         self.pool.flush()  # adapters fetched this run are on disk for the next
         self.ledger.close()
@@ -203,6 +229,7 @@ class NodeRuntime:
             "payments": {
                 "unredeemed_wei": str(self.ledger.unredeemed_amount()),
                 "pending_receipts": len(pending),
+                "unsketched_answers": self.ledger.unsketched_count(),
                 "redemptions": {
                     status: sum(r.status == status for r in redemptions)
                     for status in ("pending", "confirmed", "failed")

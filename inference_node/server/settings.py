@@ -74,3 +74,8 @@ class NodeSettings(BaseSettings):
     @property
     def adapter_cache(self) -> Path:
         return self.data_dir / "adapters"
+
+    @property
+    def attribution_dir(self) -> Path:
+        """Where attributors unpack the adapters they score with."""
+        return self.data_dir / "attribution"

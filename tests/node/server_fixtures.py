@@ -78,7 +78,7 @@ def build_runtime(
     model = MultiLoraModel(load_base(checkpoint.base), slots=settings.slots, max_rank=MAX_RANK)
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint.base))
     sender = Web3Sender(world.w3, world.payments, world.roles.node)
-    return NodeRuntime(settings, world.protocol, sender, store, model, tokenizer)
+    return NodeRuntime(settings, world.protocol, sender, store, model, tokenizer, checkpoint.base)
 
 
 @contextmanager

@@ -34,8 +34,9 @@ from web3 import Web3
 from backend.devnet.anvil import Anvil, free_port
 from backend.protocol.deployments import DeploymentStore
 from backend.protocol.inference_client import VoucherWallet, openai_client
+from backend.protocol.receipts import read_usage_log
 from backend.storage.local import DirectoryStore
-from inference_node.payments import Ledger, parse_receipts_log, receipts_tree
+from inference_node.payments import Ledger, receipts_tree
 from tests.node.conftest import OPEN, PRICING, World, _build_world, funded_payer
 from tests.node.node_process import NodeProcess, node_env
 from tests.node.server_fixtures import make_checkpoint, register_served_model
@@ -273,7 +274,7 @@ def _check_usage_proofs(cw: CrashWorld, facts: _LedgerFacts) -> int:
     logged: Counter[bytes] = Counter()
     paid_total = 0
     for redemption in facts.redemptions.values():
-        proof_log = parse_receipts_log(cw.store.get(redemption["receipts_cid"]))
+        proof_log = read_usage_log(cw.store.get, redemption["receipts_cid"]).receipts
         root, node_of, count, _, amount = payments.usageRecord(redemption["proof_id"]).call()
         assert (bytes(root), node_of, count) == (
             receipts_tree(proof_log).root,

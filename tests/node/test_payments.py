@@ -13,6 +13,7 @@ from eth_account import Account
 from eth_utils import keccak
 
 from backend.protocol.eip712 import Domain, SignedVoucher, Voucher, sign_voucher
+from backend.protocol.receipts import read_usage_log
 from backend.storage.local import DirectoryStore
 from inference_node.payments import (
     AllowanceExceededError,
@@ -31,7 +32,6 @@ from inference_node.payments import (
     VoucherVerifier,
     Web3Sender,
     WrongSignerError,
-    parse_receipts_log,
     receipts_tree,
 )
 from tests.node.conftest import (
@@ -398,7 +398,7 @@ def test_usage_proof_on_chain_is_the_root_of_the_stored_log(
     done = redeemer.redeem_now()
     assert done is not None and done.proof_id is not None
     record = world.payments.functions.usageRecord(done.proof_id).call()
-    stored = parse_receipts_log(store.get(done.receipts_cid))
+    stored = read_usage_log(store.get, done.receipts_cid).receipts
     assert len(stored) == record[2] == 3
     assert receipts_tree(stored).root == record[0] == done.receipts_root
     assert record[1] == world.roles.node and record[4] == 3 * price()

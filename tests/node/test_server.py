@@ -16,9 +16,10 @@ from transformers import AutoTokenizer
 from x402.http.utils import decode_payment_required_header
 
 from backend.protocol.inference_client import VoucherWallet, openai_client
+from backend.protocol.receipts import read_usage_log
 from backend.storage.local import DirectoryStore
 from inference_node.engine.packaging import put_adapter
-from inference_node.payments import parse_receipts_log, receipts_tree
+from inference_node.payments import receipts_tree
 from tests.engine.conftest import AdapterRecipe, build_adapter, peft_reference
 from tests.node.conftest import OPEN, PRICING, World
 from tests.node.server_fixtures import (
@@ -192,7 +193,7 @@ def test_session_key_pays_and_redemption_records_the_usage_proof(
     record = payments.usageRecord(done["usage_proof_id"]).call()
     assert bytes(record[0]) == receipts_tree(receipts).root
     assert (record[1], record[2]) == (world.roles.node, 3)
-    logged = parse_receipts_log(runtime.store.get(done["receipts_cid"]))
+    logged = read_usage_log(runtime.store.get, done["receipts_cid"]).receipts
     assert logged == receipts
     accepted = runtime.ledger.channel(world.roles.payer, model_id).accepted
     assert payments.redeemed(world.roles.payer, world.roles.node, model_id).call() == accepted
