@@ -1,4 +1,4 @@
-"""The node operator's CLI: ``serve``, ``stake``, ``redeem-now``, ``status``.
+"""The node operator's CLI: ``serve``, ``stake``, ``redeem-now``, ``attribute``, ``status``.
 
 Settings come from ``OPENLEDGER_NODE_*`` environment variables (see server/settings.py); the
 options here override them. Amounts are in OPEN (decimals allowed).
@@ -149,6 +149,50 @@ def redeem_now(ctx: click.Context) -> None:
         _echo({"redeemed": r.status == "confirmed", "status": r.status, "tx_hash": r.tx_hash,
                "usage_proof_id": r.proof_id, "paid": str(r.paid), "receipts": r.receipt_count,
                "receipts_cid": r.receipts_cid})  # fmt: skip
+
+
+@main.command()
+@click.option("--model", "model_id", type=click.IntRange(min=1), required=True)
+@click.option("--dry-run", is_flag=True, help="compute and show the epoch; post nothing")
+@click.pass_context
+def attribute(ctx: click.Context, model_id: int, dry_run: bool) -> None:
+    """Post MODEL's next attribution epoch: every redemption no epoch paid for, allocated to
+    the contributions its answers used (the node must be the model's attributor)."""
+    from backend.attribution.epoch_inputs import EpochInputsError
+    from backend.attribution.epoch_service import post_epoch, prepare_epoch
+    from backend.datanets.store import open_store
+    from inference_node.server.runtime import connect
+
+    settings = _settings(log_format=ctx.obj["log_format"])
+    configure_logging(settings.log_format)
+    protocol, sender = connect(settings)
+    store = open_store(settings.store)
+    try:
+        prepared = prepare_epoch(protocol, store, model_id)
+    except EpochInputsError as why:
+        raise click.ClickException(str(why)) from None
+    if prepared is None:
+        _echo({"posted": False, "reason": f"no redemption of model {model_id} left to pay for"})
+        return
+    summary = {
+        "model": model_id,
+        "usage_proofs": [p.proof_id for p in prepared.proofs],
+        "receipts": len(prepared.allocation.receipts),
+        "total_wei": str(prepared.total),
+        "contributors": {a: str(v) for a, v in prepared.allocation.by_account().items()},
+        "merkle_root": "0x" + prepared.root.hex(),
+        "refused_records": prepared.refused_records,
+    }
+    if dry_run:
+        _echo({"posted": False, **summary})
+        return
+    try:
+        epoch_id, cid = post_epoch(
+            protocol, store, lambda call: sender.wait(sender.send_call(call)), prepared
+        )
+    except (EpochInputsError, ContractLogicError) as why:
+        raise click.ClickException(f"posting the epoch failed: {why}") from None
+    _echo({"posted": True, "epoch": epoch_id, "report_cid": cid, **summary})
 
 
 @main.command()

@@ -65,3 +65,88 @@ def datanet(datanet_id: int, store_spec: str) -> None:
         click.echo(f"audit FAILED: {len(report.findings)} difference(s)")
         sys.exit(1)
     click.echo("audit passed: every version matches the chain and the store")
+
+
+@cli.command("attribution", cls=ConnectedProviderCommand)
+@click.argument("model_id", type=ID)
+@click.argument("epoch_id", type=ID, required=False)
+@click.option(
+    "--store",
+    "store_spec",
+    default=default_store_spec,
+    envvar=STORE_ENV,
+    show_default=".data/devnet/store",
+    help="Content store: a directory, or an IPFS HTTP RPC API (http://127.0.0.1:5001).",
+)
+@click.option("--challenge", is_flag=True, help="Challenge a failing epoch (posts the bond).")
+@click.option("--account", "account_alias", help="Account that challenges (with --challenge).")
+def attribution(
+    model_id: int, epoch_id: int | None, store_spec: str, challenge: bool, account_alias: str | None
+) -> None:
+    """Recompute EPOCH_ID of MODEL_ID (default: its latest) from public inputs alone and
+    compare it with the posted report and root; exit 1 listing every account paid
+    differently. With --challenge, file the evidence by CID and challenge the epoch."""
+    from backend.attribution.epoch_audit import audit_epoch
+    from backend.attribution.epoch_inputs import EpochInputsError
+    from backend.attribution.epoch_report import to_bytes
+    from backend.protocol.cli_support import format_open
+
+    p = load_protocol()
+    w3p = p.as_web3()
+    store = open_store(store_spec)
+    if epoch_id is None:
+        posted = (
+            w3p["AttributionRewards"]
+            .events.EpochPosted()
+            .get_logs(from_block=w3p.deployment.block, argument_filters={"modelId": model_id})
+        )
+        if not posted:
+            raise click.ClickException(f"model {model_id} has no posted epoch")
+        epoch_id = max(e.args.epochId for e in posted)
+    try:
+        audit = audit_epoch(w3p, store, epoch_id)
+    except EpochInputsError as why:
+        raise click.ClickException(str(why)) from None
+    if audit.model_id != model_id:
+        raise click.ClickException(f"epoch {epoch_id} is of model {audit.model_id}")
+    click.echo(
+        f"epoch {epoch_id} of model {model_id} by {audit.poster}: posted "
+        f"{format_open(audit.posted_total)}, recomputed {format_open(audit.recomputed_total)}; "
+        f"report {audit.report_cid}"
+    )
+    for problem in audit.problems:
+        click.echo(f"  PROBLEM {problem}")
+    for d in audit.differences:
+        click.echo(
+            f"  DIFFERENCE {d.account}: posted {format_open(d.posted)}, recomputed "
+            f"{format_open(d.recomputed)} ({'+' if d.delta > 0 else ''}{format_open(d.delta)})"
+        )
+    if audit.passed:
+        click.echo("audit passed: the epoch pays exactly what the rule says")
+        return
+    click.echo(f"audit FAILED: {len(audit.differences)} account(s) paid differently")
+    if challenge:
+        from ape import accounts
+
+        from backend.protocol.cli_support import ensure_allowance, transact
+
+        if account_alias is None:
+            raise click.UsageError("--challenge needs --account")
+        account = (
+            accounts.test_accounts[int(account_alias.removeprefix("TEST::"))]
+            if account_alias.startswith("TEST::")
+            else accounts.load(account_alias)
+        )
+        evidence = store.put(to_bytes(audit.evidence()))
+        bond = int(p.rewards.challengeBond())
+        if bond:
+            ensure_allowance(p, account, p.rewards, bond)
+        transact(
+            f"challenged epoch {epoch_id} with evidence {evidence}",
+            p.rewards.challenge,
+            epoch_id,
+            evidence,
+            sender=account,
+            protocol=p,
+        )
+    sys.exit(1)

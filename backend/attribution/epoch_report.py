@@ -84,6 +84,8 @@ def report(
             {"account": a, "amount": str(amount), "contributions": per_account[a]}
             for a, amount in accounts.items()
         ],
+        # the claim tree's leaves (index, account, amount), as the API serves their proofs
+        "leaves": [[i, a, str(amount)] for i, a, amount in allocation.leaves()],
         "total": str(allocation.total),
         "merkle_root": "0x" + tree.root.hex(),
     }

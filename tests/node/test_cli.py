@@ -98,3 +98,26 @@ def test_redeem_now_offline_redeems_the_ledger_and_status_shows_it(
     assert payments.redeemed(world.roles.payer, world.roles.node, 1).call() == price
     code, out = run("redeem-now")
     assert json.loads(out) == {"redeemed": False, "reason": "nothing unredeemed"}
+
+
+def test_attribute_with_nothing_redeemed_posts_nothing_and_an_unreadable_lineage_is_named(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    code, out = run("attribute", "--model", "1")
+    assert code == 0, out
+    assert json.loads(out) == {
+        "posted": False,
+        "reason": "no redemption of model 1 left to pay for",
+    }
+    price = OPEN // 10
+    signed = voucher(world, price)
+    (tmp_path / "node").mkdir()
+    with Ledger(tmp_path / "node" / "ledger.sqlite", world.roles.node) as ledger:
+        ledger.commit(signed, receipt(signed, price))
+    assert run("redeem-now")[0] == 0
+    # The world's model names a training manifest no store holds: the epoch cannot be
+    # allocated, and the error says which version and which CID.
+    code, out = run("attribute", "--model", "1", "--dry-run")
+    assert code != 0
+    assert "model 1 version 1" in out and "bafkmanifest" in out, out
+    assert world.protocol["AttributionRewards"].functions.epochCount().call() == 0

@@ -1,0 +1,136 @@
+"""Attribution epochs on a real chain and store: the public inputs (the node's redemptions of a
+model, each receipt paid exactly what its redemption put in the pool, proofs covered by an
+epoch left out until that epoch is rejected), the attributor posting, and the auditor passing an
+honest epoch and catching a forged one, which is challenged and slashed."""
+
+from __future__ import annotations
+
+from eth_utils import to_checksum_address
+
+from backend.attribution.corpus import Contribution
+from backend.attribution.epoch import LineageContribution, allocate_epoch
+from backend.attribution.epoch_audit import audit_epoch
+from backend.attribution.epoch_inputs import next_epoch_inputs
+from backend.attribution.epoch_report import report, to_bytes
+from backend.attribution.epoch_service import post_epoch, prepare_epoch
+from backend.protocol.merkle import StandardMerkleTree
+from backend.storage.local import DirectoryStore
+from inference_node.payments import Redeemer, VoucherVerifier
+from tests.node.conftest import MODEL_ID, World
+from tests.node.test_payments import price, serve, voucher
+
+
+def _lineage(world: World) -> tuple[LineageContribution, ...]:
+    r = world.roles
+    owners = ((1, r.alice), (2, r.alice), (3, r.bob))  # the world's Datanet 1 contributions
+    return tuple(
+        LineageContribution(Contribution(1, c, to_checksum_address(a)), 1) for c, a in owners
+    )
+
+
+def test_the_next_epoch_pays_every_uncovered_redemption_exactly(
+    world: World, verifier: VoucherVerifier, redeemer: Redeemer, store: DirectoryStore
+) -> None:
+    serve(verifier, voucher(world, price()), price(), price())
+    serve(verifier, voucher(world, 3 * price()), 2 * price(), 2 * price())
+    first = redeemer.redeem_now()
+    serve(verifier, voucher(world, 4 * price()), price(), price())
+    second = redeemer.redeem_now()
+    assert first is not None and second is not None
+
+    redemptions, proofs = next_epoch_inputs(world.protocol, store.get, MODEL_ID)
+    assert [p.proof_id for p in proofs] == [first.proof_id, second.proof_id]
+    assert [len(r.receipts) for r in redemptions] == [2, 1]
+    lineage = _lineage(world)
+    epoch = allocate_epoch(MODEL_ID, redemptions, lambda version: lineage)
+    rewards = world.protocol["AttributionRewards"].functions
+    funded = rewards.pool(MODEL_ID).call()[1]
+    assert epoch.total == funded  # every wei the redemptions put in the pool, dust included
+    assert [r.paid for r in epoch.receipts] == [price(), 2 * price(), price()]
+
+    # Posted, the epoch covers both proofs; rejected, they are paid again by the next one.
+    document = report(epoch, proofs, {1: None})
+    cid = store.put(to_bytes(document))
+    r = world.roles
+    root = bytes.fromhex(document["merkle_root"][2:])
+    world.transact(r.node, rewards.postEpoch(MODEL_ID, root, epoch.total, cid))
+    assert next_epoch_inputs(world.protocol, store.get, MODEL_ID) == ([], [])
+    token = world.protocol["OpenToken"].functions
+    world.transact(r.bob, token.approve(world.protocol["AttributionRewards"].address, 2**256 - 1))
+    epoch_id = rewards.epochCount().call()
+    world.transact(r.bob, rewards.challenge(epoch_id, "bafkreason"))
+    world.transact(r.governance, rewards.resolveChallenge(epoch_id, True))
+    again, _ = next_epoch_inputs(world.protocol, store.get, MODEL_ID)
+    assert [x.usage_proof_id for x in again] == [first.proof_id, second.proof_id]
+
+
+def _serve_and_redeem(world: World, verifier: VoucherVerifier, redeemer: Redeemer) -> None:
+    serve(verifier, voucher(world, price()), price(), price())
+    serve(verifier, voucher(world, 3 * price()), 2 * price(), 2 * price())
+    assert redeemer.redeem_now() is not None
+
+
+def test_an_honest_epoch_passes_its_audit_and_pays_the_claims(
+    world: World, verifier: VoucherVerifier, redeemer: Redeemer, store: DirectoryStore
+) -> None:
+    _serve_and_redeem(world, verifier, redeemer)
+    lineage = _lineage(world)
+    prepared = prepare_epoch(world.protocol, store, MODEL_ID, lambda version: (lineage, None))
+    assert prepared is not None
+    r = world.roles
+    epoch_id, cid = post_epoch(
+        world.protocol, store, lambda call: world.transact(r.node, call), prepared
+    )
+    assert store.get(cid) == to_bytes(prepared.document)
+    audit = audit_epoch(world.protocol, store, epoch_id, lambda m, v: (lineage, None))
+    assert audit.passed, audit.evidence()
+    assert audit.recomputed_total == prepared.total == audit.posted_total
+    # Nothing is left for a second epoch until new redemptions come.
+    assert prepare_epoch(world.protocol, store, MODEL_ID, lambda v: (lineage, None)) is None
+    # Alice (two contributions of three, one example each) is paid 2/3 of the total.
+    alice = next(row for row in prepared.document["contributors"] if row["account"] == r.alice)
+    assert abs(int(alice["amount"]) - 2 * prepared.total // 3) <= 1
+
+
+def test_an_attributor_that_shifts_one_percent_to_itself_is_caught_and_slashed(
+    world: World, verifier: VoucherVerifier, redeemer: Redeemer, store: DirectoryStore
+) -> None:
+    _serve_and_redeem(world, verifier, redeemer)
+    lineage = _lineage(world)
+    honest = prepare_epoch(world.protocol, store, MODEL_ID, lambda version: (lineage, None))
+    assert honest is not None
+    r = world.roles
+    # The attributor takes 1% of Alice's amount for itself and posts a tree and report saying so.
+    rows = {row["account"]: int(row["amount"]) for row in honest.document["contributors"]}
+    stolen = honest.total // 100
+    rows[r.alice] -= stolen
+    rows[r.node] = stolen
+    leaves = [(i, a, amount) for i, (a, amount) in enumerate(sorted(rows.items()))]
+    tree = StandardMerkleTree.of(leaves, ("uint256", "address", "uint256"))
+    forged = dict(honest.document)
+    forged["contributors"] = [{"account": a, "amount": str(v), "contributions": []}
+                              for a, v in sorted(rows.items())]  # fmt: skip
+    forged["leaves"] = [[i, a, str(v)] for i, a, v in leaves]
+    forged["merkle_root"] = "0x" + tree.root.hex()
+    rewards = world.protocol["AttributionRewards"].functions
+    world.transact(r.node, rewards.postEpoch(MODEL_ID, tree.root, honest.total,
+                                             store.put(to_bytes(forged))))  # fmt: skip
+    epoch_id = rewards.epochCount().call()
+
+    audit = audit_epoch(world.protocol, store, epoch_id, lambda m, v: (lineage, None))
+    assert not audit.passed
+    assert {(d.account, d.delta) for d in audit.differences} == {
+        (r.alice, -stolen), (r.node, stolen)
+    }  # fmt: skip
+    evidence = store.put(to_bytes(audit.evidence()))
+    token = world.protocol["OpenToken"].functions
+    world.transact(r.bob, token.approve(world.protocol["AttributionRewards"].address, 2**256 - 1))
+    world.transact(r.bob, rewards.challenge(epoch_id, evidence))
+    stake = world.protocol["NodeRegistry"].functions.nodeInfo(r.node).call()[0]
+    resolved = world.transact(r.governance, rewards.resolveChallenge(epoch_id, True))
+    assert resolved["status"] == 1
+    after = world.protocol["NodeRegistry"].functions.nodeInfo(r.node).call()[0]
+    assert stake - after == rewards.slashAmount().call()
+    # The honest epoch can now be posted over the same redemptions.
+    again = prepare_epoch(world.protocol, store, MODEL_ID, lambda version: (lineage, None))
+    assert again is not None and again.total == honest.total
