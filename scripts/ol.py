@@ -21,6 +21,7 @@ import click
 from ape.cli import ConnectedProviderCommand, account_option
 from eth_utils import to_checksum_address
 
+from backend.datanets.store import STORE_ENV, default_store_spec, open_store
 from backend.protocol.cli_support import (
     ADDRESS,
     AMOUNT,
@@ -842,6 +843,52 @@ def sweep_epoch(account: Any, epoch_id: int) -> None:
     )
     log = one_event(receipt, p.rewards.EpochExpired)
     click.echo(f"returned {format_open(log.amount)} to the pool of model {log.modelId}")
+
+
+@action("claim-all", "Claim everything attribution epochs owe an account")
+@click.option("--for", "claimant", type=ADDRESS, help="Whose rewards [default: the sender].")
+@click.option(
+    "--store",
+    "store_spec",
+    default=default_store_spec,
+    envvar=STORE_ENV,
+    show_default=".data/devnet/store",
+    help="Where the epochs' reports are: a directory, or an IPFS HTTP RPC API.",
+)
+def claim_all(account: Any, claimant: str | None, store_spec: str) -> None:
+    """Claim every leaf the epochs' reports pay to the sender (or --for ACCOUNT), with proofs
+    rebuilt from each report and checked against the posted root; list what waits for a
+    challenge window."""
+    from backend.attribution.claims import owed_to
+
+    p = load_protocol()
+    store = open_store(store_spec)
+    who = claimant or account.address
+    owed = owed_to(p.as_web3(), lambda cid: store.get(cid, max_bytes=256 << 20), who)
+    claimed_now = 0
+    for o in owed:
+        if o.claimed:
+            continue
+        if not o.claimable_now:
+            click.echo(f"epoch {o.epoch_id} (model {o.model_id}): {format_open(o.amount)} "
+                       "waits for its challenge window")  # fmt: skip
+            continue
+        transact(
+            f"claimed {format_open(o.amount)} for {who} from epoch {o.epoch_id} "
+            f"(model {o.model_id})",
+            p.rewards.claim,
+            o.epoch_id,
+            o.index,
+            o.account,
+            o.amount,
+            o.proof,
+            sender=account,
+            protocol=p,
+        )
+        claimed_now += o.amount
+    earned = sum(o.amount for o in owed)
+    click.echo(f"{who}: claimed {format_open(claimed_now)} now; {format_open(earned)} earned "
+               f"in {len({o.epoch_id for o in owed})} open epoch(s)")  # fmt: skip
 
 
 @action("claim", "Claim attribution rewards with a Merkle proof")

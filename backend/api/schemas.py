@@ -355,6 +355,36 @@ class ClaimablePage(Page[ClaimEntry]):
     )
 
 
+class ContributionEarning(BaseModel):
+    datanet_id: int
+    contribution_id: int
+    amount: Wei
+
+
+class EarningEntry(BaseModel):
+    """What one epoch pays an account, from the epoch's report."""
+
+    epoch_id: int
+    model_id: int
+    status: str = Field(description="posted, challenged or expired")
+    amount: Wei
+    claimed: bool
+    contributions: list[ContributionEarning] = Field(
+        description="the account's contributions that earned it (empty for reports without "
+        "a per-contribution breakdown)"
+    )
+
+
+class Earnings(BaseModel):
+    account: str
+    items: list[EarningEntry]
+    total_earned: Wei
+    total_claimed: Wei
+    unavailable_epochs: list[int] = Field(
+        description="epochs whose report is not in the content store or does not match its root"
+    )
+
+
 class EventPublic(BaseModel):
     block_number: int
     block_hash: str

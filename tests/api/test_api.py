@@ -223,3 +223,16 @@ def test_the_ipfs_store_gets_the_configured_read_timeout() -> None:
     assert isinstance(store, IPFSStore)
     assert (store.api, store.read_timeout) == ("/ip4/127.0.0.1/tcp/5001/http", 4)
     store.close()
+
+
+def test_earnings_per_model_and_epoch_come_from_the_reports(client, stack):
+    roles = stack.history.roles
+    alice = client.get(f"/attribution/accounts/{roles.alice}/earnings").json()
+    # Epoch 1 paid Alice 1.5 OPEN (claimed in the history); epoch 2 was rejected: nothing.
+    assert alice["items"] == [
+        {"epoch_id": 1, "model_id": 1, "status": "posted", "amount": str(3 * OPEN // 2),
+         "claimed": True, "contributions": []}
+    ]  # fmt: skip
+    assert (alice["total_earned"], alice["total_claimed"]) == (str(3 * OPEN // 2),) * 2
+    nobody = client.get(f"/attribution/accounts/{roles.node}/earnings").json()
+    assert nobody["items"] == [] and nobody["total_earned"] == "0"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from eth_utils import to_checksum_address
 
+from backend.attribution.claims import owed_to
 from backend.attribution.corpus import Contribution
 from backend.attribution.epoch import LineageContribution, allocate_epoch
 from backend.attribution.epoch_audit import audit_epoch
@@ -90,6 +91,26 @@ def test_an_honest_epoch_passes_its_audit_and_pays_the_claims(
     # Alice (two contributions of three, one example each) is paid 2/3 of the total.
     alice = next(row for row in prepared.document["contributors"] if row["account"] == r.alice)
     assert abs(int(alice["amount"]) - 2 * prepared.total // 3) <= 1
+
+    # What Alice is owed, with proofs rebuilt from the report: claimable after the window.
+    (owed,) = owed_to(world.protocol, store.get, r.alice)
+    assert (owed.epoch_id, owed.amount, owed.claimed, owed.claimable_now) == (
+        epoch_id, int(alice["amount"]), False, False
+    )  # fmt: skip
+    window = world.protocol["AttributionRewards"].functions.challengeWindow().call()
+    world.w3.provider.make_request("evm_increaseTime", [window])
+    world.w3.provider.make_request("evm_mine", [])
+    (owed,) = owed_to(world.protocol, store.get, r.alice)
+    assert owed.claimable_now
+    token = world.protocol["OpenToken"].functions
+    before = token.balanceOf(r.alice).call()
+    rewards = world.protocol["AttributionRewards"].functions
+    world.transact(
+        r.bob, rewards.claim(epoch_id, owed.index, owed.account, owed.amount, owed.proof)
+    )  # anyone may send the claim; Alice is paid
+    assert token.balanceOf(r.alice).call() == before + owed.amount
+    (owed,) = owed_to(world.protocol, store.get, r.alice)
+    assert owed.claimed and not owed.claimable_now
 
 
 def test_an_attributor_that_shifts_one_percent_to_itself_is_caught_and_slashed(

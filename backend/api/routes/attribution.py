@@ -1,8 +1,9 @@
 """Attribution pools, epochs, claims made, and what an account can claim (with its proofs)."""
 
+import json
 import sqlite3
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
@@ -14,6 +15,9 @@ from backend.api.schemas import (
     ClaimablePage,
     ClaimEntry,
     ClaimPublic,
+    ContributionEarning,
+    EarningEntry,
+    Earnings,
     EpochPublic,
     Page,
     PoolPublic,
@@ -172,3 +176,72 @@ def list_claimable(
         items=entries[page.offset : page.offset + page.limit], total=len(entries),
         limit=page.limit, offset=page.offset, unavailable_epochs=unavailable,
     )  # fmt: skip
+
+
+@router.get("/accounts/{account}/earnings", response_model=Earnings)
+def get_earnings(request: Request, db: DbDep, store: StoreDep, account: AddressPath) -> Earnings:
+    """What each model's answers earned the account, per epoch (posted, challenged or expired;
+    a rejected epoch paid nobody), with the contributions that earned it and what was
+    claimed."""
+    cache: ProofCache = request.app.state.proofs
+    items: list[EarningEntry] = []
+    unavailable: list[int] = []
+    epochs = db.execute(
+        "SELECT * FROM epochs WHERE status IN ('posted', 'challenged', 'expired') ORDER BY id"
+    ).fetchall()
+    for epoch in epochs:
+        try:
+            tree = cache.report_tree(store, epoch)
+        except ProofUnavailableError:
+            unavailable.append(epoch["id"])
+            continue
+        rows = tree.by_account.get(account, [])
+        if not rows:
+            continue
+        amount = sum(int(tree.tree.values[row][2]) for row in rows)
+        indexes = [tree.tree.values[row][0] for row in rows]
+        claimed = all(
+            fetch_one(db, "SELECT 1 FROM claims WHERE epoch_id = ? AND idx = ?", epoch["id"], i)
+            is not None
+            for i in indexes
+        )
+        items.append(
+            EarningEntry(
+                epoch_id=epoch["id"],
+                model_id=epoch["model_id"],
+                status=epoch["status"],
+                amount=str(amount),
+                claimed=claimed,
+                contributions=_contributions_of(store, epoch["report_cid"], account),
+            )
+        )
+    return Earnings(
+        account=account,
+        items=items,
+        total_earned=str(sum(int(e.amount) for e in items)),
+        total_claimed=str(sum(int(e.amount) for e in items if e.claimed)),
+        unavailable_epochs=unavailable,
+    )
+
+
+def _contributions_of(store: Any, report_cid: str, account: str) -> list[ContributionEarning]:
+    """The report's per-contribution breakdown of ``account``'s amount (the report was read
+    and checked against its root just before; a report without one gives none)."""
+    try:
+        document = json.loads(store.get(report_cid))
+        row = next(
+            (
+                r
+                for r in document.get("contributors", [])
+                if r["account"].lower() == account.lower()
+            ),
+            None,
+        )
+        if row is None:
+            return []
+        return [
+            ContributionEarning(datanet_id=d, contribution_id=c, amount=str(int(amount)))
+            for d, c, amount in row["contributions"]
+        ]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return []
