@@ -153,3 +153,26 @@ def test_up_serves_chain_index_and_api_until_stopped(tmp_path):
     assert not Anvil(port=port).is_up()
     with pytest.raises(OSError):
         urllib.request.urlopen(status_url, timeout=2)
+
+
+def test_a_chain_deployed_by_other_contract_code_is_moved_aside(tmp_path):
+    from backend.devnet.stack import CONTRACTS_MARK, contracts_fingerprint, retire_stale_chain
+
+    data = tmp_path / "devnet"
+    (data / "chain").mkdir(parents=True)
+    (data / "store" / "blocks").mkdir(parents=True)
+    (data / "deployments.json").write_text("{}")
+    (data / "chain" / "anvil-state.json").write_text("{}")
+    (data / CONTRACTS_MARK).write_text("0" * 64 + "\n")  # other contracts
+    retired = retire_stale_chain(data)
+    assert retired is not None and retired.parent == data / "retired"
+    assert sorted(p.name for p in data.iterdir()) == ["retired", "store"]
+    assert (retired / "chain" / "anvil-state.json").exists()  # moved, not deleted
+    # A data dir of the current contracts is left alone; one without a chain too.
+    (data / "deployments.json").write_text("{}")
+    (data / CONTRACTS_MARK).write_text(contracts_fingerprint() + "\n")
+    assert retire_stale_chain(data) is None
+    assert retire_stale_chain(tmp_path / "empty") is None
+    # A chain from before the mark existed cannot say which code it has: it is moved aside.
+    (data / CONTRACTS_MARK).unlink()
+    assert retire_stale_chain(data) is not None

@@ -4,8 +4,12 @@ protocol deployed once (or reused from that state), and local accounts funded wi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import shutil
+import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +29,8 @@ NETWORK = "ethereum:local:foundry"
 DEFAULT_DATA_DIR = PROJECT_ROOT / ".data" / "devnet"
 DEMO_ROLES = ("governance", "treasury", "developer", "node operator", "payer", "contributor")
 FUND_TARGET = 10_000 * OPEN  # OPEN wei each local user account holds after funding
+CONTRACTS_MARK = "contracts.sha256"  # the contract code the data dir's chain was deployed with
+MANIFEST = PROJECT_ROOT / "backend" / "protocol" / "abi" / "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -60,11 +66,40 @@ def fund_users(protocol: Protocol, roles: dict[str, Any]) -> dict[str, int]:
     return sent
 
 
+def contracts_fingerprint() -> str:
+    """sha256 of the shipped ABI manifest: it names every contract source by hash."""
+    return hashlib.sha256(MANIFEST.read_bytes()).hexdigest()
+
+
+def retire_stale_chain(data_dir: Path) -> Path | None:
+    """Moves a local chain deployed by other contract code (or by a version that did not record
+    its code) aside, everything but the content store, so the stack starts a fresh chain with
+    the current contracts instead of reusing contracts whose ABI has changed; returns where it
+    went (nothing is deleted)."""
+    if not (data_dir / "deployments.json").exists():
+        return None
+    mark = data_dir / CONTRACTS_MARK
+    if mark.exists() and mark.read_text().strip() == contracts_fingerprint():
+        return None
+    (data_dir / "retired").mkdir(exist_ok=True)
+    retired = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%dT%H%M%S-"),
+                                    dir=data_dir / "retired"))  # fmt: skip
+    for entry in data_dir.iterdir():
+        if entry.name not in ("store", "retired"):
+            shutil.move(str(entry), retired / entry.name)
+    log.warning(
+        "the local chain in %s was deployed by other contract code: moved it to %s and "
+        "starting a fresh chain with the current contracts", data_dir, retired,
+    )  # fmt: skip
+    return retired
+
+
 @contextlib.contextmanager
 def local_stack(data_dir: Path = DEFAULT_DATA_DIR, port: int = 8545) -> Iterator[LocalStack]:
     """Starts anvil on ``data_dir``'s chain state, deploys or reuses the protocol, funds the
     local accounts, opens the content store ``data_dir/store``; stops everything it started on
     exit."""
+    retire_stale_chain(data_dir)
     store = DeploymentStore(data_dir / "deployments.json")
     anvil = Anvil(port=port, state_file=data_dir / "chain" / "anvil-state.json")
     with anvil, connected(anvil):
@@ -73,6 +108,7 @@ def local_stack(data_dir: Path = DEFAULT_DATA_DIR, port: int = 8545) -> Iterator
         protocol, deployed_now = ensure_protocol(
             roles["governance"], store, treasury=roles["treasury"].address, network=NETWORK
         )
+        (data_dir / CONTRACTS_MARK).write_text(contracts_fingerprint() + "\n")
         funded = fund_users(protocol, roles)
         content = DirectoryStore(data_dir / "store")
         yield LocalStack(anvil, protocol, deployed_now, roles, funded, content)
