@@ -76,6 +76,7 @@ bench: compile $(SMOLLM2)  ## run the benchmarks; results in bench/results/
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/prefix_sharing.py
 	$(BIN)/python bench/attribution.py
+	$(BIN)/python bench/attribution_epoch.py
 
 bench-counterfactual: compile $(SMOLLM2)  ## attribution vs retraining (LOO, LDS; ~1 h on 2 cores)
 	$(BIN)/python bench/attribution_counterfactual.py

@@ -167,8 +167,8 @@ def _inference(
                f"recomputed from the log matches the chain: {checks['root_matches']}")  # fmt: skip
     if not checks["root_matches"]:
         raise click.ClickException("the usage proof's root does not match its receipts log")
-    _attribution(stack, demo_run, data_dir, model_id, node_demo.adapter_version,
-                 node_demo.answers)  # fmt: skip
+    _attribution(stack, demo_run, r["receipts_cid"], node_demo.answers)
+    _epoch(stack, demo_run, model_id, node_demo.answers)
     model = p.models.model(model_id)
     funded = p.rewards.pool(model_id).funded
     click.echo(f"  model {model_id}'s contributors' pool: {_open(funded)} funded in all; "
@@ -196,23 +196,88 @@ def _inference(
 
 
 def _attribution(
-    stack: LocalStack, demo_run: DatanetDemo, data_dir: Path, model_id: int, version: int,
-    answers: list[dict],
-) -> None:  # fmt: skip
-    """Proof of Attribution of the paid answers, as the node (next) will score each one."""
-    from backend.devnet.factory_demo import attribute_answers
+    stack: LocalStack, demo_run: DatanetDemo, usage_cid: str, answers: list[dict]
+) -> None:
+    """The attribution records the node published with the redemption, one per paid answer
+    (each receipt commits to its record's digest)."""
+    from backend.attribution.records_log import parse_records_log
+    from backend.protocol.receipts import read_usage_log
 
     click.secho("Proof of Attribution: which contributions shaped each paid answer", bold=True)
+    usage = read_usage_log(stack.store.get, usage_cid)
+    if usage.records_cid is None:
+        click.echo("  the node published no attribution records with this redemption")
+        return
+    records = parse_records_log(stack.store.get(usage.records_cid))
+    click.echo(f"  records log {usage.records_cid}: {len(records)} records for "
+               f"{len(usage.receipts)} receipts (node-scored: spans, then gradients)")  # fmt: skip
     files = {f.contribution_id: f.file for f in demo_run.files}
-    for a in attribute_answers(stack.protocol, stack.store, data_dir, model_id, version, answers):
-        r = a.record
+    text = {a["request_hash"]: a["answer"] for a in answers}
+    for receipt, r in zip(usage.receipts, records, strict=True):
+        answer = text.get("0x" + receipt.request_hash.hex(), "(an earlier run's answer)")
+        if r is None:
+            click.echo(f"  {answer[:48]!r}: no record (model version without an index)")
+            continue
         top = [f"{files.get(c.contribution_id, c.contribution_id)} {c.share / 10_000:.0f}%"
                for c in r.contributions[:3]]  # fmt: skip
-        named = ", ".join(top) or "nothing"
         masses = (r.span_mass, r.gradient_mass, r.unattributed)
-        click.echo(f"  {a.answer[:48]!r}: {named}; spans/gradients/unattributed "
-                   f"{'/'.join(f'{m / 10_000:.0f}%' for m in masses)}; record digest "
-                   f"0x{r.digest().hex()[:16]}")  # fmt: skip
+        click.echo(f"  {answer[:48]!r}: {', '.join(top) or 'nothing'}; spans/gradients/"
+                   f"unattributed {'/'.join(f'{m / 10_000:.0f}%' for m in masses)}; digest "
+                   f"0x{r.digest().hex()[:16]} = receipt's")  # fmt: skip
+
+
+def _epoch(stack: LocalStack, demo_run: DatanetDemo, model_id: int, answers: list[dict]) -> None:
+    """The node posts the attribution epoch of the redemptions, an auditor recomputes it, the
+    contributors claim."""
+    from backend.devnet.epoch_demo import run_epoch_demo
+
+    click.secho("Attribution epoch: posted, audited, claimed", bold=True)
+    p = stack.protocol
+    names = {a.address: role for role, a in stack.roles.items()}
+    files = {f.contribution_id: f.file for f in demo_run.files}
+    before = {a: int(p.token.balanceOf(a)) for a in names}
+    epoch = run_epoch_demo(p.as_web3(), stack.store, stack.roles, model_id)
+    prepared = epoch.prepared
+    if prepared is None:
+        click.echo("  no redemption of the model is left to attribute (an earlier run's epoch "
+                   "paid for them)")  # fmt: skip
+    else:
+        click.echo(f"  epoch {epoch.epoch_id} posted by the node (the model's attributor): "
+                   f"{_open(prepared.total)} over {len(prepared.allocation.receipts)} receipts "
+                   f"of usage proofs {[x.proof_id for x in prepared.proofs]}; report "
+                   f"{epoch.report_cid}")  # fmt: skip
+        text = {a["request_hash"]: a["question"] for a in answers}
+        for row in prepared.document["contributors"]:
+            account = row["account"]
+            parts = ", ".join(f"{files.get(c, c)} {_open(int(amount))}"
+                              for _, c, amount in row["contributions"])  # fmt: skip
+            click.echo(f"  {names.get(account, account):<14} earns {_open(int(row['amount']))}: "
+                       f"{parts}")  # fmt: skip
+            best = sorted(
+                ((amount, r) for r in prepared.allocation.receipts
+                 for c, amount in r.to_contributions if c.contributor == account),
+                key=lambda x: -x[0],
+            )[:2]  # fmt: skip
+            for amount, r in best:
+                question = text.get("0x" + r.receipt.request_hash.hex(), "an earlier question")
+                how = "its record names it" if r.record and any(
+                    c.contributor == account for c in r.record.contributions
+                ) else "by training examples"  # fmt: skip
+                click.echo(f"      {_open(amount)} from the answer to {question!r} ({how})")
+        audit = epoch.audit
+        if audit is not None and audit.passed:
+            click.secho(f"  audit passed: epoch {audit.epoch_id} recomputed from public inputs "
+                        f"alone gives the same root 0x{audit.posted_root.hex()[:16]} and "
+                        f"total", fg="green")  # fmt: skip
+        elif audit is not None:
+            raise click.ClickException(f"the audit of epoch {audit.epoch_id} failed: "
+                                       f"{audit.evidence()}")  # fmt: skip
+    for account, (claimed, owed) in epoch.claims.items():
+        gained = int(p.token.balanceOf(account)) - before.get(account, 0)
+        sign = "+" if gained >= 0 else "-"
+        click.echo(f"  {names.get(account, account):<14} claimed {_open(claimed)} now "
+                   f"({_open(owed)} owed by open epochs); OPEN balance {sign}"
+                   f"{_open(abs(gained))} in this step")  # fmt: skip
 
 
 def _trained(t: Trained, how: str) -> None:

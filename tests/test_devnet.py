@@ -68,6 +68,13 @@ def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
     assert first.count("  A: ") == 12 and first.count("receipt ") == 12
     assert re.search(r"usage proof 1, 12 receipts, [\d.]+ OPEN paid", first)
     assert "recomputed from the log matches the chain: True" in first
+    # Proof of Attribution pays: the node's records match the receipts; the node posts epoch 1,
+    # an auditor recomputes it from public inputs alone, the contributors claim.
+    assert first.count("= receipt's") == 12
+    assert re.search(r"epoch 1 posted by the node \(the model's attributor\): [\d.]+ OPEN over "
+                     r"12 receipts of usage proofs \[1\]", first)  # fmt: skip
+    assert "audit passed: epoch 1 recomputed from public inputs alone" in first
+    assert re.search(r"contributor +claimed 0\.\d+ OPEN now", first)
     # Feedback: signed preferences -> a preference Datanet -> DPO -> model 1 version 2
     signed = re.search(r"the payer signed (\d+) preferences now", first)
     assert signed is not None and int(signed[1]) >= 4
@@ -95,6 +102,8 @@ def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
                      r"version 1", second)  # fmt: skip
     assert "already staked" in second and second.count("  A: ") == 12
     assert re.search(r"usage proof 2, 12 receipts, [\d.]+ OPEN paid", second)
+    assert re.search(r"epoch 2 posted by the node .* of usage proofs \[2\]", second)
+    assert "audit passed: epoch 2 recomputed from public inputs alone" in second
     assert "recomputed from the log matches the chain: True" in second
     # the new answers' preferences join the feedback Datanet's next version: the loop goes on
     assert "exported to Datanet 2 version 2" in second

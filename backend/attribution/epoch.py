@@ -28,13 +28,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 
 from eth_utils import to_checksum_address
 
 from backend.attribution.corpus import Contribution
 from backend.attribution.record import AttributionRecord
-from backend.attribution.shares import SCALE, largest_remainder
+from backend.attribution.shares import SCALE
 from backend.protocol.merkle import StandardMerkleTree
 from backend.protocol.receipts import Receipt
 
@@ -212,7 +211,7 @@ def allocate_receipt(amount: int, record: AttributionRecord | None, lineage: Lin
     if not lineage:
         raise EpochInputError("a model version without a lineage cannot be paid out")
     position = {m.contribution: i for i, m in enumerate(lineage)}
-    exact = [Fraction(0)] * len(lineage)
+    named = [0] * len(lineage)  # parts per million named by the record
     rest = SCALE
     if record is not None:
         for c in record.contributions:
@@ -222,7 +221,7 @@ def allocate_receipt(amount: int, record: AttributionRecord | None, lineage: Lin
                     f"the record names contribution {c.contribution_id} of datanet "
                     f"{c.datanet_id}, which is not in the version's lineage"
                 )
-            exact[position[key]] += Fraction(amount * c.share, SCALE)
+            named[position[key]] += c.share
             rest -= c.share
         if rest != record.tail + record.unattributed:
             raise EpochInputError(
@@ -231,10 +230,10 @@ def allocate_receipt(amount: int, record: AttributionRecord | None, lineage: Lin
     whole = sum(m.examples for m in lineage)
     if rest and whole <= 0:
         raise EpochInputError("the lineage has no training examples to pay the rest by")
-    for i, m in enumerate(lineage):
-        if rest:
-            exact[i] += Fraction(amount * rest * m.examples, SCALE * whole)
-    return largest_remainder(exact, amount)
+    # Contribution i's exact part is amount * (named_i * whole + rest * examples_i) / (10^6 *
+    # whole): integer numerators over one denominator, rounded by largest remainder.
+    numerators = [amount * (named[i] * whole + rest * m.examples) for i, m in enumerate(lineage)]
+    return _largest_remainder(numerators, SCALE * max(whole, 1), amount)
 
 
 def allocate_epoch(
@@ -290,4 +289,18 @@ def split(amount: int, weights: Sequence[int]) -> list[int]:
         if amount:
             raise EpochInputError(f"{amount} to split over nothing")
         return [0] * len(weights)
-    return largest_remainder([Fraction(amount * w, whole) for w in weights], amount)
+    return _largest_remainder([amount * w for w in weights], whole, amount)
+
+
+def _largest_remainder(numerators: Sequence[int], denominator: int, total: int) -> list[int]:
+    """``numerators / denominator`` rounded to integers summing to ``total`` (their exact sum):
+    floors, plus one for the largest remainders, ties to the earlier item. Exact integer
+    arithmetic (what :func:`.shares.largest_remainder` does with fractions, faster)."""
+    floors = [n // denominator for n in numerators]
+    missing = total - sum(floors)
+    if missing < 0 or missing > len(numerators):
+        raise EpochInputError(f"the parts do not sum to {total}")
+    order = sorted(range(len(numerators)), key=lambda i: (-(numerators[i] % denominator), i))
+    for i in order[:missing]:
+        floors[i] += 1
+    return floors

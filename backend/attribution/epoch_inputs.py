@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from web3.logs import DISCARD
+from eth_utils import event_abi_to_log_topic
 
 from backend.attribution.corpus import Contribution
 from backend.attribution.epoch import (
@@ -79,6 +79,18 @@ def _events(p: Web3Protocol, contract: str, event: str, from_block: int, **where
     )
 
 
+def _decode(contract: Any, name: str, receipt: Any) -> list[Any]:
+    """The ``name`` events ``contract`` logged in a transaction (its other events and other
+    contracts' logs skipped by topic, not decoded and discarded with a warning)."""
+    event = getattr(contract.events, name)()
+    topic = event_abi_to_log_topic(event.abi)
+    return [
+        event.process_log(entry)
+        for entry in receipt["logs"]
+        if entry["address"] == contract.address and entry["topics"] and entry["topics"][0] == topic
+    ]
+
+
 def usage_proofs(p: Web3Protocol, model_id: int) -> list[ProofEvents]:
     """Every usage proof whose redemption paid ``model_id``, in proof order (found through the
     model's ``PaymentSplit`` events, indexed by model id)."""
@@ -88,9 +100,9 @@ def usage_proofs(p: Web3Protocol, model_id: int) -> list[ProofEvents]:
                               modelId=model_id)  # fmt: skip
     for tx_hash in dict.fromkeys(e.transactionHash for e in splits_of_model):
         receipt = p.w3.eth.get_transaction_receipt(tx_hash)
-        (recorded,) = payments.events.UsageProofRecorded().process_receipt(receipt, errors=DISCARD)
-        splits = payments.events.PaymentSplit().process_receipt(receipt, errors=DISCARD)
-        redeemed = payments.events.VoucherRedeemed().process_receipt(receipt, errors=DISCARD)
+        (recorded,) = _decode(payments, "UsageProofRecorded", receipt)
+        splits = _decode(payments, "PaymentSplit", receipt)
+        redeemed = _decode(payments, "VoucherRedeemed", receipt)
         a = recorded.args
         found.append(
             ProofEvents(

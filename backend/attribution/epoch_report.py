@@ -14,7 +14,7 @@ from typing import Any
 
 from eth_utils import is_hex_address, to_checksum_address
 
-from backend.attribution.epoch import EpochAllocation
+from backend.attribution.epoch import EpochAllocation, ReceiptAllocation
 
 REPORT_SCHEMA = 1
 SOFTWARE = "openledger-attributor/1"
@@ -76,7 +76,7 @@ def report(
                 "paid": str(r.paid),
                 "contributors": str(r.contributors_amount),
                 "record": None if r.record is None else "0x" + r.record.digest().hex(),
-                "to": [[c.datanet_id, c.contribution_id, str(a)] for c, a in r.to_contributions],
+                **_receipt_split(r),
             }
             for r in allocation.receipts
         ],
@@ -89,6 +89,24 @@ def report(
         "total": str(allocation.total),
         "merkle_root": "0x" + tree.root.hex(),
     }
+
+
+def _receipt_split(r: ReceiptAllocation) -> dict[str, Any]:
+    """What the receipt paid the contributions its record names (``to``) and, in one sum,
+    the rest of the lineage by training examples (``lineage``: anyone recomputes its parts
+    from the lineage; listing every contribution for every receipt would make the report
+    grow with receipts x lineage)."""
+    named = (
+        set()
+        if r.record is None
+        else {(c.datanet_id, c.contribution_id) for c in r.record.contributions}
+    )
+    to = [
+        [c.datanet_id, c.contribution_id, str(a)]
+        for c, a in r.to_contributions
+        if (c.datanet_id, c.contribution_id) in named
+    ]
+    return {"to": to, "lineage": str(r.contributors_amount - sum(int(x[2]) for x in to))}
 
 
 def to_bytes(document: Mapping[str, Any]) -> bytes:

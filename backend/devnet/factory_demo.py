@@ -17,11 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer
-
-from backend.attribution.attributor import Attributor
 from backend.attribution.index import AttributionIndex
-from backend.attribution.record import AttributionRecord
 from backend.datanets.contribute import (
     check_files,
     collect_files,
@@ -43,7 +39,6 @@ from backend.modelfactory.feedback import (
 from backend.modelfactory.jobs import ATTRIBUTION_DIR, JOB_FILE, TrainedJob, run_job
 from backend.modelfactory.publish import Pricing, Published, Split, publish_job
 from backend.modelfactory.spec import JobSpec, LoraSettings, TrainSettings
-from backend.models.base_models import ensure_smollm2
 from backend.protocol.contracts import Protocol
 from backend.protocol.deployments import PROJECT_ROOT
 from backend.protocol.eip712 import feedback_domain
@@ -192,36 +187,7 @@ def dpo_model(
     return _train_and_publish(p, store, roles, data_dir, spec)
 
 
-@dataclass(frozen=True)
-class AttributedAnswer:
-    question: str
-    answer: str
-    record: AttributionRecord
-
-
 def index_summary(trained: Trained) -> tuple[str, int, int, int]:
     """(CID, examples, contributions, lineage members) of a job's attribution index."""
     index, cid = AttributionIndex.read_folder(trained.workdir / ATTRIBUTION_DIR)
     return cid, len(index.corpus), len(index.corpus.contributions), len(index.lineage)
-
-
-def attribute_answers(
-    p: Protocol, store: ContentStore, data_dir: Path, model_id: int, version: int,
-    answers: list[dict[str, Any]],
-) -> list[AttributedAnswer]:  # fmt: skip
-    """Each answer's attribution record against the model version's index, found from the
-    chain as a node or an auditor finds it. The chat is rendered as the node renders it and
-    the answer's text tokenized again (the node will attribute its own token ids)."""
-    base = ensure_smollm2(PROJECT_ROOT / ".data")
-    attributor = Attributor.for_model_version(p.as_web3(), store, model_id, version, base,
-                                              data_dir / "attribution")  # fmt: skip
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    queries = []
-    for a in answers:
-        chat = [{"role": "user", "content": a["question"]}]
-        prompt = list(tokenizer.apply_chat_template(chat, add_generation_prompt=True))
-        answer = list(tokenizer(a["answer"], add_special_tokens=False)["input_ids"])
-        queries.append((prompt, answer or [tokenizer.eos_token_id]))
-    records = attributor.attribute_many(queries)
-    return [AttributedAnswer(a["question"], a["answer"], r)
-            for a, r in zip(answers, records, strict=True)]  # fmt: skip
