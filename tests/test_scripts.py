@@ -511,6 +511,36 @@ def test_protocol_walk_from_datanet_to_claims_disputes_and_withdrawals(
     assert "endpoint http://node.example/v1" in out
 
 
+def test_claim_all_claims_every_leaf_the_reports_pay(
+    anvil: str, ol: Callable[..., str], deployment: dict[str, Any], tmp_path: Path
+) -> None:
+    """After the walk: the node posts an epoch whose report is in a content store;
+    `ol claim-all` claims what it pays the sender (and, with --for, another account)."""
+    from backend.storage.local import DirectoryStore
+
+    store = DirectoryStore(tmp_path / "store")
+    token = deployment["contracts"]["OpenToken"]
+    rows = [(0, CONTRIBUTOR, OPEN // 2), (1, CURATOR, OPEN // 4)]
+    tree = StandardMerkleTree.of(rows, ["uint256", "address", "uint256"])
+    report = {"leaves": [[i, a, str(amount)] for i, a, amount in rows]}
+    cid = store.put(json.dumps(report).encode())
+    ol("stake", "100", account="TEST::2")  # the walk unbonded everything
+    out = ol("post-epoch", "1", "0x" + tree.root.hex(), "0.75", cid, account="TEST::2")
+    epoch = number_after("epoch", out)
+    out = ol("claim-all", "--store", str(store.root), account="TEST::1")
+    assert f"epoch {epoch} (model 1): 0.5 OPEN waits for its challenge window" in out
+    travel(anvil, 601)
+    before = balance_of(anvil, token, CONTRIBUTOR)
+    out = ol("claim-all", "--store", str(store.root), account="TEST::1")
+    assert f"claimed 0.5 OPEN for {CONTRIBUTOR} from epoch {epoch} (model 1): tx 0x" in out
+    assert balance_of(anvil, token, CONTRIBUTOR) == before + OPEN // 2
+    out = ol("claim-all", "--store", str(store.root), account="TEST::1")
+    assert "claimed 0 OPEN now" in out and "tx 0x" not in out
+    # Anyone may send a claim for another account: the curator is paid.
+    out = ol("claim-all", "--for", CURATOR, "--store", str(store.root), account="TEST::1")
+    assert f"claimed 0.25 OPEN for {CURATOR} from epoch {epoch}" in out
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 

@@ -67,10 +67,23 @@ def _register(world: World, base_cid: str, adapter_cid: str, manifest_cid: str) 
     return int(p["ModelRegistry"].functions.modelCount().call())
 
 
+@dataclass(frozen=True)
+class Trained:
+    """What the module trains and stores once (nothing on chain)."""
+
+    checkpoint: Checkpoint
+    store_dir: Path
+    index: AttributionIndex
+    index_cid: str
+    adapter_cid: str
+    manifest_with_index: str
+    manifest_without: str
+
+
 @pytest.fixture(scope="module")
-def models(world_once: World, tmp_path_factory: pytest.TempPathFactory) -> AttributedModels:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """A tiny chat model's adapter trained by ModelFactory's SFT on planted facts, its index in
-    the store, registered twice: with the index, and with a manifest that names none."""
+    the store, and two training manifests: one naming the index, one naming none."""
     root = tmp_path_factory.mktemp("attributed")
     store = DirectoryStore(root / "store")
     base = build_tiny_checkpoint(root / "base")
@@ -95,10 +108,19 @@ def models(world_once: World, tmp_path_factory: pytest.TempPathFactory) -> Attri
     with_index = store.put(manifest.to_json_bytes())
     without = store.put(TrainingManifest(**{**manifest.__dict__, "attribution": None})
                         .to_json_bytes())  # fmt: skip
-    indexed = _register(world_once, base_cid, adapter_cid, with_index)
-    plain = _register(world_once, base_cid, adapter_cid, without)
     checkpoint = Checkpoint(base, root / "adapter", base_cid)
-    return AttributedModels(checkpoint, root / "store", index, index_cid, indexed, plain)
+    return Trained(checkpoint, root / "store", index, index_cid, adapter_cid, with_index, without)
+
+
+@pytest.fixture
+def models(world: World, trained: Trained) -> AttributedModels:
+    """The adapter registered twice in this test's chain state (the world reverts after each
+    test): with the index, and with the manifest that names none."""
+    base_cid = trained.checkpoint.base_cid
+    indexed = _register(world, base_cid, trained.adapter_cid, trained.manifest_with_index)
+    plain = _register(world, base_cid, trained.adapter_cid, trained.manifest_without)
+    return AttributedModels(trained.checkpoint, trained.store_dir, trained.index,
+                            trained.index_cid, indexed, plain)  # fmt: skip
 
 
 def _runtime(world: World, models: AttributedModels, data_dir: Path) -> NodeRuntime:
