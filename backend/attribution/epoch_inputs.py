@@ -79,7 +79,7 @@ def _events(p: Web3Protocol, contract: str, event: str, from_block: int, **where
     )
 
 
-def _decode(contract: Any, name: str, receipt: Any) -> list[Any]:
+def decode_events(contract: Any, name: str, receipt: Any) -> list[Any]:
     """The ``name`` events ``contract`` logged in a transaction (its other events and other
     contracts' logs skipped by topic, not decoded and discarded with a warning)."""
     event = getattr(contract.events, name)()
@@ -100,9 +100,9 @@ def usage_proofs(p: Web3Protocol, model_id: int) -> list[ProofEvents]:
                               modelId=model_id)  # fmt: skip
     for tx_hash in dict.fromkeys(e.transactionHash for e in splits_of_model):
         receipt = p.w3.eth.get_transaction_receipt(tx_hash)
-        (recorded,) = _decode(payments, "UsageProofRecorded", receipt)
-        splits = _decode(payments, "PaymentSplit", receipt)
-        redeemed = _decode(payments, "VoucherRedeemed", receipt)
+        (recorded,) = decode_events(payments, "UsageProofRecorded", receipt)
+        splits = decode_events(payments, "PaymentSplit", receipt)
+        redeemed = decode_events(payments, "VoucherRedeemed", receipt)
         a = recorded.args
         found.append(
             ProofEvents(

@@ -13,6 +13,7 @@ from backend.attribution.epoch_inputs import (
     MAX_LOG_BYTES,
     EpochInputsError,
     checked_records,
+    decode_events,
     next_epoch_inputs,
     version_lineage,
 )
@@ -94,7 +95,7 @@ def post_epoch(
     store.pin(cid)
     receipt = send(rewards.functions.postEpoch(prepared.model_id, prepared.root,
                                                prepared.total, cid))  # fmt: skip
-    (posted,) = rewards.events.EpochPosted().process_receipt(receipt)
+    (posted,) = decode_events(rewards, "EpochPosted", receipt)
     log.info(
         "posted epoch %d of model %d: %d wei to %d contributors over %d usage proofs, report %s",
         posted.args.epochId, prepared.model_id, prepared.total,
