@@ -541,6 +541,17 @@ def test_claim_all_claims_every_leaf_the_reports_pay(
     assert f"claimed 0.25 OPEN for {CURATOR} from epoch {epoch}" in out
 
 
+def test_audit_attribution_names_what_it_cannot_check(
+    deployment: dict[str, Any], tmp_path: Path
+) -> None:
+    audit = _script("audit")
+    out = invoke(audit, "attribution", "99", ok=False)
+    assert "model 99 has no posted epoch" in out
+    # The walk's epoch 1 names a report no store holds: the audit says which, and fails.
+    out = invoke(audit, "attribution", "1", "1", "--store", str(tmp_path / "empty"), ok=False)
+    assert "epoch 1's report bafy-report-1 is unreadable" in out
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from backend.attribution.epoch_inputs import (
 from backend.attribution.epoch_report import Difference, ReportError, amounts_of, compare
 from backend.protocol.merkle import StandardMerkleTree
 from backend.protocol.web3_protocol import Web3Protocol
-from backend.storage.base import ContentStore
+from backend.storage.base import ContentStore, ContentStoreError
 
 CLAIM_TYPES = ("uint256", "address", "uint256")
 
@@ -93,7 +93,7 @@ def audit_epoch(
         document = json.loads(get(report_cid))
         listed = [int(u["id"]) for u in document["inputs"]["usage_proofs"]]
         posted_amounts = amounts_of(document)
-    except (ValueError, KeyError, TypeError, ReportError) as why:
+    except (ValueError, KeyError, TypeError, ReportError, ContentStoreError) as why:
         raise EpochInputsError(
             f"epoch {epoch_id}'s report {report_cid} is unreadable: {why}"
         ) from None
