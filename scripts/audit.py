@@ -128,7 +128,7 @@ def attribution(
     if challenge:
         from ape import accounts
 
-        from backend.protocol.cli_support import ensure_allowance, transact
+        from backend.protocol.cli_support import send_challenge
 
         if account_alias is None:
             raise click.UsageError("--challenge needs --account")
@@ -138,15 +138,6 @@ def attribution(
             else accounts.load(account_alias)
         )
         evidence = store.put(to_bytes(audit.evidence()))
-        bond = int(p.rewards.challengeBond())
-        if bond:
-            ensure_allowance(p, account, p.rewards, bond)
-        transact(
-            f"challenged epoch {epoch_id} with evidence {evidence}",
-            p.rewards.challenge,
-            epoch_id,
-            evidence,
-            sender=account,
-            protocol=p,
-        )
+        click.echo(f"evidence stored as {evidence}")
+        send_challenge(p, account, epoch_id, evidence)
     sys.exit(1)

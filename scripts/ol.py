@@ -37,6 +37,7 @@ from backend.protocol.cli_support import (
     format_open,
     load_protocol,
     one_event,
+    send_challenge,
     transact,
     unique,
 )
@@ -789,17 +790,7 @@ def challenge(account: Any, epoch_id: int, reason_cid: str) -> None:
     status = EPOCH_STATUS[int(epoch.status)]
     if status != "Posted":
         raise fail(f"epoch {epoch_id} is {status.lower()}; only a posted epoch can be challenged")
-    bond = int(p.rewards.challengeBond())
-    if bond:
-        ensure_allowance(p, account, p.rewards, bond)
-    transact(
-        f"challenged epoch {epoch_id} with a bond of {format_open(bond)}",
-        p.rewards.challenge,
-        epoch_id,
-        reason_cid,
-        sender=account,
-        protocol=p,
-    )
+    send_challenge(p, account, epoch_id, reason_cid)
 
 
 @action("resolve", "Rule on a challenged epoch (governance)")

@@ -348,3 +348,18 @@ def one_event(receipt: Any, event: Any) -> Any:
 def unique(ids: Iterable[int]) -> list[int]:
     """``ids`` without repeats, first occurrence kept."""
     return list(dict.fromkeys(ids))
+
+
+def send_challenge(protocol: Protocol, account: Any, epoch_id: int, reason_cid: str) -> Any:
+    """Challenges epoch ``epoch_id`` with ``reason_cid``, approving the bond first."""
+    bond = int(protocol.rewards.challengeBond())
+    if bond:
+        ensure_allowance(protocol, account, protocol.rewards, bond)
+    return transact(
+        f"challenged epoch {epoch_id} with a bond of {format_open(bond)}",
+        protocol.rewards.challenge,
+        epoch_id,
+        reason_cid,
+        sender=account,
+        protocol=protocol,
+    )

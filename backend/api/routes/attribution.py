@@ -155,19 +155,10 @@ def list_claimable(
 ) -> ClaimablePage:
     """What an account is owed by the posted (or challenged) epochs' reports, with the proofs
     to claim it; ``claimable`` says whether ``claim`` would pay it now."""
-    cache: ProofCache = request.app.state.proofs
     now = chain_time(db)
     entries: list[ClaimEntry] = []
-    unavailable: list[int] = []
-    epochs = db.execute(
-        "SELECT * FROM epochs WHERE status IN ('posted', 'challenged') ORDER BY id"
-    ).fetchall()
-    for epoch in epochs:
-        try:
-            tree = cache.report_tree(store, epoch)
-        except ProofUnavailableError:
-            unavailable.append(epoch["id"])
-            continue
+    trees, unavailable = _report_trees(request, db, store, ("posted", "challenged"))
+    for epoch, tree in trees:
         for row in tree.by_account.get(account, []):
             entry = _entry(db, epoch, tree, row, now)
             if include_claimed or not entry.claimed:
@@ -183,18 +174,10 @@ def get_earnings(request: Request, db: DbDep, store: StoreDep, account: AddressP
     """What each model's answers earned the account, per epoch (posted, challenged or expired;
     a rejected epoch paid nobody), with the contributions that earned it and what was
     claimed."""
-    cache: ProofCache = request.app.state.proofs
     items: list[EarningEntry] = []
-    unavailable: list[int] = []
-    epochs = db.execute(
-        "SELECT * FROM epochs WHERE status IN ('posted', 'challenged', 'expired') ORDER BY id"
-    ).fetchall()
-    for epoch in epochs:
-        try:
-            tree = cache.report_tree(store, epoch)
-        except ProofUnavailableError:
-            unavailable.append(epoch["id"])
-            continue
+    statuses = ("posted", "challenged", "expired")
+    trees, unavailable = _report_trees(request, db, store, statuses)
+    for epoch, tree in trees:
         rows = tree.by_account.get(account, [])
         if not rows:
             continue
@@ -222,6 +205,26 @@ def get_earnings(request: Request, db: DbDep, store: StoreDep, account: AddressP
         total_claimed=str(sum(int(e.amount) for e in items if e.claimed)),
         unavailable_epochs=unavailable,
     )
+
+
+def _report_trees(
+    request: Request, db: sqlite3.Connection, store: Any, statuses: tuple[str, ...]
+) -> tuple[list[tuple[sqlite3.Row, IndexedTree]], list[int]]:
+    """The epochs of ``statuses`` whose report rebuilds the posted root, with their trees, and
+    the ids of those whose report cannot be read or does not match."""
+    cache: ProofCache = request.app.state.proofs
+    marks = ", ".join("?" for _ in statuses)
+    epochs = db.execute(
+        f"SELECT * FROM epochs WHERE status IN ({marks}) ORDER BY id", statuses
+    ).fetchall()
+    trees: list[tuple[sqlite3.Row, IndexedTree]] = []
+    unavailable: list[int] = []
+    for epoch in epochs:
+        try:
+            trees.append((epoch, cache.report_tree(store, epoch)))
+        except ProofUnavailableError:
+            unavailable.append(epoch["id"])
+    return trees, unavailable
 
 
 def _contributions_of(store: Any, report_cid: str, account: str) -> list[ContributionEarning]:
