@@ -100,7 +100,9 @@ def audit_epoch(
     on_chain = {e.proof.proof_id: e for e in usage_proofs(p, model_id)}
     earlier = covered_proofs(p, get, model_id, before=epoch_id)
     redemptions = []
-    for proof_id in listed:
+    for proof_id in sorted({p for p in listed if listed.count(p) > 1}):
+        problems.append(f"usage proof {proof_id} is listed {listed.count(proof_id)} times")
+    for proof_id in dict.fromkeys(listed):  # each proof pays once, however often listed
         events = on_chain.get(proof_id)
         if events is None:
             problems.append(f"usage proof {proof_id} did not pay model {model_id}")

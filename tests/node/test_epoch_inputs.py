@@ -155,3 +155,28 @@ def test_an_attributor_that_shifts_one_percent_to_itself_is_caught_and_slashed(
     # The honest epoch can now be posted over the same redemptions.
     again = prepare_epoch(world.protocol, store, MODEL_ID, lambda version: (lineage, None))
     assert again is not None and again.total == honest.total
+
+
+def test_an_attributor_that_lists_a_redemption_twice_is_caught(
+    world: World, verifier: VoucherVerifier, redeemer: Redeemer, store: DirectoryStore
+) -> None:
+    """Paying one redemption twice in an epoch would drain the pool's other funds: the
+    auditor pays each listed proof once and names the duplicate."""
+    _serve_and_redeem(world, verifier, redeemer)
+    lineage = _lineage(world)
+    redemptions, proofs = next_epoch_inputs(world.protocol, store.get, MODEL_ID)
+    doubled = allocate_epoch(MODEL_ID, redemptions * 2, lambda version: lineage)
+    r = world.roles
+    rewards = world.protocol["AttributionRewards"]
+    token = world.protocol["OpenToken"].functions
+    world.transact(r.developer, token.approve(rewards.address, doubled.total))
+    world.transact(r.developer, rewards.functions.fundPool(MODEL_ID, doubled.total))
+    document = report(doubled, proofs * 2, {1: None})
+    world.transact(r.node, rewards.functions.postEpoch(
+        MODEL_ID, doubled.tree().root, doubled.total, store.put(to_bytes(document))
+    ))  # fmt: skip
+    epoch_id = rewards.functions.epochCount().call()
+    audit = audit_epoch(world.protocol, store, epoch_id, lambda m, v: (lineage, None))
+    assert not audit.passed
+    assert audit.problems == [f"usage proof {proofs[0].proof_id} is listed 2 times"]
+    assert 2 * audit.recomputed_total == audit.posted_total
