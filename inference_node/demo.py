@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,8 +129,12 @@ def serve_and_pay(
     rpc_url: str,
     data_dir: Path,
     port: int,
+    on_answer: Callable[[dict[str, Any]], None] | None = None,
+    on_redeem: Callable[[], None] | None = None,
 ) -> NodeDemo:
-    """Starts the node, pays for chat completions through the SDK, redeems, checks on-chain."""
+    """Starts the node, pays for chat completions through the SDK, redeems, checks on-chain;
+    ``on_answer`` sees each paid answer as it arrives and ``on_redeem`` is called before the
+    redemption (the long steps, so a caller can show progress)."""
     node, payer = roles["node operator"], roles["payer"]
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -175,10 +179,14 @@ def serve_and_pay(
                     "receipt": extension["receipt_id"],
                     "request_hash": extension["request_hash"],
                 })  # fmt: skip
+                if on_answer is not None:
+                    on_answer(demo.answers[-1])
         latest = wallet.latest(node.address, demo.model_id)
         if latest is not None:
             saved.parent.mkdir(parents=True, exist_ok=True)
             saved.write_text(json.dumps(latest.to_json()))
+        if on_redeem is not None:
+            on_redeem()
         demo.redemption = httpx.post(f"{url}/node/redeem", timeout=300).json()
     demo.checks = check_usage_proof(p, store, demo.redemption)
     return demo

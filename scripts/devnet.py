@@ -130,7 +130,7 @@ def _inference(
         index_summary,
         sft_model,
     )
-    from inference_node.demo import QUESTIONS, prepare, serve_and_pay
+    from inference_node.demo import ASKED, QUESTIONS, prepare, serve_and_pay
 
     p, pub, store, roles = stack.protocol, demo_run.publication, stack.store, stack.roles
     datanet_id = demo_run.datanet.datanet_id
@@ -152,12 +152,21 @@ def _inference(
                f"{node_demo.adapter_cid}); node {roles['node operator'].address} "
                f"{'staked now' if node_demo.staked_now else 'already staked'}; payer deposited "
                f"{_open(node_demo.deposited_now)} now")  # fmt: skip
-    serve_and_pay(node_demo, p, store, roles, stack.anvil.url, data_dir, port)
-    click.echo(f"  node served at {node_demo.node_url} (log in {data_dir / 'node' / 'node.log'})")
-    for a in node_demo.answers:
+    log_file = data_dir / "node" / "node.log"
+    click.echo(f"  starting the node on 127.0.0.1:{port} (log in {log_file}); the payer asks "
+               f"{len(QUESTIONS)} questions {ASKED} times each, paying every answer")  # fmt: skip
+
+    def answered(a: dict) -> None:
         click.echo(f"  Q: {a['question']}")
         click.echo(f"  A: {a['answer']!r}  [{a['tokens'][0]}+{a['tokens'][1]} tokens, "
                    f"{_open(a['price'])}, receipt {a['receipt']}]")  # fmt: skip
+
+    def redeeming() -> None:
+        click.echo("  redeeming: the node adds each answer's gradients to its attribution "
+                   "record, stores receipts and records, sends the usage proof ...")  # fmt: skip
+
+    serve_and_pay(node_demo, p, store, roles, stack.anvil.url, data_dir, port, answered, redeeming)
+    click.echo(f"  node served at {node_demo.node_url}")
     r, checks = node_demo.redemption, node_demo.checks
     if not r.get("redeemed"):
         raise click.ClickException(f"the redemption did not land: {r}")
