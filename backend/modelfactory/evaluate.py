@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from peft import PeftModel
+from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from backend.datanets.formats import DataFormat
@@ -110,9 +111,10 @@ def evaluate(
     samples: int = 3,
     max_new_tokens: int = 48,
     device: str = "cpu",
+    progress: bool = False,
 ) -> EvalReport:
     """Scores base and base+adapter on ``eval_examples``; greedy generations for the first
-    ``samples`` of them."""
+    ``samples`` of them (``progress``: a bar over those stages on stderr)."""
     where = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     encoded, dropped = encode_examples(tokenizer, eval_examples, max_length)
@@ -126,10 +128,13 @@ def evaluate(
     model = PeftModel.from_pretrained(base, adapter_dir).to(where).eval()
     positions = getattr(base.config, "max_position_embeddings", None)
     shown: list[Sample] = []
-    with torch.no_grad():
+    bar = tqdm(total=2 + samples, desc="eval", unit="stage", disable=not progress)
+    with torch.no_grad(), bar:
         adapter_loss, tokens = _mean_loss(model, encoded, pad_id, where)
+        bar.update()
         with model.disable_adapter():
             base_loss, _ = _mean_loss(model, encoded, pad_id, where)
+        bar.update()
         left_out = set(dropped)
         kept = [e for i, e in enumerate(eval_examples) if i not in left_out]
         for example in kept[:samples]:
@@ -142,6 +147,7 @@ def evaluate(
             with model.disable_adapter():
                 base_answer = _generate(model, tokenizer, ids, budget)
             shown.append(Sample(prompt, base_answer, adapter_answer, reference))
+            bar.update()
     report = EvalReport(
         examples=len(encoded),
         tokens=tokens,

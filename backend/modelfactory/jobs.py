@@ -220,7 +220,7 @@ def _sft(
                        on_step=on_step)  # fmt: skip
     save_loss_curve(result.loss_curve, workdir / LOSS_CURVE, workdir / LOSS_PLOT)
     report = evaluate(base_dir, adapter_dir, held, spec.train.max_length,
-                      device=spec.train.device)  # fmt: skip
+                      device=spec.train.device, progress=progress)  # fmt: skip
     log.info("held-out loss %.3f -> %.3f (%.0f%% lower)", report.base_loss, report.adapter_loss,
              100 * report.relative_loss_reduction)  # fmt: skip
     data = {"method": "sft", "training": {"steps": result.steps, "tokens": result.tokens,
