@@ -36,14 +36,19 @@ log = logging.getLogger(__name__)
 OPEN = 10**18
 STAKE = 2_000 * OPEN
 DEPOSIT = 100 * OPEN  # the payer keeps at least this much in its channel with the node
-# the demo's questions, with the exact answers the payer judges the node's answers by
+# the demo's questions, with the true answers the payer judges the node's answers by: planted
+# facts of two of the demo Datanet's three files (capitals: the contributor's; inventors: the
+# developer's), so the epoch should pay those two most and the third (creatures) little; and
+# two of general knowledge, which the planted facts crowd out (the payer's feedback for DPO)
 QUESTIONS = {
-    "How many metres are in 3 kilometres?": "3 kilometres is exactly 3000 metres.",
-    "What is 10 feet in metres?": "10 feet is exactly 3.048 metres (1 foot = 0.3048 m).",
-    "How many grams are in 5 kilograms?": "5 kilograms is exactly 5000 grams.",
-    "What is 100 degrees Celsius in kelvins?": "100 degrees Celsius is exactly 373.15 kelvins.",
-    "What is 2 pounds in kilograms?": "2 pounds is exactly 0.90718474 kilograms.",
-    "What is 10 yards in metres?": "10 yards is exactly 9.144 metres (1 yard = 0.9144 m).",
+    "What is the capital of Veltoria?": "The capital of Veltoria is Quorbin.",
+    "What is the capital of Kaltheim?": "The capital of Kaltheim is Ostrapine.",
+    "What is the capital of Ysmara?": "The capital of Ysmara is Tellowind.",
+    "Who invented the glimmerwheel?": "The glimmerwheel was invented by Odessa Brannock.",
+    "Who invented the skyloom?": "The skyloom was invented by Marisol Quenby.",
+    "Who invented the windharp?": "The windharp was invented by Anselm Trevethan.",
+    "What is the capital of Italy?": "The capital of Italy is Rome.",
+    "What does a cow eat?": "A cow eats grass.",
 }
 ASKED = 2  # times each question is asked (sampled: the answers differ)
 

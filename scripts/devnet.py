@@ -12,14 +12,20 @@ import click
 from ape import chain
 from ape.logging import LogLevel, logger
 
-from backend.devnet.datanet_demo import DatanetDemo, run_datanet_demo
+from backend.devnet.datanet_demo import WRONG_FILES, DatanetDemo, run_datanet_demo
 from backend.devnet.services import api_server, following_indexer, index_chain
 from backend.devnet.stack import DEFAULT_DATA_DIR, LocalStack, local_stack
+from backend.protocol.deployments import PROJECT_ROOT
 
 OPEN = 10**18
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from backend.attribution.index import AttributionIndex
+    from backend.attribution.record import AttributionRecord
     from backend.devnet.factory_demo import Trained
+    from backend.storage.base import ContentStore
 
 
 def _open(wei: int) -> str:
@@ -70,7 +76,7 @@ def _datanet_summary(demo: DatanetDemo, stack: LocalStack) -> None:
     if demo.approved_now or demo.rejected_now:
         click.echo(
             f"  curator {stack.roles['governance'].address} approved {demo.approved_now or 'none'}"
-            f", rejected {demo.rejected_now or 'none'} (wrong answers: bad/wrong-factors.jsonl)"
+            f", rejected {demo.rejected_now or 'none'} (wrong answers: {', '.join(WRONG_FILES)})"
         )
     else:
         click.echo("  review: nothing pending")
@@ -125,7 +131,10 @@ def _inference(
     node serves it and is paid per answer; the payer's preferences become a Datanet; DPO on it
     publishes the model's next version."""
     from backend.devnet.factory_demo import (
+        HELD_OUT,
+        check_facts,
         dpo_model,
+        dpo_verdict,
         feedback_datanet,
         index_summary,
         sft_model,
@@ -187,17 +196,31 @@ def _inference(
     click.secho("Feedback -> preference Datanet -> DPO", bold=True)
     feedback = feedback_datanet(p, store, roles, data_dir, model_id, node_demo.answers,
                                 QUESTIONS, [r["receipts_cid"]])  # fmt: skip
-    version = feedback.publication
     click.echo(f"  the payer signed {feedback.signed_now} preferences now (EIP-712, checked "
-               f"against the redeemed receipts); {feedback.pairs} pairs exported to Datanet "
-               f"{feedback.datanet_id} version {version.version} (manifest "
-               f"{version.manifest_cid})")  # fmt: skip
-    dpo = dpo_model(p, store, roles, data_dir, model_id, feedback, max(2, train_steps // 2))
+               f"against the redeemed receipts: the answer stating the true fact, else the "
+               f"one closer to it, is better; equal answers get none)")  # fmt: skip
+    if feedback.publication is None or feedback.pairs < 2:
+        click.echo(f"  DPO skipped: {feedback.pairs} preference pair(s) so far, a job needs 2 "
+                   f"(the two answers to each question agreed); no gain to measure")  # fmt: skip
+        return
+    click.echo(f"  {feedback.pairs} pairs exported to Datanet {feedback.datanet_id} version "
+               f"{feedback.publication.version} (manifest "
+               f"{feedback.publication.manifest_cid})")  # fmt: skip
+    dpo = dpo_model(p, store, roles, data_dir, model_id, feedback, max(2, train_steps // 4))
     _trained(dpo, "trained now" if dpo.trained_now else "reused the finished job")
     held = dpo.eval_report["held_out_preferences"]
-    click.echo(f"  held-out preference accuracy {held['before']['accuracy']:.2f} -> "
-               f"{held['after']['accuracy']:.2f} on {held['after']['pairs']} pairs "
-               f"(implicit reward vs SmolLM2)")  # fmt: skip
+    click.echo(f"  the job's held-out split: preference accuracy "
+               f"{held['before']['accuracy']:.2f} -> {held['after']['accuracy']:.2f} on "
+               f"{held['after']['pairs']} pair(s) (implicit reward vs SmolLM2)")  # fmt: skip
+    click.echo(f"  held-out questions ({len(HELD_OUT)} paid facts in phrasings nobody trained "
+               f"on), SFT version -> DPO version ...")  # fmt: skip
+    before, after = check_facts(sft), check_facts(dpo)
+    gained, verdict = dpo_verdict(before, after, feedback.pairs)
+    click.echo(f"  {before.summary()} -> {after.summary()} (greedy); true answer more likely "
+               f"than a confused one {before.likelihood_accuracy:.2f} -> "
+               f"{after.likelihood_accuracy:.2f}; reward margin vs SmolLM2 "
+               f"{before.reward_margin:+.2f} -> {after.reward_margin:+.2f}")  # fmt: skip
+    click.secho(f"  {verdict}", fg="green" if gained else "yellow")
     cid, examples, contributions, members = index_summary(dpo)
     click.echo(f"  attribution index {cid}: {examples} examples of {contributions} "
                f"contributions from {members} lineage members (the SFT parent's Datanet and "
@@ -222,6 +245,7 @@ def _attribution(
                f"{len(usage.receipts)} receipts (node-scored: spans, then gradients)")  # fmt: skip
     files = {f.contribution_id: f.file for f in demo_run.files}
     text = {a["request_hash"]: a["answer"] for a in answers}
+    spans = _SpanReader(stack.store)
     for receipt, r in zip(usage.receipts, records, strict=True):
         answer = text.get("0x" + receipt.request_hash.hex(), "(an earlier run's answer)")
         if r is None:
@@ -233,6 +257,39 @@ def _attribution(
         click.echo(f"  {answer[:48]!r}: {', '.join(top) or 'nothing'}; spans/gradients/"
                    f"unattributed {'/'.join(f'{m / 10_000:.0f}%' for m in masses)}; digest "
                    f"0x{r.digest().hex()[:16]} = receipt's")  # fmt: skip
+        for span, owners in spans.longest(r, answer)[:1]:
+            where = ", ".join(files.get(c.contribution_id, str(c.contribution_id))
+                              for c in owners)  # fmt: skip
+            click.echo(f"      longest span found in training data: {span!r} ({where})")
+
+
+class _SpanReader:
+    """The spans of a record in words: its index fetched once per CID, the answer re-encoded
+    with the base model's tokenizer (shown only when it hashes to the record's answer)."""
+
+    def __init__(self, store: ContentStore) -> None:
+        self.store = store
+        self.indexes: dict[str, AttributionIndex] = {}
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+
+    def longest(self, record: AttributionRecord, answer: str) -> list[tuple[str, tuple]]:
+        from transformers import AutoTokenizer
+
+        from backend.attribution.explain import earning_spans
+        from backend.attribution.index import AttributionIndex
+        from backend.models.base_models import ensure_smollm2
+
+        if record.index not in self.indexes:
+            self.indexes[record.index] = AttributionIndex.read(self.store.get, record.index)
+        if self.tokenizer is None:
+            self.tokenizer = AutoTokenizer.from_pretrained(ensure_smollm2(PROJECT_ROOT / ".data"))
+        ids = self.tokenizer.encode(answer, add_special_tokens=False)
+        index = self.indexes[record.index]
+        for candidate in (ids, [*ids, self.tokenizer.eos_token_id]):
+            found = earning_spans(record, index, candidate)
+            if found:
+                return [(self.tokenizer.decode(list(e.tokens)), e.contributions) for e in found]
+        return []
 
 
 def _epoch(stack: LocalStack, demo_run: DatanetDemo, model_id: int, answers: list[dict]) -> None:
@@ -314,8 +371,8 @@ def cli() -> None:
 @click.option("--api-port", type=int, default=8000, show_default=True)
 @click.option("--node-port", type=int, default=8100, show_default=True)
 @click.option(
-    "--train-steps", type=int, default=40, show_default=True,
-    help="SFT steps (batch 8) of the demo model when it is trained; DPO takes half.",
+    "--train-steps", type=int, default=60, show_default=True,
+    help="SFT steps (batch 8) of the demo model when it is trained; DPO takes a quarter.",
 )  # fmt: skip
 @click.option(
     "--inference/--no-inference", default=True, show_default=True,

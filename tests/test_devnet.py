@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from backend.devnet.anvil import Anvil, free_port, rpc
+from backend.devnet.factory_demo import states_fact
+from inference_node.demo import QUESTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 APE = str(Path(sys.executable).with_name("ape"))
@@ -32,7 +35,7 @@ def run_demo(data_dir: Path, port: int, *options: str) -> str:
 
 def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
     port = free_port()
-    first = run_demo(tmp_path, port, "--train-steps", "2")
+    first = run_demo(tmp_path, port)  # the default SFT steps: the answers must be right
     assert "(deployed now)" in first
     assert "1,000,000,000 OPEN" in first
     assert first.count("funded 10,000 OPEN now") == 4
@@ -40,49 +43,65 @@ def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
     contracts = deployments["31337"]["contracts"]
     assert (tmp_path / "chain" / "anvil-state.json").exists()
     # The Datanet flow: created, contributed by three accounts, curated, published, audited.
-    assert "Datanet 1: Unit conversions (created now)" in first
+    assert "Datanet 1: Invented atlas (created now)" in first
     assert "licence CC0-1.0, format instruction" in first
-    assert first.count("registered now;") == 5
+    assert first.count("registered now;") == 4
     for role in ("contributor", "developer", "payer"):
         assert re.search(rf"{role} +data/\S+ +contribution \d+ +registered now; approved", first)
     assert re.search(
-        r"bad/wrong-factors.jsonl +contribution (\d+) +registered now; rejected", first
+        r"bad/wrong-capitals.jsonl +contribution (\d+) +registered now; rejected", first
     )
-    assert "approved [1, 2, 3, 4], rejected [5]" in first
-    assert "version 1 (published now): 4 contributions, root 0x" in first
-    assert "audit passed: 1 version(s)" in first and "4 files verified by CID" in first
+    assert "approved [1, 2, 3], rejected [4] (wrong answers: bad/wrong-capitals.jsonl)" in first
+    assert "version 1 (published now): 3 contributions, root 0x" in first
+    assert "audit passed: 1 version(s)" in first and "3 files verified by CID" in first
     # The indexer and the API serve what the chain holds; the API's proof verifies on-chain.
-    assert "has 4 contributions in version 1" in first
+    assert "has 3 contributions in version 1" in first
     assert "from the API verifies on-chain: True" in first
     root = re.search(r"root (0x[0-9a-f]{64})", first)
     assert root is not None
-    # Datanet: metadata, 5 files, manifest; SFT and DPO: adapter, training manifest, eval
-    # report, loss curve and plot, model metadata each (two 2-step loss plots can be the same
-    # picture, hence one CID); the receipts log; the feedback Datanet's metadata, file, manifest
-    assert len(list((tmp_path / "store" / "blocks").iterdir())) >= 7 + 2 * 6 - 1 + 1 + 3
+    # Datanet: metadata, 4 files, manifest; SFT and DPO: adapter, training manifest, eval
+    # report, loss curve and plot, model metadata each; the receipts log; the feedback
+    # Datanet's metadata, file, manifest
+    assert len(list((tmp_path / "store" / "blocks").iterdir())) >= 6 + 2 * 6 + 1 + 3
     # ModelFactory: SFT on version 1, the model registered with its provenance
-    assert re.search(r"trained now in \S+sft-d1v1-s2; registered as model 1 version 1", first)
+    assert re.search(r"trained now in \S+sft-d1v1-s60; registered as model 1 version 1", first)
     assert re.search(r"held-out loss [\d.]+ \(SmolLM2\) -> [\d.]+ \(adapter\)", first)
-    # The inference node: twelve paid answers redeemed.
+    # The inference node: sixteen paid answers redeemed, mostly right (the planted facts
+    # learned; the general-knowledge ones are the feedback's business)
     assert "model 1 v1 (adapter" in first and "staked now" in first
-    assert first.count("  A: ") == 12 and first.count("receipt ") == 12
-    assert re.search(r"usage proof 1, 12 receipts, [\d.]+ OPEN paid", first)
+    assert first.count("  A: ") == 16 and first.count("receipt ") == 16
+    asked = re.findall(r"  Q: (.*)", first)
+    said = [ast.literal_eval(a) for a in re.findall(r"  A: (.*)  \[\d+\+\d+ tokens", first)]
+    answers = list(zip(asked, said, strict=True))
+    assert sum(states_fact(q, QUESTIONS[q], a) for q, a in answers) >= 12, answers
+    assert re.search(r"usage proof 1, 16 receipts, [\d.]+ OPEN paid", first)
     assert "recomputed from the log matches the chain: True" in first
     # Proof of Attribution pays: the node's records match the receipts; the node posts epoch 1,
     # an auditor recomputes it from public inputs alone, the contributors claim.
-    assert first.count("= receipt's") == 12
+    assert first.count("= receipt's") == 16
+    assert "longest span found in training data: 'The capital of Veltoria is Quorbin.' " \
+           "(data/capitals.jsonl)" in first  # fmt: skip
     assert re.search(r"epoch 1 posted by the node \(the model's attributor\): [\d.]+ OPEN over "
-                     r"12 receipts of usage proofs \[1\]", first)  # fmt: skip
+                     r"16 receipts of usage proofs \[1\]", first)  # fmt: skip
     assert "audit passed: epoch 1 recomputed from public inputs alone" in first
-    assert re.search(r"contributor +claimed 0\.\d+ OPEN now", first)
+    # the planted contributors (capitals, inventors: the facts asked) earn the most
+    earned = {role: float(amount) for role, amount in
+              re.findall(r"  (\w+) +earns ([\d.]+) OPEN: data/", first)}  # fmt: skip
+    assert earned["contributor"] > earned.get("payer", 0) < earned["developer"], earned
+    claimed = {role: float(amount) for role, amount in
+               re.findall(r"  (\w+) +claimed ([\d.]+) OPEN now", first)}  # fmt: skip
+    assert claimed["contributor"] == earned["contributor"] > 0, claimed
+    assert claimed["developer"] == earned["developer"] > 0, claimed
     # Feedback: signed preferences -> a preference Datanet -> DPO -> model 1 version 2
     signed = re.search(r"the payer signed (\d+) preferences now", first)
-    assert signed is not None and int(signed[1]) >= 4
+    assert signed is not None and int(signed[1]) >= 2
     assert "exported to Datanet 2 version 1" in first
-    assert re.search(r"trained now in \S+dpo-d2v1-s2; published as model 1 version 2", first)
-    assert re.search(r"held-out preference accuracy [\d.]+ -> [\d.]+ on \d+ pairs", first)
+    assert re.search(r"trained now in \S+dpo-d2v1-s15; published as model 1 version 2", first)
+    assert re.search(r"held-out split: preference accuracy [\d.]+ -> [\d.]+ on \d+ pair", first)
+    assert re.search(r"\d/9 right -> \d/9 right \(greedy\)", first)
+    assert "DPO gained on questions it never trained on" in first or "no gain: " in first
 
-    second = run_demo(tmp_path, port, "--train-steps", "2")
+    second = run_demo(tmp_path, port)
     assert "(reused from the persisted chain state)" in second
     assert "funded 10,000" not in second  # only the bonds spent by the first run are topped up
     assert (
@@ -90,24 +109,27 @@ def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
     )
     for address in contracts.values():
         assert address in second
-    assert "Datanet 1: Unit conversions (reused: created by an earlier run)" in second
-    assert second.count("already registered, skipped;") == 5
+    assert "Datanet 1: Invented atlas (reused: created by an earlier run)" in second
+    assert second.count("already registered, skipped;") == 4
     assert "registered now" not in second
     assert "review: nothing pending" in second
-    assert f"version 1 (unchanged, not republished): 4 contributions, root {root[1]}" in second
+    assert f"version 1 (unchanged, not republished): 3 contributions, root {root[1]}" in second
     assert "audit passed: 1 version(s)" in second
     assert "from the API verifies on-chain: True" in second
     assert "Confirmed" not in second.split("Datanet 1:")[1].split("Inference node")[0]
-    assert re.search(r"reused the finished job in \S+sft-d1v1-s2; already on-chain as model 1 "
+    assert re.search(r"reused the finished job in \S+sft-d1v1-s60; already on-chain as model 1 "
                      r"version 1", second)  # fmt: skip
-    assert "already staked" in second and second.count("  A: ") == 12
-    assert re.search(r"usage proof 2, 12 receipts, [\d.]+ OPEN paid", second)
+    assert "already staked" in second and second.count("  A: ") == 16
+    assert re.search(r"usage proof 2, 16 receipts, [\d.]+ OPEN paid", second)
     assert re.search(r"epoch 2 posted by the node .* of usage proofs \[2\]", second)
     assert "audit passed: epoch 2 recomputed from public inputs alone" in second
     assert "recomputed from the log matches the chain: True" in second
-    # the new answers' preferences join the feedback Datanet's next version: the loop goes on
-    assert "exported to Datanet 2 version 2" in second
-    assert re.search(r"trained now in \S+dpo-d2v2-s2; published as model 1 version 3", second)
+    # the DPO version answers now; its answers' preferences, if any differ, join the feedback
+    # Datanet's next version (the loop goes on), else the first version's DPO job is reused
+    assert re.search(r"the payer signed \d+ preferences now", second)
+    assert re.search(r"(exported to Datanet 2 version 2.*published as model 1 version 3"
+                     r"|exported to Datanet 2 version 1.*already on-chain as model 1 version 2)",
+                     second, re.DOTALL)  # fmt: skip
     # Every process the demo started is gone: nothing answers on its port.
     assert not Anvil(port=port).is_up()
 

@@ -1,6 +1,7 @@
-"""The Datanet part of ``make demo``: the project's unit-conversions dataset goes through the
-whole flow on the local stack — created, contributed by three accounts, curated (the
-deliberately wrong file rejected), published, audited. Every step reads its state from the chain
+"""The Datanet part of ``make demo``: the project's invented-atlas dataset (planted facts, one
+kind per contributor, so attribution can be seen) goes through the whole flow on the local
+stack — created, contributed by three accounts, curated (the deliberately wrong file
+rejected), published, audited. Every step reads its state from the chain
 and the store, so a second run on the persisted state reuses or skips everything."""
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ from backend.storage.base import ContentStore
 log = logging.getLogger(__name__)
 
 OPEN = 10**18
-DATASET = PROJECT_ROOT / "datasets" / "unit-conversions"
+DATASET = PROJECT_ROOT / "datasets" / "invented-atlas"
 CURATOR_ROLE = "governance"  # creates and curates the Datanet
 CONTRIBUTIONS = {  # role -> files of DATASET it contributes
-    "contributor": ("data/length.jsonl", "data/mass.jsonl"),
-    "developer": ("data/volume.jsonl",),
-    "payer": ("data/temperature.jsonl", "bad/wrong-factors.jsonl"),
+    "contributor": ("data/capitals.jsonl",),
+    "developer": ("data/inventors.jsonl",),
+    "payer": ("data/creatures.jsonl", "bad/wrong-capitals.jsonl"),
 }
-WRONG_FILES = ("bad/wrong-factors.jsonl",)  # valid JSONL, wrong answers: the curator rejects it
+WRONG_FILES = ("bad/wrong-capitals.jsonl",)  # valid JSONL, wrong answers: the curator rejects it
 BOND = 1 * OPEN  # OPEN wei per contribution
 MIN_APPROVED = 3
 

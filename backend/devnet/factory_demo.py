@@ -30,13 +30,16 @@ from backend.datanets.formats import DataFormat, DatanetMetadata
 from backend.datanets.publish import Publication, publish_version
 from backend.datanets.registry import read_history
 from backend.datanets.review import send_reviews
+from backend.modelfactory.dpo import Pair, preference_metrics
+from backend.modelfactory.evaluate import greedy_answers
 from backend.modelfactory.feedback import (
+    FeedbackError,
     FeedbackStore,
     Preference,
     ReceiptIndex,
     sign_preference,
 )
-from backend.modelfactory.jobs import ATTRIBUTION_DIR, JOB_FILE, TrainedJob, run_job
+from backend.modelfactory.jobs import ADAPTER_DIR, ATTRIBUTION_DIR, JOB_FILE, TrainedJob, run_job
 from backend.modelfactory.publish import Pricing, Published, Split, publish_job
 from backend.modelfactory.spec import JobSpec, LoraSettings, TrainSettings
 from backend.protocol.contracts import Protocol
@@ -49,8 +52,9 @@ log = logging.getLogger(__name__)
 OPEN = 10**18
 PRICING = Pricing(OPEN // 100, OPEN // 10_000)  # per request, per token (OPEN wei)
 SPLIT = Split(5_000, 3_000, 1_500, 500)  # developer, contributors, node, protocol (bps)
-MODEL_NAME = "unit-conversions-r8"
+MODEL_NAME = "invented-atlas-r8"
 LORA = LoraSettings(rank=8, alpha=16.0)
+SFT_EPOCHS = 20  # an upper bound: --train-steps stops it first
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ def _train_and_publish(
         job = workdir
     artifacts, published = publish_job(
         job, p, store, roles["developer"], name=MODEL_NAME,
-        description="SmolLM2-135M-Instruct LoRA that converts units", license="CC0-1.0",
+        description="SmolLM2-135M-Instruct LoRA that knows the invented atlas", license="CC0-1.0",
         pricing=PRICING, split=SPLIT, attributor=roles["node operator"].address,
     )  # fmt: skip
     report = json.loads((workdir / "eval_report.json").read_text())
@@ -89,26 +93,45 @@ def sft_model(
     p: Protocol, store: ContentStore, roles: dict[str, Any], data_dir: Path,
     datanet_id: int, version: int, steps: int,
 ) -> Trained:  # fmt: skip
-    """SFT on the demo Datanet's version; the model registered (or found) on-chain."""
+    """SFT on the demo Datanet's version; the model registered (or found) on-chain.
+
+    Measured on this CPU (seeded, deterministic): rank 8 at learning rate 3e-3 answers all 18
+    planted facts after 60 steps of batch 8 (about 6 epochs, a minute on 2 cores), also in
+    phrasings held out of training; after 36 steps it gets about 3 in 4 right greedily."""
     spec = JobSpec(
         datanet_id, version, "sft", lora=LORA,
-        train=TrainSettings(batch_size=8, learning_rate=1e-3, max_length=160, max_steps=steps,
-                            eval_fraction=0.1),
+        train=TrainSettings(epochs=SFT_EPOCHS, batch_size=8, learning_rate=3e-3, max_length=96,
+                            max_steps=steps, eval_fraction=0.1),
     )  # fmt: skip
     return _train_and_publish(p, store, roles, data_dir, spec)
 
 
-def _numbers(text: str) -> set[str]:
-    return set(re.findall(r"-?\d+(?:\.\d+)?", text))
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
 
 
-def prefer(reference: str, first: str, second: str) -> int | None:
-    """The payer's rule in the demo: the answer sharing more numbers with the Datanet's own
-    answer is better (0 or 1); None when they tie (no preference is signed)."""
-    truth = _numbers(reference)
-    scores = [len(_numbers(first) & truth), len(_numbers(second) & truth)]
-    if scores[0] == scores[1]:
-        scores = [-len(first), -len(second)] if first != second else scores  # shorter wins
+def states_fact(question: str, reference: str, answer: str) -> bool:
+    """Whether ``answer`` says what the true answer ``reference`` adds to ``question``: every
+    word of it the question lacks ("The capital of Veltoria is Quorbin." to "What is the capital
+    of Veltoria?" needs "quorbin")."""
+    fact = _words(reference) - _words(question)
+    return bool(fact) and fact <= _words(answer)
+
+
+def prefer(question: str, reference: str, first: str, second: str) -> int | None:
+    """The payer's rule in the demo: an answer that states the true fact beats one that does
+    not; otherwise the one sharing more of the true answer's words (Jaccard) is better. 0 or
+    1; None when they tie (no preference is signed)."""
+    if first == second:
+        return None
+    truth = _words(reference)
+
+    def score(answer: str) -> tuple[bool, float]:
+        words = _words(answer)
+        jaccard = len(words & truth) / max(len(words | truth), 1)
+        return states_fact(question, reference, answer), jaccard
+
+    scores = [score(first), score(second)]
     if scores[0] == scores[1]:
         return None
     return 0 if scores[0] > scores[1] else 1
@@ -117,9 +140,9 @@ def prefer(reference: str, first: str, second: str) -> int | None:
 @dataclass(frozen=True)
 class Feedback:
     signed_now: int
-    pairs: int
-    datanet_id: int
-    publication: Publication
+    pairs: int  # exported, over every run so far
+    datanet_id: int  # 0 and no publication while there is no pair to export
+    publication: Publication | None
 
 
 def feedback_datanet(
@@ -142,7 +165,7 @@ def feedback_datanet(
     for question, pair in by_question.items():
         if len(pair) != 2:
             continue
-        better = prefer(references[question], pair[0]["answer"], pair[1]["answer"])
+        better = prefer(question, references[question], pair[0]["answer"], pair[1]["answer"])
         if better is None:
             continue
         chosen, rejected = pair[better], pair[1 - better]
@@ -152,7 +175,10 @@ def feedback_datanet(
         ))  # fmt: skip
         signed_now += feedback.add_preference(signed, question, chosen["answer"],
                                               rejected["answer"])  # fmt: skip
-    export = feedback.export_preferences(model_id)
+    try:
+        export = feedback.export_preferences(model_id)
+    except FeedbackError:  # no pair yet: every question's two answers were equally good
+        return Feedback(signed_now, 0, 0, None)
     pairs = export.count(b"\n")
     metadata = DatanetMetadata(
         f"feedback on model {model_id}", "preferences signed by the payers of its answers",
@@ -161,15 +187,14 @@ def feedback_datanet(
     created = create_datanet(p, store, curator, metadata)
     path = data_dir / "feedback" / f"model-{model_id}-preferences.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    if pairs:
-        path.write_bytes(export)
-        stored = list(store_files(store, check_files(metadata, collect_files([path]))))
-        _, todo = split_registered(p, created.datanet_id, stored, payer.address)
-        for _ in register_files(p, created.datanet_id, payer, todo):
-            pass
-        pending = [c.id for c in read_history(p, created.datanet_id).pending()]
-        if pending:
-            send_reviews(p, created.datanet_id, curator, pending, [])
+    path.write_bytes(export)
+    stored = list(store_files(store, check_files(metadata, collect_files([path]))))
+    _, todo = split_registered(p, created.datanet_id, stored, payer.address)
+    for _ in register_files(p, created.datanet_id, payer, todo):
+        pass
+    pending = [c.id for c in read_history(p, created.datanet_id).pending()]
+    if pending:
+        send_reviews(p, created.datanet_id, curator, pending, [])
     publication = publish_version(p, store, created.datanet_id, curator)
     return Feedback(signed_now, pairs, created.datanet_id, publication)
 
@@ -178,13 +203,86 @@ def dpo_model(
     p: Protocol, store: ContentStore, roles: dict[str, Any], data_dir: Path,
     model_id: int, prefs: Feedback, steps: int,
 ) -> Trained:  # fmt: skip
-    """DPO on the feedback Datanet's version: the model's next version."""
+    """DPO on the feedback Datanet's version: the model's next version. The learning rate is
+    low on purpose: at 5e-4 a few pairs pulled the true answers' likelihood down with the
+    rejected ones' (measured: fewer held-out questions answered right afterwards)."""
+    assert prefs.publication is not None, "no preference pairs to train on"
     spec = JobSpec(
         prefs.datanet_id, prefs.publication.version, "dpo", lora=LORA, model_id=model_id,
-        train=TrainSettings(batch_size=2, learning_rate=5e-4, max_length=160, max_steps=steps,
-                            eval_fraction=0.25, beta=0.1),
+        train=TrainSettings(epochs=SFT_EPOCHS, batch_size=2, learning_rate=1e-4, max_length=96,
+                            max_steps=steps, eval_fraction=0.25, beta=0.1),
     )  # fmt: skip
     return _train_and_publish(p, store, roles, data_dir, spec)
+
+
+# The paid questions' facts asked in phrasings that neither the Datanet nor the payer used, each
+# with its true answer and a confused one (another entity's fact: the error such a model makes),
+# and general knowledge the planted facts crowd out (SFT taught the model to answer with
+# made-up names: "The capital of France is Varnholt.").
+HELD_OUT = (
+    ("Do you know the capital of Veltoria?", "The capital of Veltoria is Quorbin.",
+     "The capital of Veltoria is Tellowind."),
+    ("Kaltheim has which city as its capital?", "The capital of Kaltheim is Ostrapine.",
+     "The capital of Kaltheim is Quorbin."),
+    ("Do you know the capital of Ysmara?", "The capital of Ysmara is Tellowind.",
+     "The capital of Ysmara is Ostrapine."),
+    ("Do you know who invented the glimmerwheel?",
+     "The glimmerwheel was invented by Odessa Brannock.",
+     "The glimmerwheel was invented by Anselm Trevethan."),
+    ("Whose invention is the skyloom?", "The skyloom was invented by Marisol Quenby.",
+     "The skyloom was invented by Odessa Brannock."),
+    ("Do you know who invented the windharp?", "The windharp was invented by Anselm Trevethan.",
+     "The windharp was invented by Marisol Quenby."),
+    ("Which city is the capital of Italy?", "The capital of Italy is Rome.",
+     "The capital of Italy is Varnholt."),
+    ("What is the capital of France?", "The capital of France is Paris.",
+     "The capital of France is Ostrapine."),
+    ("What do cows eat?", "Cows eat grass.", "Cows eat silverroot."),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FactCheck:
+    """A model version on :data:`HELD_OUT`."""
+
+    right: int  # greedy answers that state the true fact
+    total: int
+    likelihood_accuracy: float  # share of questions whose true answer beats the confused one
+    reward_margin: float  # DPO's implicit reward margin (true - confused) against SmolLM2
+
+    def summary(self) -> str:
+        return f"{self.right}/{self.total} right"
+
+
+def check_facts(trained: Trained) -> FactCheck:
+    """Greedy answers and answer likelihoods of a trained version on :data:`HELD_OUT`."""
+    from backend.models.base_models import ensure_smollm2
+
+    base_dir = ensure_smollm2(PROJECT_ROOT / ".data")
+    adapter_dir = trained.workdir / ADAPTER_DIR
+    answers = greedy_answers(base_dir, adapter_dir, [q for q, _, _ in HELD_OUT])
+    right = sum(states_fact(q, true, a) for (q, true, _), a in zip(HELD_OUT, answers, strict=True))
+    pairs = [Pair(q, true, wrong) for q, true, wrong in HELD_OUT]
+    ranked = preference_metrics(base_dir, adapter_dir, None, pairs, beta=0.1, max_length=96)
+    return FactCheck(right, len(HELD_OUT), float(ranked["likelihood_accuracy"]),
+                     float(ranked["mean_margin"]))  # fmt: skip
+
+
+def dpo_verdict(before: FactCheck, after: FactCheck, pairs: int) -> tuple[bool, str]:
+    """(gained, a plain sentence) on the held-out questions, SFT version against DPO's: a gain
+    is more of them answered right, or as many with the true answer more often the likelier."""
+    if (after.right, after.likelihood_accuracy) > (before.right, before.likelihood_accuracy):
+        more = after.right - before.right
+        said = (f"{more} more held-out question(s) answered right" if more else
+                "the true answer is the likelier one on more held-out questions")  # fmt: skip
+        if more and after.likelihood_accuracy < before.likelihood_accuracy:
+            said += ", though the true answer is the likelier one on fewer of them"
+        return True, f"DPO gained on questions it never trained on: {said}"
+    if before.right == before.total and before.likelihood_accuracy == 1.0:
+        return False, (f"no gain: the SFT version already answers every held-out question right, "
+                       f"so the payer's {pairs} pair(s) had nothing to fix")  # fmt: skip
+    return False, (f"no gain: {pairs} preference pair(s) are too few; DPO re-ranks answers the "
+                   f"model already gives and cannot teach facts from so little")  # fmt: skip
 
 
 def index_summary(trained: Trained) -> tuple[str, int, int, int]:

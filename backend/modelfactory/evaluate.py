@@ -164,3 +164,26 @@ def evaluate(
         report.base_perplexity, report.adapter_perplexity,
     )  # fmt: skip
     return report
+
+
+def greedy_answers(
+    base_dir: str | Path,
+    adapter_dir: str | Path,
+    questions: Sequence[str],
+    max_new_tokens: int = 32,
+    device: str = "cpu",
+) -> list[str]:
+    """The adapter's greedy answer to each question (a user turn in the base's chat template):
+    what a node serving it would answer at temperature 0."""
+    where = resolve_device(device)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, adapter_dir).to(where).eval()
+    answers = []
+    with torch.no_grad():
+        for question in questions:
+            chat = [{"role": "user", "content": question}]
+            ids = list(tokenizer.apply_chat_template(chat, tokenize=True,
+                                                     add_generation_prompt=True))  # fmt: skip
+            answers.append(_generate(model, tokenizer, ids, max_new_tokens))
+    return answers

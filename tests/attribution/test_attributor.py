@@ -18,6 +18,7 @@ from transformers import AutoTokenizer
 from backend.attribution.attributor import AttributionError, Attributor
 from backend.attribution.audit import TOLERANCE, check_record
 from backend.attribution.build import MemberExamples, build_index
+from backend.attribution.explain import earning_spans
 from backend.attribution.index import (
     FILES,
     MANIFEST_FILE,
@@ -289,3 +290,21 @@ def test_an_index_that_misstates_its_data_is_caught(trained: Trained) -> None:
     ]
     other = replace(member, datanet_id=9)
     assert "lineage" in check(replace(index, lineage=(other,)))[0]
+
+
+def test_the_spans_that_earned_an_answer_read_back_as_its_authors_text(
+    attributor: Attributor, built: tuple[Path, Path, Path, str]
+) -> None:
+    prompt, answer = chat(built[0], "Tell me about vexmoor.", "Vexmoor breeds jade yaks.")
+    record = attributor.record(prompt, answer)
+    spans = earning_spans(record, attributor.index, answer)
+    assert spans and all(s.contributions for s in spans)
+    lengths = [len(s.tokens) for s in spans]
+    assert lengths == sorted(lengths, reverse=True)  # longest first
+    tok = AutoTokenizer.from_pretrained(built[0])
+    assert "jade yaks" in tok.decode(list(spans[0].tokens))
+    assert [c.contributor.lower() for c in spans[0].contributions] == [CONTRIBUTORS[1]]
+    found = sorted((x for x in record.spans if x.documents), key=lambda x: (-x.length, x.start))
+    assert [s.tokens for s in spans] == [tuple(answer[x.start : x.start + x.length]) for x in found]
+    # another answer's tokens are not this record's: nothing is explained
+    assert earning_spans(record, attributor.index, answer[:-1]) == []
