@@ -199,3 +199,37 @@ class AttributionWorker:
             self._skipped |= {i for i, r in done.items() if r.full_record is None}
         log.info("attribution worker: %d full records stored", stored)
         return stored > 0
+
+
+class RevealRefusedError(ValueError):
+    """A reveal the ledger cannot give; the message says what is missing."""
+
+
+def reveal_of(ledger: Ledger, proof_id: int, request_hashes: Sequence[bytes] = ()) -> bytes:
+    """The reveal file (backend/attribution/reveal.py) of usage proof ``proof_id``'s receipts
+    with an attribution record: every one, or only ``request_hashes`` (a challenge names the
+    disputed answers; the others stay private). The ids come from the ledger, which wrote them
+    with each receipt."""
+    from backend.attribution.reveal import Revealed, reveal_bytes
+
+    redemption = next((r for r in ledger.redemptions("confirmed") if r.proof_id == proof_id),
+                      None)  # fmt: skip
+    if redemption is None:
+        raise RevealRefusedError(
+            f"usage proof {proof_id} is not a confirmed redemption of this node"
+        )
+    ids = ledger.receipt_ids_of(redemption.id)
+    receipts = dict(zip(ids, ledger.receipts_of(redemption.id), strict=True))
+    rows = ledger.attribution_records(ids)
+    wanted = set(request_hashes)
+    known = {receipts[i].request_hash for i in rows}
+    missing = wanted - known
+    if missing:
+        raise RevealRefusedError(
+            f"usage proof {proof_id} has no attributed receipt 0x{sorted(missing)[0].hex()}"
+        )
+    return reveal_bytes(
+        Revealed(receipts[i].request_hash, row.attribution.prompt_ids, row.attribution.answer_ids)
+        for i, row in sorted(rows.items())
+        if not wanted or receipts[i].request_hash in wanted
+    )

@@ -1,4 +1,5 @@
-"""The node operator's CLI: ``serve``, ``stake``, ``redeem-now``, ``attribute``, ``status``.
+"""The node operator's CLI: ``serve``, ``stake``, ``redeem-now``, ``attribute``, ``reveal``,
+``status``.
 
 Settings come from ``OPENLEDGER_NODE_*`` environment variables (see server/settings.py); the
 options here override them. Amounts are in OPEN (decimals allowed).
@@ -193,6 +194,44 @@ def attribute(ctx: click.Context, model_id: int, dry_run: bool) -> None:
     except (EpochInputsError, ContractLogicError) as why:
         raise click.ClickException(f"posting the epoch failed: {why}") from None
     _echo({"posted": True, "epoch": epoch_id, "report_cid": cid, **summary})
+
+
+@main.command()
+@click.option("--proof", "proof_id", type=click.IntRange(min=1), required=True,
+              help="the usage proof whose answers to reveal")  # fmt: skip
+@click.option("--receipt", "receipts", multiple=True, metavar="0xREQUEST_HASH",
+              help="reveal only these receipts (repeatable; default: every one)")  # fmt: skip
+@click.pass_context
+def reveal(ctx: click.Context, proof_id: int, receipts: tuple[str, ...]) -> None:
+    """Publish the token ids of a usage proof's answers, to settle a challenge of an epoch
+    that paid them: anyone can then check their full attribution records (`ape run audit
+    attribution MODEL EPOCH --reveal CID`). Token ids are the prompt's text: reveal only the
+    disputed receipts."""
+    from backend.datanets.store import open_store
+    from inference_node.attribution import RevealRefusedError, reveal_of
+    from inference_node.payments import Ledger
+
+    settings = _settings(log_format=ctx.obj["log_format"])
+    configure_logging(settings.log_format)
+    hashes = []
+    for text in receipts:
+        try:
+            value = bytes.fromhex(text.removeprefix("0x"))
+        except ValueError:
+            value = b""
+        if len(value) != 32:
+            raise click.BadParameter(f"{text!r} is not a request hash (0x and 64 hex digits)",
+                                     param_hint="--receipt")  # fmt: skip
+        hashes.append(value)
+    if not settings.ledger_path.is_file():
+        raise click.ClickException(f"no ledger at {settings.ledger_path}: nothing was served")
+    with Ledger(settings.ledger_path, settings.node_address) as ledger:
+        try:
+            data = reveal_of(ledger, proof_id, hashes)
+        except RevealRefusedError as why:
+            raise click.ClickException(str(why)) from None
+    cid = open_store(settings.store).put(data)
+    _echo({"usage_proof_id": proof_id, "revealed": data.count(b"\n"), "reveal_cid": cid})
 
 
 @main.command()

@@ -11,6 +11,7 @@ It exits 1 listing every difference.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from ape.cli import ConnectedProviderCommand
@@ -78,18 +79,40 @@ def datanet(datanet_id: int, store_spec: str) -> None:
     show_default=".data/devnet/store",
     help="Content store: a directory, or an IPFS HTTP RPC API (http://127.0.0.1:5001).",
 )
+@click.option(
+    "--reveal", "reveals", multiple=True, metavar="CID",
+    help="A reveal file of answers' token ids (`openledger-node reveal`): their full records "
+    "are recomputed, sketches included, and refused where the ids disprove them. Repeatable.",
+)  # fmt: skip
+@click.option(
+    "--base-model", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+    help="The base model folder the revealed answers' gradients are recomputed with "
+    "(default: the embedded SmolLM2).",
+)  # fmt: skip
 @click.option("--challenge", is_flag=True, help="Challenge a failing epoch (posts the bond).")
 @click.option("--account", "account_alias", help="Account that challenges (with --challenge).")
 def attribution(
-    model_id: int, epoch_id: int | None, store_spec: str, challenge: bool, account_alias: str | None
-) -> None:
+    model_id: int, epoch_id: int | None, store_spec: str, reveals: tuple[str, ...],
+    base_model: Path | None, challenge: bool, account_alias: str | None,
+) -> None:  # fmt: skip
     """Recompute EPOCH_ID of MODEL_ID (default: its latest) from public inputs alone and
     compare it with the posted report and root; exit 1 listing every account paid
     differently. With --challenge, file the evidence by CID and challenge the epoch."""
+    from backend.attribution.attributor import AttributionError
     from backend.attribution.epoch_audit import audit_epoch
     from backend.attribution.epoch_inputs import EpochInputsError
     from backend.attribution.epoch_report import to_bytes
+    from backend.attribution.reveal import (
+        Revealed,
+        RevealError,
+        chain_attributors,
+        parse_reveal,
+        refute_full_records,
+    )
+    from backend.models.base_models import ensure_smollm2
     from backend.protocol.cli_support import format_open
+    from backend.protocol.deployments import PROJECT_ROOT
+    from backend.storage.base import ContentStoreError
 
     p = load_protocol()
     w3p = p.as_web3()
@@ -103,9 +126,23 @@ def attribution(
         if not posted:
             raise click.ClickException(f"model {model_id} has no posted epoch")
         epoch_id = max(e.args.epochId for e in posted)
+    refute = None
+    if reveals:
+        revealed: dict[bytes, Revealed] = {}
+        for cid in reveals:
+            try:
+                revealed |= parse_reveal(store.get(cid), f"reveal {cid}")
+            except (RevealError, ContentStoreError) as why:
+                raise click.ClickException(str(why)) from None
+        base_dir = base_model or ensure_smollm2(PROJECT_ROOT / ".data")
+        attributors = chain_attributors(w3p, store, base_dir, PROJECT_ROOT / ".data" / "audit")
+
+        def refute(redemption):  # type: ignore[no-untyped-def]
+            return refute_full_records(redemption, revealed, attributors)
+
     try:
-        audit = audit_epoch(w3p, store, epoch_id)
-    except EpochInputsError as why:
+        audit = audit_epoch(w3p, store, epoch_id, refute=refute)
+    except (EpochInputsError, AttributionError) as why:
         raise click.ClickException(str(why)) from None
     if audit.model_id != model_id:
         raise click.ClickException(f"epoch {epoch_id} is of model {audit.model_id}")
@@ -116,6 +153,8 @@ def attribution(
     )
     for problem in audit.problems:
         click.echo(f"  PROBLEM {problem}")
+    for receipt, why in audit.refuted.items():
+        click.echo(f"  REFUTED receipt {receipt}: {'; '.join(why)}")
     for d in audit.differences:
         click.echo(
             f"  DIFFERENCE {d.account}: posted {format_open(d.posted)}, recomputed "

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from eth_utils import to_checksum_address
 
@@ -110,16 +110,34 @@ class ReceiptAllocation:
 class EpochAllocation:
     model_id: int
     receipts: tuple[ReceiptAllocation, ...]
+    # pool funds beyond the receipts' (fundPool, expired epochs' rest), split over the
+    # contributions in proportion to what the receipts pay them: :func:`with_pool_extra`
+    extra: tuple[tuple[Contribution, int], ...] = ()
+
+    @property
+    def receipts_total(self) -> int:
+        return sum(r.contributors_amount for r in self.receipts)
+
+    @property
+    def extra_total(self) -> int:
+        return sum(amount for _, amount in self.extra)
 
     @property
     def total(self) -> int:
-        return sum(r.contributors_amount for r in self.receipts)
+        return self.receipts_total + self.extra_total
 
-    def by_contribution(self) -> dict[Contribution, int]:
+    def by_receipts(self) -> dict[Contribution, int]:
+        """What the receipts pay each contribution (the extra's weights)."""
         sums: dict[Contribution, int] = defaultdict(int)
         for r in self.receipts:
             for contribution, amount in r.to_contributions:
                 sums[contribution] += amount
+        return dict(sorted(sums.items()))
+
+    def by_contribution(self) -> dict[Contribution, int]:
+        sums = defaultdict(int, self.by_receipts())
+        for contribution, amount in self.extra:
+            sums[contribution] += amount
         return dict(sorted(sums.items()))
 
     def by_account(self) -> dict[str, int]:
@@ -279,6 +297,24 @@ def allocate_epoch(
                 )
             )
     return EpochAllocation(model_id, tuple(allocations))
+
+
+def with_pool_extra(allocation: EpochAllocation, extra: int) -> EpochAllocation:
+    """``allocation`` also paying ``extra`` (pool funds no receipt brought: funded directly,
+    or an expired epoch's unclaimed rest, returned to the pool), split over the contributions
+    in proportion to what the receipts pay them (largest remainder, contribution order): the
+    pool's extra follows this epoch's attribution. An epoch whose receipts pay nobody cannot
+    carry it."""
+    if extra < 0:
+        raise EpochInputError(f"a negative pool extra ({extra})")
+    if not extra:
+        return replace(allocation, extra=())
+    weights = allocation.by_receipts()
+    if not any(weights.values()):
+        raise EpochInputError(f"model {allocation.model_id}: {extra} extra over no receipt")
+    parts = split(extra, list(weights.values()))
+    shares = tuple((c, part) for c, part in zip(weights, parts, strict=True) if part)
+    return replace(allocation, extra=shares)
 
 
 def split(amount: int, weights: Sequence[int]) -> list[int]:

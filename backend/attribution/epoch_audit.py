@@ -6,25 +6,38 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from backend.attribution.epoch import Lineage, allocate_epoch
+from backend.attribution.epoch import (
+    Lineage,
+    RedemptionInput,
+    allocate_epoch,
+    with_pool_extra,
+)
 from backend.attribution.epoch_inputs import (
     MAX_LOG_BYTES,
     EpochInputsError,
     checked_records,
     covered_proofs,
+    pool_extra_available,
     redemption_input,
     usage_proofs,
     version_lineage,
 )
-from backend.attribution.epoch_report import Difference, ReportError, amounts_of, compare
+from backend.attribution.epoch_report import (
+    Difference,
+    ReportError,
+    amounts_of,
+    compare,
+    extra_of,
+)
 from backend.protocol.merkle import StandardMerkleTree
 from backend.protocol.web3_protocol import Web3Protocol
 from backend.storage.base import ContentStore, ContentStoreError
 
 CLAIM_TYPES = ("uint256", "address", "uint256")
+Refuter = Callable[[RedemptionInput], dict[bytes, list[str]]]
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,9 @@ class EpochAudit:
     recomputed_root: bytes | None
     differences: list[Difference]  # per account: posted (report) vs recomputed
     problems: list[str]  # inputs that do not hold (proofs, report, tree)
+    # full records that revealed token ids disprove (refused in the recomputation), by
+    # receipt: the evidence of a forged record, whether or not the epoch paid it
+    refuted: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -65,6 +81,7 @@ class EpochAudit:
                 for d in self.differences
             ],
             "problems": self.problems,
+            "refuted_records": self.refuted,
             "rule": "docs/attribution-epochs.md",
         }
 
@@ -74,8 +91,11 @@ def audit_epoch(
     store: ContentStore,
     epoch_id: int,
     lineages: Callable[[int, int], tuple[Lineage, str | None]] | None = None,
+    refute: Refuter | None = None,
 ) -> EpochAudit:
-    """``lineages(model_id, version)``: default, as the chain and the store state them."""
+    """``lineages(model_id, version)``: default, as the chain and the store state them.
+    ``refute(redemption)``: the full records revealed token ids disprove, by request hash
+    (:func:`.reveal.refute_full_records`); without it full records are checked as published."""
     rewards = p["AttributionRewards"]
     logs = rewards.events.EpochPosted().get_logs(
         from_block=p.deployment.block, argument_filters={"epochId": epoch_id}
@@ -93,6 +113,7 @@ def audit_epoch(
         document = json.loads(get(report_cid))
         listed = [int(u["id"]) for u in document["inputs"]["usage_proofs"]]
         posted_amounts = amounts_of(document)
+        claimed_extra = extra_of(document)
     except (ValueError, KeyError, TypeError, ReportError, ContentStoreError) as why:
         raise EpochInputsError(
             f"epoch {epoch_id}'s report {report_cid} is unreadable: {why}"
@@ -117,8 +138,20 @@ def audit_epoch(
     by_version, indexes = {}, {}
     for version in versions:
         by_version[version], indexes[version] = lineage_of(model_id, version)
-    checked = [checked_records(x, indexes)[0] for x in redemptions]
+    refuted: dict[bytes, list[str]] = {}
+    for x in redemptions:
+        refuted |= refute(x) if refute is not None else {}
+    checked = [checked_records(x, indexes, refuted)[0] for x in redemptions]
     allocation = allocate_epoch(model_id, checked, lambda version: by_version[version])
+    if claimed_extra:
+        available = pool_extra_available(p, get, model_id, before_epoch=epoch_id)
+        if claimed_extra > available:
+            problems.append(f"the report pays {claimed_extra} of pool extra; {available} was "
+                            f"available before the epoch")  # fmt: skip
+        if allocation.receipts_total:
+            allocation = with_pool_extra(allocation, claimed_extra)
+        else:
+            problems.append(f"the report pays {claimed_extra} of pool extra over no receipt")
     recomputed = allocation.by_account()
     report_leaves = [(int(i), acct, int(amt)) for i, acct, amt in document.get("leaves", [])]
     if report_leaves and StandardMerkleTree.of(report_leaves, CLAIM_TYPES).root != root:
@@ -134,4 +167,5 @@ def audit_epoch(
         recomputed_root=allocation.tree().root if recomputed else None,
         differences=compare(posted_amounts, recomputed),
         problems=problems,
+        refuted={"0x" + h.hex(): why for h, why in refuted.items()},
     )

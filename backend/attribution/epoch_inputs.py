@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,7 +29,7 @@ from backend.attribution.epoch import (
     PaidVoucher,
     RedemptionInput,
 )
-from backend.attribution.epoch_report import UsageProofInput
+from backend.attribution.epoch_report import ReportError, UsageProofInput, extra_of
 from backend.attribution.index import AttributionIndex
 from backend.attribution.lineage import (
     LineageError,
@@ -148,6 +148,47 @@ def covered_proofs(
     return covered
 
 
+def pool_extra_available(
+    p: Web3Protocol, get: Callable[[str], bytes], model_id: int, before_epoch: int | None = None
+) -> int:
+    """What the model's pool holds beyond what redemptions owe, from events alone (no
+    historical state needed): funds put in by anyone but InferencePayments (``PoolFunded``)
+    and expired epochs' rest (``EpochExpired``), less the extra every epoch that was not
+    rejected already paid (its report's ``extra``). With ``before_epoch``: as it stood just
+    before that epoch was posted (events logged before its ``EpochPosted``)."""
+    rewards = p["AttributionRewards"]
+    posted = _events(p, "AttributionRewards", "EpochPosted", p.deployment.block,
+                     modelId=model_id)  # fmt: skip
+    cutoff: tuple[int, int] | None = None
+    if before_epoch is not None:
+        mark = [e for e in posted if e.args.epochId == before_epoch]
+        if not mark:
+            raise EpochInputsError(f"epoch {before_epoch} was not posted for model {model_id}")
+        cutoff = (mark[0].blockNumber, mark[0].logIndex)
+
+    def earlier(event: Any) -> bool:
+        return cutoff is None or (event.blockNumber, event.logIndex) < cutoff
+
+    payments = p["InferencePayments"].address
+    fundings = _events(p, "AttributionRewards", "PoolFunded", p.deployment.block,
+                       modelId=model_id)  # fmt: skip
+    expiries = _events(p, "AttributionRewards", "EpochExpired", p.deployment.block,
+                       modelId=model_id)  # fmt: skip
+    funded = sum(e.args.amount for e in fundings if e.args.funder != payments and earlier(e))
+    expired = sum(e.args.amount for e in expiries if earlier(e))
+    paid = 0
+    for e in posted:
+        if not earlier(e) or rewards.functions.epoch(e.args.epochId).call()[4] == REJECTED:
+            continue
+        try:
+            paid += extra_of(json.loads(get(e.args.reportCID)))
+        except (ValueError, ReportError, ContentStoreError) as why:
+            raise EpochInputsError(
+                f"epoch {e.args.epochId}'s report {e.args.reportCID}: {why}"
+            ) from None
+    return max(funded + expired - paid, 0)
+
+
 def redemption_input(
     get: Callable[[str], bytes], events: ProofEvents
 ) -> tuple[RedemptionInput, UsageProofInput]:
@@ -238,14 +279,19 @@ def version_lineage(
 
 
 def checked_records(
-    redemption: RedemptionInput, indexes: dict[int, str | None]
+    redemption: RedemptionInput,
+    indexes: dict[int, str | None],
+    refuted: Mapping[bytes, list[str]] | None = None,
 ) -> tuple[RedemptionInput, int]:
     """``redemption`` with every record its receipt does not commit to replaced by None (that
     receipt is then paid by training examples, as one without a record), and how many were
     replaced. An answer record must hash to the receipt's digest; a full record must name the
     receipt's model, version and the version's index (it is bound to the digest by the
-    answer's token ids, which the payer reveals only on a challenge: docs/attribution-epochs.md).
+    answer's token ids, which are revealed only on a challenge: docs/attribution-epochs.md), and
+    is refused when revealed token ids disprove it (``refuted``: by request hash, from
+    :func:`.reveal.refute_full_records`).
     """
+    refuted = refuted or {}
     kept: list[AttributionRecord | None] = []
     refused = 0
     for receipt, record in zip(redemption.receipts, redemption.records, strict=True):
@@ -263,6 +309,9 @@ def checked_records(
                 raise RecordsLogError("the record names another model version")
             if index_cid is None or record.index != index_cid:
                 raise RecordsLogError(f"the record is of index {record.index}, not {index_cid}")
+            if receipt.request_hash in refuted:
+                why = "; ".join(refuted[receipt.request_hash])
+                raise RecordsLogError(f"its revealed token ids disprove its full record: {why}")
             kept.append(record)
         except RecordsLogError as why:
             log.warning(

@@ -67,6 +67,10 @@ def report(
             ],
             "indexes": {str(v): cid for v, cid in sorted(indexes.items())},
         },
+        "extra": {
+            "amount": str(allocation.extra_total),
+            "to": [[c.datanet_id, c.contribution_id, str(a)] for c, a in allocation.extra],
+        },
         "receipts": [
             {
                 "usage_proof": r.usage_proof_id,
@@ -111,6 +115,18 @@ def _receipt_split(r: ReceiptAllocation) -> dict[str, Any]:
 
 def to_bytes(document: Mapping[str, Any]) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+def extra_of(document: Mapping[str, Any]) -> int:
+    """The pool extra a report pays (0 for a report from before the rule)."""
+    try:
+        extra = document.get("extra")
+        amount = 0 if extra is None else int(extra["amount"])
+    except (AttributeError, KeyError, TypeError, ValueError) as why:
+        raise ReportError(f"the report's extra cannot be read: {why}") from None
+    if amount < 0:
+        raise ReportError(f"the report's extra is negative ({amount})")
+    return amount
 
 
 def amounts_of(document: Mapping[str, Any]) -> dict[str, int]:

@@ -8,13 +8,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backend.attribution.epoch import EpochAllocation, Lineage, allocate_epoch
+from backend.attribution.epoch import (
+    EpochAllocation,
+    Lineage,
+    allocate_epoch,
+    with_pool_extra,
+)
 from backend.attribution.epoch_inputs import (
     MAX_LOG_BYTES,
     EpochInputsError,
     checked_records,
     decode_events,
     next_epoch_inputs,
+    pool_extra_available,
     version_lineage,
 )
 from backend.attribution.epoch_report import UsageProofInput, report, to_bytes
@@ -74,7 +80,15 @@ def prepare_epoch(
         refused += n
     allocation = allocate_epoch(model_id, checked, lambda version: by_version[version])
     if allocation.total == 0:
-        return None
+        return None  # pool funds beyond the receipts wait for an epoch with receipts to pay
+    unallocated = p["AttributionRewards"].functions.pool(model_id).call()[0]
+    if unallocated < allocation.total:
+        raise EpochInputsError(
+            f"model {model_id}: the receipts owe {allocation.total}, the pool holds "
+            f"{unallocated} unallocated"
+        )
+    available = pool_extra_available(p, get, model_id)
+    allocation = with_pool_extra(allocation, min(available, unallocated - allocation.total))
     document = report(allocation, proofs, indexes)
     document["refused_records"] = refused
     return PreparedEpoch(model_id, allocation, proofs, indexes, refused, document)

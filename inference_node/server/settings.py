@@ -68,6 +68,16 @@ class NodeSettings(BaseSettings):
         return self
 
     @property
+    def node_address(self) -> str:
+        """The node's account: ``address``, or the one ``private_key`` signs for."""
+        if self.address is not None:
+            return self.address
+        assert self.private_key is not None  # _check: exactly one is set
+        from eth_account import Account
+
+        return str(Account.from_key(self.private_key.get_secret_value()).address)
+
+    @property
     def ledger_path(self) -> Path:
         return self.data_dir / "ledger.sqlite"
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from backend.attribution.corpus import Contribution
 from backend.attribution.epoch import (
+    EpochAllocation,
     EpochInputError,
     LineageContribution,
     ModelRun,
@@ -23,6 +24,7 @@ from backend.attribution.epoch import (
     allocate_receipt,
     contributors_amounts,
     receipt_payments,
+    with_pool_extra,
 )
 from backend.attribution.epoch_report import (
     UsageProofInput,
@@ -253,3 +255,43 @@ def test_the_report_restates_the_allocation_and_an_auditor_sees_a_shifted_percen
     assert [(d.account, d.delta) for d in diffs] == [
         (bob, -2 * 10**15), (NODE_CHECKSUM, 2 * 10**15)
     ]  # fmt: skip
+
+
+def _one_receipt_epoch(price: int = 100, bps: int = 20) -> EpochAllocation:
+    r = record([(LINEAGE[2], 600_000), (LINEAGE[0], 300_000)])
+    redemption = RedemptionInput(
+        6, (receipt(PAYER, 1, price),), (r,), (PaidVoucher(PAYER, 1, price),),
+        (ModelRun(1, price, bps),),
+    )  # fmt: skip
+    return allocate_epoch(1, [redemption], lambda version: LINEAGE)
+
+
+def test_the_pools_extra_follows_what_the_receipts_pay_each_contribution() -> None:
+    epoch = _one_receipt_epoch()  # pays B 13, A1 6, A2 0 (rounded away), C 1 of 20
+    weights = epoch.by_receipts()
+    assert with_pool_extra(epoch, 0) == epoch and epoch.extra_total == 0
+    funded = with_pool_extra(epoch, 1_000)
+    assert funded.total == 1_020 and funded.receipts_total == 20 and funded.extra_total == 1_000
+    # 1000 over weights 13:6:1 -> 650, 300, 50; nothing to a contribution the receipts left out
+    assert dict(funded.extra) == {c: 50 * w for c, w in weights.items() if w}
+    assert sum(funded.by_account().values()) == funded.total
+    assert report(funded, [], {1: None})["extra"]["amount"] == "1000"
+    with pytest.raises(EpochInputError, match="negative pool extra"):
+        with_pool_extra(epoch, -1)
+    unpaid = _one_receipt_epoch(bps=0)  # the receipt put nothing in the pool
+    with pytest.raises(EpochInputError, match="7 extra over no receipt"):
+        with_pool_extra(unpaid, 7)
+
+
+@settings(max_examples=200, deadline=None)
+@given(price=st.integers(1, 10**21), bps=st.integers(1, 10_000), extra=st.integers(0, 10**24))
+def test_the_extra_is_split_exactly(price: int, bps: int, extra: int) -> None:
+    epoch = _one_receipt_epoch(price, bps)
+    if not epoch.receipts_total:
+        return
+    funded = with_pool_extra(epoch, extra)
+    assert funded.extra_total == extra and funded.total == epoch.total + extra
+    assert sum(funded.by_account().values()) == funded.total
+    whole = epoch.receipts_total
+    for contribution, part in funded.extra:  # within one wei of its exact proportion
+        assert abs(part * whole - extra * epoch.by_receipts()[contribution]) < whole

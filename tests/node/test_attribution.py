@@ -6,6 +6,7 @@ checks against its receipt. A version trained without an index is served with ze
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -15,9 +16,13 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from click.testing import CliRunner
 from transformers import AutoTokenizer
 
+from backend.attribution.attributor import Attributor
 from backend.attribution.build import MemberExamples, build_index
+from backend.attribution.corpus import Contribution
+from backend.attribution.epoch_audit import audit_epoch
 from backend.attribution.index import FILES, MANIFEST_FILE, AttributionIndex, LineageMember
 from backend.attribution.record import AttributionRecord
 from backend.attribution.records_log import (
@@ -26,15 +31,18 @@ from backend.attribution.records_log import (
     parse_records_log,
     verify_record,
 )
+from backend.attribution.reveal import chain_attributors, parse_reveal, refute_full_records
 from backend.attribution.scoring import make_record, span_evidence
 from backend.attribution.settings import AttributionSettings
 from backend.modelfactory.provenance import BuildCounts, ExampleRecord, TrainingManifest
 from backend.modelfactory.sft import train_sft
 from backend.modelfactory.spec import JobSpec, LoraSettings, TrainSettings
+from backend.protocol.deployments import DeploymentStore
 from backend.protocol.inference_client import VoucherWallet, openai_client
 from backend.protocol.receipts import read_usage_log
 from backend.storage.local import DirectoryStore
 from backend.storage.unixfs import compute_cid
+from inference_node.cli import main as node_main
 from inference_node.engine.packaging import put_adapter
 from inference_node.payments import Ledger
 from inference_node.server.runtime import NodeRuntime
@@ -255,3 +263,99 @@ def test_an_older_ledger_gains_the_records_table(tmp_path: Path, world: World) -
         db.execute("DROP TABLE attribution_records")
     with Ledger(path, world.roles.node) as ledger:
         assert ledger.unsketched(10) == [] and ledger.unsketched_count() == 0
+
+
+def _node_cli(world: World, data_dir: Path, store_dir: Path, monkeypatch, *args: str) -> dict:  # type: ignore[no-untyped-def]
+    """``openledger-node ARGS`` in-process, configured as this test's node; its JSON output."""
+    deployments = data_dir.parent / "deployments.json"
+    DeploymentStore(deployments).save(world.protocol.deployment)
+    for key, value in {
+        "RPC_URL": world.w3.provider.endpoint_uri, "DEPLOYMENTS": str(deployments),
+        "ADDRESS": world.roles.node, "STORE": str(store_dir), "DATA_DIR": str(data_dir),
+        "PORT": "1",  # nothing serves there: the CLI works offline
+    }.items():  # fmt: skip
+        monkeypatch.setenv(f"OPENLEDGER_NODE_{key}", value)
+    result = CliRunner(mix_stderr=False).invoke(node_main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def _shifted(record: AttributionRecord, to: Contribution) -> AttributionRecord:
+    """``record`` with every share it names moved to ``to``: a node's forgery for a friend."""
+    first = record.contributions[0]
+    moved = replace(first, datanet_id=to.datanet_id, contribution_id=to.contribution_id,
+                    contributor=to.contributor,
+                    share=sum(c.share for c in record.contributions))  # fmt: skip
+    return replace(record, contributions=(moved,))
+
+
+def test_a_forged_full_record_stands_until_its_token_ids_are_revealed(
+    world: World, models: AttributedModels, client, tmp_path: Path, monkeypatch
+) -> None:
+    """The node forges one answer's full record (its shares moved to a friend's contribution)
+    and, as the model's attributor, posts an epoch paying it (`openledger-node attribute`).
+    From the published records alone the auditor agrees; once the node reveals the answers'
+    token ids (`openledger-node reveal`), the auditor recomputes the records, refuses the forged
+    one (paid by training examples instead) and the epoch differs: the challenge's evidence."""
+    data_dir = tmp_path / "node"
+    runtime = _runtime(world, models, data_dir)
+    runtime.worker = None  # the redeemer computes the honest answer's gradients itself
+    with serving(runtime) as url:
+        _ask(client, url, models.indexed)
+        _ask(client, url, models.indexed)
+        (forged_id, forged_receipt), _ = runtime.ledger.pending_receipts()
+        row = runtime.ledger.attribution_records([forged_id])[forged_id].attribution
+        attributor = Attributor(models.index, models.index_cid, models.indexed, 1,
+                                models.checkpoint.base, models.checkpoint.adapter)  # fmt: skip
+        honest = attributor.attribute(row.prompt_ids, row.answer_ids)
+        named = {c.contribution_id for c in honest.contributions}
+        friend = next(c for c in models.index.corpus.contributions
+                      if c.contribution_id not in named)  # fmt: skip
+        assert named  # the forgery moves something
+        runtime.ledger.set_full_record(forged_id, _shifted(honest, friend).to_bytes())
+        done = httpx.post(f"{url}/node/redeem", timeout=300).json()
+        assert done["redeemed"] is True and done["receipts"] == 2
+
+    store = DirectoryStore(models.store_dir)
+    posted = _node_cli(world, data_dir, models.store_dir, monkeypatch,
+                       "attribute", "--model", str(models.indexed))  # fmt: skip
+    assert posted["posted"] is True and posted["refused_records"] == 0
+    assert posted["usage_proofs"] == [done["usage_proof_id"]] and posted["receipts"] == 2
+    epoch_id = posted["epoch"]
+    blind = audit_epoch(world.protocol, store, epoch_id)
+    assert blind.passed, blind.evidence()  # nothing public tells the forgery apart
+
+    # The node reveals only the disputed answer; anyone checks it against the records.
+    revealed_now = _node_cli(world, data_dir, models.store_dir, monkeypatch, "reveal",
+                             "--proof", str(done["usage_proof_id"]),
+                             "--receipt", "0x" + forged_receipt.request_hash.hex())  # fmt: skip
+    assert revealed_now["revealed"] == 1
+    revealed = parse_reveal(store.get(revealed_now["reveal_cid"]))
+    assert list(revealed) == [forged_receipt.request_hash]
+    assert revealed[forged_receipt.request_hash].answer == row.answer_ids
+    attributors = chain_attributors(world.protocol, store, models.checkpoint.base,
+                                    tmp_path / "auditor")  # fmt: skip
+    audit = audit_epoch(
+        world.protocol, store, epoch_id,
+        refute=lambda x: refute_full_records(x, revealed, attributors),
+    )  # fmt: skip
+    assert not audit.passed
+    (why,) = audit.refuted["0x" + forged_receipt.request_hash.hex()]
+    assert "differs in contributions" in why
+    paid = {d.account: d.posted - d.recomputed for d in audit.differences}
+    assert paid[friend.contributor] > 0  # the friend was paid what it was not owed
+    assert sum(paid.values()) == 0  # and the others were paid that much less
+    assert audit.evidence()["refuted_records"] == audit.refuted
+
+    # Every answer revealed: the honest full record (its sketch recomputed from the adapter's
+    # gradients) stands; only the forged one is refuted.
+    everything = parse_reveal(store.get(_node_cli(
+        world, data_dir, models.store_dir, monkeypatch, "reveal", "--proof",
+        str(done["usage_proof_id"]))["reveal_cid"]))  # fmt: skip
+    assert len(everything) == 2
+    again = audit_epoch(
+        world.protocol, store, epoch_id,
+        refute=lambda x: refute_full_records(x, everything, attributors),
+    )  # fmt: skip
+    assert list(again.refuted) == ["0x" + forged_receipt.request_hash.hex()]
+    assert again.differences == audit.differences

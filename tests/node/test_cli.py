@@ -121,3 +121,29 @@ def test_attribute_with_nothing_redeemed_posts_nothing_and_an_unreadable_lineage
     assert code != 0
     assert "model 1 version 1" in out and "bafkmanifest" in out, out
     assert world.protocol["AttributionRewards"].functions.epochCount().call() == 0
+
+
+def test_reveal_names_what_it_cannot_reveal(
+    world: World, env: dict[str, str], tmp_path: Path
+) -> None:
+    code, out = run("reveal", "--proof", "1")
+    assert code != 0 and "no ledger at" in out and "nothing was served" in out
+    price = OPEN // 10
+    signed = voucher(world, price)
+    (tmp_path / "node").mkdir()
+    with Ledger(tmp_path / "node" / "ledger.sqlite", world.roles.node) as ledger:
+        ledger.commit(signed, receipt(signed, price))
+    code, out = run("reveal", "--proof", "1")
+    assert code != 0 and "usage proof 1 is not a confirmed redemption of this node" in out
+    assert run("redeem-now")[0] == 0
+    # The receipt was served without attribution: nothing to reveal, and asking for it by
+    # hash names it.
+    code, out = run("reveal", "--proof", "1")
+    assert code == 0, out
+    done = json.loads(out)
+    assert done["revealed"] == 0 and done["usage_proof_id"] == 1
+    hash_ = "0x" + "ab" * 32
+    code, out = run("reveal", "--proof", "1", "--receipt", hash_)
+    assert code != 0 and f"usage proof 1 has no attributed receipt {hash_}" in out
+    code, out = run("reveal", "--proof", "1", "--receipt", "0x1234")
+    assert code != 0 and "'0x1234' is not a request hash" in out

@@ -9,9 +9,9 @@ from eth_utils import to_checksum_address
 
 from backend.attribution.claims import owed_to
 from backend.attribution.corpus import Contribution
-from backend.attribution.epoch import LineageContribution, allocate_epoch
+from backend.attribution.epoch import LineageContribution, allocate_epoch, with_pool_extra
 from backend.attribution.epoch_audit import audit_epoch
-from backend.attribution.epoch_inputs import next_epoch_inputs
+from backend.attribution.epoch_inputs import next_epoch_inputs, pool_extra_available
 from backend.attribution.epoch_report import report, to_bytes
 from backend.attribution.epoch_service import post_epoch, prepare_epoch
 from backend.protocol.merkle import StandardMerkleTree
@@ -180,3 +180,65 @@ def test_an_attributor_that_lists_a_redemption_twice_is_caught(
     assert not audit.passed
     assert audit.problems == [f"usage proof {proofs[0].proof_id} is listed 2 times"]
     assert 2 * audit.recomputed_total == audit.posted_total
+
+
+def test_funds_put_in_the_pool_directly_are_paid_by_the_next_epoch_as_its_receipts_are(
+    world: World, verifier: VoucherVerifier, redeemer: Redeemer, store: DirectoryStore
+) -> None:
+    """A sponsor funds the model's pool (fundPool); the next epoch pays that extra over the
+    contributions its receipts pay, in their proportion; the auditor recomputes the extra
+    available from events alone and agrees; a report that pays more extra than was available
+    (funds owed to later redemptions) is caught."""
+    r = world.roles
+    rewards = world.protocol["AttributionRewards"]
+    token = world.protocol["OpenToken"].functions
+    sponsored = 3 * 10**18 + 7
+    world.transact(r.developer, token.approve(rewards.address, 2**256 - 1))
+    world.transact(r.developer, rewards.functions.fundPool(MODEL_ID, sponsored))
+    lineage = _lineage(world)
+    # Funds alone, without receipts to weigh them by, wait for an epoch that has some.
+    assert prepare_epoch(world.protocol, store, MODEL_ID, lambda v: (lineage, None)) is None
+    _serve_and_redeem(world, verifier, redeemer)
+    assert pool_extra_available(world.protocol, store.get, MODEL_ID) == sponsored
+    prepared = prepare_epoch(world.protocol, store, MODEL_ID, lambda v: (lineage, None))
+    assert prepared is not None
+    allocation = prepared.allocation
+    assert allocation.extra_total == sponsored
+    assert prepared.total == rewards.functions.pool(MODEL_ID).call()[0]  # the whole pool
+    weights = allocation.by_receipts()
+    for contribution, part in allocation.extra:
+        exact = sponsored * weights[contribution]
+        assert abs(part * allocation.receipts_total - exact) < allocation.receipts_total
+    assert prepared.document["extra"]["amount"] == str(sponsored)
+
+    epoch_id, _ = post_epoch(
+        world.protocol, store, lambda call: world.transact(r.node, call), prepared
+    )
+    audit = audit_epoch(world.protocol, store, epoch_id, lambda m, v: (lineage, None))
+    assert audit.passed, audit.evidence()
+    assert rewards.functions.pool(MODEL_ID).call()[0] == 0
+    assert pool_extra_available(world.protocol, store.get, MODEL_ID) == 0  # paid once
+
+    # Two new redemptions and 5 wei of sponsorship: an attributor that pays the first
+    # redemption and, as "extra", the second one's funds (leaving nothing for its receipts) is
+    # caught, from events alone (no historical state needed).
+    world.transact(r.developer, rewards.functions.fundPool(MODEL_ID, 5))
+    serve(verifier, voucher(world, 4 * price()), price(), price())
+    assert redeemer.redeem_now() is not None
+    serve(verifier, voucher(world, 6 * price()), 2 * price(), 2 * price())
+    assert redeemer.redeem_now() is not None
+    redemptions, proofs = next_epoch_inputs(world.protocol, store.get, MODEL_ID)
+    assert len(redemptions) == 2
+    first = allocate_epoch(MODEL_ID, redemptions[:1], lambda version: lineage)
+    unallocated = rewards.functions.pool(MODEL_ID).call()[0]
+    greedy = with_pool_extra(first, unallocated - first.total)
+    assert greedy.extra_total > 5
+    document = report(greedy, proofs[:1], {1: None})
+    world.transact(r.node, rewards.functions.postEpoch(
+        MODEL_ID, greedy.tree().root, greedy.total, store.put(to_bytes(document))
+    ))  # fmt: skip
+    audit = audit_epoch(world.protocol, store, epoch_id + 1, lambda m, v: (lineage, None))
+    assert not audit.passed
+    assert audit.problems == [f"the report pays {greedy.extra_total} of pool extra; 5 was "
+                              f"available before the epoch"]  # fmt: skip
+    assert audit.differences == []  # the split itself follows the rule: the amount does not
