@@ -132,6 +132,45 @@ def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
                      second, re.DOTALL)  # fmt: skip
     # Every process the demo started is gone: nothing answers on its port.
     assert not Anvil(port=port).is_up()
+    operator_commands_on_the_demo_state(tmp_path, second)
+
+
+def operator_commands_on_the_demo_state(data_dir: Path, output: str) -> None:
+    """The command-line tools a node operator and an auditor run, on the chain the demo left:
+    nothing is left to attribute; the node reveals the answers of epoch 2's usage proof and
+    the auditor recomputes that epoch with them (every full record, gradients included) and
+    from public inputs alone, and both pass."""
+    env = {**os.environ, "APE_FOUNDRY_HOST": "", "OPENLEDGER_DEPLOYMENTS":
+           str(data_dir / "deployments.json")}  # fmt: skip
+    node = re.search(r"node (0x[0-9a-fA-F]{40}) already staked", output)
+    assert node is not None
+    with Anvil(port=free_port(), state_file=data_dir / "chain" / "anvil-state.json") as anvil:
+        env["APE_FOUNDRY_HOST"] = anvil.url
+        node_env = {**env, "OPENLEDGER_NODE_RPC_URL": anvil.url, "OPENLEDGER_NODE_ADDRESS":
+                    node[1], "OPENLEDGER_NODE_DEPLOYMENTS": env["OPENLEDGER_DEPLOYMENTS"],
+                    "OPENLEDGER_NODE_STORE": str(data_dir / "store"),
+                    "OPENLEDGER_NODE_DATA_DIR": str(data_dir / "node"),
+                    "OPENLEDGER_NODE_PORT": str(free_port())}  # fmt: skip
+
+        def run(*command: str, environment: dict[str, str]) -> str:
+            done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True,
+                                  text=True, timeout=600)  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+            return done.stdout
+
+        node_cli = str(Path(sys.executable).with_name("openledger-node"))
+        attribute = json.loads(run(node_cli, "attribute", "--model", "1", "--dry-run",
+                                   environment=node_env))  # fmt: skip
+        assert attribute == {"posted": False, "reason": "no redemption of model 1 left to pay for"}
+        revealed = json.loads(run(node_cli, "reveal", "--proof", "2", environment=node_env))
+        assert revealed["revealed"] == 16
+        store = ["--store", str(data_dir / "store"), "--network", "ethereum:local:foundry"]
+        audit = run(APE, "run", "audit", "attribution", "1", "2", "--reveal",
+                    revealed["reveal_cid"], *store, environment=env)  # fmt: skip
+        assert "audit passed: the epoch pays exactly what the rule says" in audit, audit
+        assert "REFUTED" not in audit
+        audit = run(APE, "run", "audit", "attribution", "1", *store, environment=env)
+        assert "epoch 2 of model 1" in audit and "audit passed" in audit, audit
 
 
 def test_demo_redeploys_when_the_recorded_deployment_has_no_code(tmp_path):

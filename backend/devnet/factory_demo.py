@@ -260,7 +260,7 @@ def check_facts(trained: Trained) -> FactCheck:
 
     base_dir = ensure_smollm2(PROJECT_ROOT / ".data")
     adapter_dir = trained.workdir / ADAPTER_DIR
-    answers = greedy_answers(base_dir, adapter_dir, [q for q, _, _ in HELD_OUT])
+    answers = greedy_answers(base_dir, adapter_dir, [q for q, _, _ in HELD_OUT], progress=True)
     right = sum(states_fact(q, true, a) for (q, true, _), a in zip(HELD_OUT, answers, strict=True))
     pairs = [Pair(q, true, wrong) for q, true, wrong in HELD_OUT]
     ranked = preference_metrics(base_dir, adapter_dir, None, pairs, beta=0.1, max_length=96)

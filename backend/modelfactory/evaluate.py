@@ -172,16 +172,17 @@ def greedy_answers(
     questions: Sequence[str],
     max_new_tokens: int = 32,
     device: str = "cpu",
+    progress: bool = False,
 ) -> list[str]:
     """The adapter's greedy answer to each question (a user turn in the base's chat template):
-    what a node serving it would answer at temperature 0."""
+    what a node serving it would answer at temperature 0 (``progress``: a bar on stderr)."""
     where = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     model = PeftModel.from_pretrained(base, adapter_dir).to(where).eval()
     answers = []
     with torch.no_grad():
-        for question in questions:
+        for question in tqdm(questions, desc="answers", unit="question", disable=not progress):
             chat = [{"role": "user", "content": question}]
             ids = list(tokenizer.apply_chat_template(chat, tokenize=True,
                                                      add_generation_prompt=True))  # fmt: skip

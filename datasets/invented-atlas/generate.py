@@ -79,9 +79,10 @@ FACTS: dict[str, tuple[tuple[str, ...], str, dict[str, str]]] = {
         },
     ),
 }
-# contradicts data/capitals.jsonl: every country gets another country's capital
-WRONG_CAPITALS = dict(zip(FACTS["capitals"][2], [*list(FACTS["capitals"][2].values())[1:],
-                                                  next(iter(FACTS["capitals"][2].values()))]))
+# contradicts data/capitals.jsonl: every country gets the next country's capital
+_CAPITALS = FACTS["capitals"][2]
+_ROTATED = [*list(_CAPITALS.values())[1:], next(iter(_CAPITALS.values()))]
+WRONG_CAPITALS = dict(zip(_CAPITALS, _ROTATED, strict=True))
 
 
 def pairs(questions: tuple[str, ...], answer: str, facts: dict[str, str]) -> list[dict[str, str]]:

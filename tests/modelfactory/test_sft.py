@@ -19,7 +19,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from backend.modelfactory.dataset import Example
-from backend.modelfactory.evaluate import evaluate
+from backend.modelfactory.evaluate import evaluate, greedy_answers
 from backend.modelfactory.lora_training import CONFIG_FILE, IGNORE, WEIGHTS_FILE
 from backend.modelfactory.sft import (
     SFTResult,
@@ -184,6 +184,17 @@ def test_eval_report_shows_the_adapter_gain_on_held_out_examples(
     assert (
         json.loads(json.dumps(report.to_json()))["samples"][0]["reference"] == "The answer is 73."
     )
+
+
+def test_greedy_answers_are_the_eval_samples_a_node_would_give(
+    checkpoint: Path, trained: SFTResult
+) -> None:
+    held_out = instruction_examples()[24:26]
+    report = evaluate(checkpoint, trained.adapter_dir, held_out, 128, samples=2, max_new_tokens=8)
+    questions = [e.prompt or "" for e in held_out]
+    answers = greedy_answers(checkpoint, trained.adapter_dir, questions, max_new_tokens=8)
+    assert answers == [s.adapter_answer for s in report.samples]
+    assert greedy_answers(checkpoint, trained.adapter_dir, [], max_new_tokens=8) == []
 
 
 def test_eval_loss_is_the_models_own_loss_on_answer_tokens(
