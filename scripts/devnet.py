@@ -297,12 +297,28 @@ def _epoch(stack: LocalStack, demo_run: DatanetDemo, model_id: int, answers: lis
     contributors claim."""
     from backend.devnet.epoch_demo import run_epoch_demo
 
-    click.secho("Attribution epoch: posted, audited, claimed", bold=True)
+    click.secho("Attribution epoch: a tampered one slashed; the honest one posted, audited, "
+                "claimed", bold=True)  # fmt: skip
     p = stack.protocol
     names = {a.address: role for role, a in stack.roles.items()}
     files = {f.contribution_id: f.file for f in demo_run.files}
     before = {a: int(p.token.balanceOf(a)) for a in names}
     epoch = run_epoch_demo(p.as_web3(), stack.store, stack.roles, model_id)
+    t = epoch.tampered
+    if t is not None:
+        victim = names.get(t.victim, t.victim)
+        click.echo(f"  the node first posts a tampered epoch {t.epoch_id}: {_open(t.moved)} of "
+                   f"the {victim}'s amount moved to itself")  # fmt: skip
+        changes = ", ".join(f"{names.get(d.account, d.account)} {'+' if d.delta > 0 else '-'}"
+                            f"{_open(abs(d.delta))}" for d in t.audit.differences)  # fmt: skip
+        click.secho(f"  audit FAILED: posted vs recomputed from public inputs: {changes}; "
+                    f"evidence {t.evidence_cid}", fg="red")  # fmt: skip
+        click.echo(f"  the {victim} challenges epoch {t.epoch_id} with the evidence; governance "
+                   f"upholds: the node's stake {_open(t.stake_before)} -> "
+                   f"{_open(t.stake_after)} (slashed {_open(t.slashed)}), the {victim} "
+                   f"withdraws {_open(t.challenger_paid)} (its bond back and the slashed "
+                   f"stake), the epoch's total is back in the pool; the operator stakes "
+                   f"{_open(t.slashed)} again")  # fmt: skip
     prepared = epoch.prepared
     if prepared is None:
         click.echo("  no redemption of the model is left to attribute (an earlier run's epoch "
@@ -315,8 +331,9 @@ def _epoch(stack: LocalStack, demo_run: DatanetDemo, model_id: int, answers: lis
         text = {a["request_hash"]: a["question"] for a in answers}
         for row in prepared.document["contributors"]:
             account = row["account"]
-            parts = ", ".join(f"{files.get(c, c)} {_open(int(amount))}"
-                              for _, c, amount in row["contributions"])  # fmt: skip
+            parts = ", ".join(f"{files.get(c, f'datanet {d} contribution {c}')} "
+                              f"{_open(int(amount))}"
+                              for d, c, amount in row["contributions"])  # fmt: skip
             click.echo(f"  {names.get(account, account):<14} earns {_open(int(row['amount']))}: "
                        f"{parts}")  # fmt: skip
             best = sorted(

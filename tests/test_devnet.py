@@ -76,14 +76,23 @@ def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
     assert sum(states_fact(q, QUESTIONS[q], a) for q, a in answers) >= 12, answers
     assert re.search(r"usage proof 1, 16 receipts, [\d.]+ OPEN paid", first)
     assert "recomputed from the log matches the chain: True" in first
-    # Proof of Attribution pays: the node's records match the receipts; the node posts epoch 1,
-    # an auditor recomputes it from public inputs alone, the contributors claim.
+    # A tampered epoch (1) is caught by the audit, challenged by the robbed contributor and
+    # slashed; then Proof of Attribution pays: the node's records match the receipts; the node
+    # posts epoch 2, an auditor recomputes it from public inputs alone, the contributors claim.
     assert first.count("= receipt's") == 16
     assert "longest span found in training data: 'The capital of Veltoria is Quorbin.' " \
            "(data/capitals.jsonl)" in first  # fmt: skip
-    assert re.search(r"epoch 1 posted by the node \(the model's attributor\): [\d.]+ OPEN over "
+    assert "the node first posts a tampered epoch 1: " in first
+    failed = re.search(r"audit FAILED: posted vs recomputed from public inputs: (.*); evidence",
+                       first)  # fmt: skip
+    assert failed is not None
+    assert re.fullmatch(r"(\w+ -[\d.]+ OPEN, node operator \+[\d.]+ OPEN"
+                        r"|node operator \+[\d.]+ OPEN, \w+ -[\d.]+ OPEN)", failed[1])  # fmt: skip
+    assert re.search(r"the node's stake 2,000 OPEN -> 1,500 OPEN \(slashed 500 OPEN\), the \w+ "
+                     r"withdraws 600 OPEN", first)  # fmt: skip
+    assert re.search(r"epoch 2 posted by the node \(the model's attributor\): [\d.]+ OPEN over "
                      r"16 receipts of usage proofs \[1\]", first)  # fmt: skip
-    assert "audit passed: epoch 1 recomputed from public inputs alone" in first
+    assert "audit passed: epoch 2 recomputed from public inputs alone" in first
     # the planted contributors (capitals, inventors: the facts asked) earn the most
     earned = {role: float(amount) for role, amount in
               re.findall(r"  (\w+) +earns ([\d.]+) OPEN: data/", first)}  # fmt: skip
@@ -121,8 +130,10 @@ def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
                      r"version 1", second)  # fmt: skip
     assert "already staked" in second and second.count("  A: ") == 16
     assert re.search(r"usage proof 2, 16 receipts, [\d.]+ OPEN paid", second)
-    assert re.search(r"epoch 2 posted by the node .* of usage proofs \[2\]", second)
-    assert "audit passed: epoch 2 recomputed from public inputs alone" in second
+    assert "the node first posts a tampered epoch 3: " in second
+    assert "the node's stake 2,000 OPEN -> 1,500 OPEN (slashed 500 OPEN)" in second
+    assert re.search(r"epoch 4 posted by the node .* of usage proofs \[2\]", second)
+    assert "audit passed: epoch 4 recomputed from public inputs alone" in second
     assert "recomputed from the log matches the chain: True" in second
     # the DPO version answers now; its answers' preferences, if any differ, join the feedback
     # Datanet's next version (the loop goes on), else the first version's DPO job is reused
@@ -137,9 +148,9 @@ def test_demo_deploys_once_then_reuses_the_persisted_chain(tmp_path):
 
 def operator_commands_on_the_demo_state(data_dir: Path, output: str) -> None:
     """The command-line tools a node operator and an auditor run, on the chain the demo left:
-    nothing is left to attribute; the node reveals the answers of epoch 2's usage proof and
-    the auditor recomputes that epoch with them (every full record, gradients included) and
-    from public inputs alone, and both pass."""
+    nothing is left to attribute; the node reveals the answers of usage proof 2 and the
+    auditor recomputes epoch 4 (which paid them) with them (every full record, gradients
+    included) and from public inputs alone, and both pass; the tampered epoch 3 fails."""
     env = {**os.environ, "APE_FOUNDRY_HOST": "", "OPENLEDGER_DEPLOYMENTS":
            str(data_dir / "deployments.json")}  # fmt: skip
     node = re.search(r"node (0x[0-9a-fA-F]{40}) already staked", output)
@@ -152,10 +163,10 @@ def operator_commands_on_the_demo_state(data_dir: Path, output: str) -> None:
                     "OPENLEDGER_NODE_DATA_DIR": str(data_dir / "node"),
                     "OPENLEDGER_NODE_PORT": str(free_port())}  # fmt: skip
 
-        def run(*command: str, environment: dict[str, str]) -> str:
+        def run(*command: str, environment: dict[str, str], rc: int = 0) -> str:
             done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True,
                                   text=True, timeout=600)  # fmt: skip
-            assert done.returncode == 0, done.stdout + done.stderr
+            assert done.returncode == rc, done.stdout + done.stderr
             return done.stdout
 
         node_cli = str(Path(sys.executable).with_name("openledger-node"))
@@ -165,12 +176,15 @@ def operator_commands_on_the_demo_state(data_dir: Path, output: str) -> None:
         revealed = json.loads(run(node_cli, "reveal", "--proof", "2", environment=node_env))
         assert revealed["revealed"] == 16
         store = ["--store", str(data_dir / "store"), "--network", "ethereum:local:foundry"]
-        audit = run(APE, "run", "audit", "attribution", "1", "2", "--reveal",
+        audit = run(APE, "run", "audit", "attribution", "1", "4", "--reveal",
                     revealed["reveal_cid"], *store, environment=env)  # fmt: skip
         assert "audit passed: the epoch pays exactly what the rule says" in audit, audit
         assert "REFUTED" not in audit
         audit = run(APE, "run", "audit", "attribution", "1", *store, environment=env)
-        assert "epoch 2 of model 1" in audit and "audit passed" in audit, audit
+        assert "epoch 4 of model 1" in audit and "audit passed" in audit, audit
+        tampered = run(APE, "run", "audit", "attribution", "1", "3", *store, environment=env,
+                       rc=1)  # fmt: skip
+        assert "audit FAILED: 2 account(s) paid differently" in tampered, tampered
 
 
 def test_demo_redeploys_when_the_recorded_deployment_has_no_code(tmp_path):
