@@ -45,10 +45,6 @@ class IndexedTree:
     positions: dict[int, list[int]]  # contribution id / leaf index -> rows of the tree
     by_account: dict[str, list[int]] = field(default_factory=dict)  # report leaves' accounts
 
-    @property
-    def root_hex(self) -> str:
-        return "0x" + self.tree.root.hex()
-
 
 class _LRU:
     def __init__(self, size: int) -> None:

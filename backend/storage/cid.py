@@ -59,10 +59,6 @@ class CID:
     def __str__(self) -> str:
         return "b" + base64.b32encode(self.to_bytes()).decode().lower().rstrip("=")
 
-    @property
-    def codec_name(self) -> str:
-        return _CODEC_NAMES.get(self.codec, hex(self.codec))
-
     @classmethod
     def parse(cls, text: str) -> CID:
         """Parses a base32 CIDv1 (sha2-256, raw or dag-pb); raises :class:`InvalidCIDError`."""
@@ -91,7 +87,3 @@ class CID:
                 "(lower-case base32, no padding, zero padding bits)"
             )
         return cid
-
-
-def parse_cid(text: str) -> CID:
-    return CID.parse(text)

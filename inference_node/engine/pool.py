@@ -1,6 +1,6 @@
 """The adapter pool: registered adapters by CID, a CPU tier bounded in bytes, device slots.
 
-Three tiers, as in vLLM's two-tier LRU plus a disk cache:
+Four tiers: vLLM's two LRU tiers (CPU, device) plus a disk cache, behind a free registry:
 
 - registry: name -> CID, free (thousands of adapters cost a dict entry each);
 - disk: unpacked adapter folders in ``cache_dir``, fetched verified from the content store,

@@ -72,7 +72,7 @@ class PaymentsChain:
         return int(self.w3.eth.get_block("latest")["timestamp"])
 
     def pricing(self, model_id: int) -> Pricing:
-        per_request, per_token = self.models.functions.model(model_id).call()[5]
+        per_request, per_token = self.models.functions.model(model_id).call().pricing
         return Pricing(int(per_request), int(per_token))
 
     def channel(self, payer: str) -> ChannelAccount:
