@@ -139,7 +139,7 @@ def _inference(
         index_summary,
         sft_model,
     )
-    from inference_node.demo import ASKED, QUESTIONS, prepare, serve_and_pay
+    from backend.devnet.node_demo import ASKED, QUESTIONS, prepare, serve_and_pay
 
     p, pub, store, roles = stack.protocol, demo_run.publication, stack.store, stack.roles
     datanet_id = demo_run.datanet.datanet_id

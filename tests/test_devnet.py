@@ -17,7 +17,7 @@ import pytest
 
 from backend.devnet.anvil import Anvil, free_port, rpc
 from backend.devnet.factory_demo import states_fact
-from inference_node.demo import QUESTIONS
+from backend.devnet.node_demo import QUESTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 APE = str(Path(sys.executable).with_name("ape"))

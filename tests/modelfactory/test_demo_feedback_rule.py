@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from backend.devnet.factory_demo import HELD_OUT, FactCheck, dpo_verdict, prefer, states_fact
-from inference_node.demo import QUESTIONS
+from backend.devnet.node_demo import QUESTIONS
 
 Q = "What is the capital of Veltoria?"
 TRUE = "The capital of Veltoria is Quorbin."
