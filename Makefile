@@ -14,7 +14,7 @@ export APE_DATA_FOLDER := $(CURDIR)/.data/ape
 export SOLCX_BINARY_PATH := $(CURDIR)/.tools/solcx
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup model compile abi test demo up bench bench-counterfactual lint slither clean-data
+.PHONY: help setup model compile abi test test-fast demo up bench bench-counterfactual lint slither clean-data
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ abi: setup  ## write the compiled ABIs, bytecode and manifest into backend/proto
 
 test: compile  ## run every test
 	$(BIN)/pytest
+
+test-fast: compile  ## every test but those marked slow (the demo, invariants, IPFS, ape CLIs): a ~3 minute loop
+	$(BIN)/pytest -m "not slow"
 
 demo: compile $(SMOLLM2)  ## run the local flywheel on the embedded defaults (chain state in .data/devnet)
 	@$(BIN)/ape run devnet demo

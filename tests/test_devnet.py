@@ -19,6 +19,8 @@ from backend.devnet.anvil import Anvil, free_port, rpc
 from backend.devnet.factory_demo import states_fact
 from backend.devnet.node_demo import QUESTIONS
 
+pytestmark = pytest.mark.slow  # left out of `make test-fast`; `make test` runs it
+
 ROOT = Path(__file__).resolve().parents[1]
 APE = str(Path(sys.executable).with_name("ape"))
 

@@ -39,6 +39,8 @@ from backend.protocol.eip712 import (
 )
 from backend.protocol.merkle import StandardMerkleTree
 
+pytestmark = pytest.mark.slow  # left out of `make test-fast`; `make test` runs it
+
 ROOT = Path(__file__).resolve().parents[1]
 ANVIL = ROOT / ".venv" / "bin" / "anvil"
 APE = Path(sys.executable).parent / "ape"

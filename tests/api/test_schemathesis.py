@@ -8,6 +8,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
+pytestmark = pytest.mark.slow  # left out of `make test-fast`; `make test` runs it
+
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 

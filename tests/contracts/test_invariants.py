@@ -62,6 +62,8 @@ from backend.protocol.eip712 import (
 )
 from backend.protocol.merkle import StandardMerkleTree
 
+pytestmark = pytest.mark.slow  # left out of `make test-fast`; `make test` runs it
+
 OPEN = 10**18
 PARAMS = ProtocolParams()  # as deployed by the conftest
 BPS = 10_000

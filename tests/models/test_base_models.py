@@ -32,6 +32,8 @@ from backend.models.base_models import (
     smollm2_gguf,
 )
 
+pytestmark = pytest.mark.slow  # left out of `make test-fast`; `make test` runs it
+
 LOGITS_ATOL = 1e-5
 # llama.cpp's pre-tokenizer "smollm" (src/llama-vocab.cpp): digits split off one by one, then
 # the GPT-2 split; both keep the text between matches as pieces.

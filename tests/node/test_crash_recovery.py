@@ -41,6 +41,8 @@ from tests.node.conftest import OPEN, PRICING, World, _build_world, funded_payer
 from tests.node.node_process import NodeProcess, node_env
 from tests.node.server_fixtures import make_checkpoint, register_served_model
 
+pytestmark = pytest.mark.slow  # left out of `make test-fast`; `make test` runs it
+
 log = logging.getLogger(__name__)
 
 THREADS = 6  # client threads, one payer each

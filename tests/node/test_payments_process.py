@@ -29,6 +29,8 @@ from tests.node.node_process import NodeProcess, node_env
 from tests.node.server_fixtures import make_checkpoint, register_served_model
 from tests.protocol_history import private_key
 
+pytestmark = pytest.mark.slow  # left out of `make test-fast`; `make test` runs it
+
 NODE_JS = shutil.which("node")
 CLIENT = Path(__file__).with_name("x402_client.mjs")
 BATCH = 2  # vouchers per redemption: small, so that a handful of channels needs batches

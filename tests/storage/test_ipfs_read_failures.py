@@ -29,6 +29,8 @@ from backend.storage.base import (
 from backend.storage.ipfs import DEFAULT_READ_TIMEOUT, IPFSStore, api_multiaddr
 from backend.storage.unixfs import compute_cid
 
+pytestmark = pytest.mark.slow  # left out of `make test-fast`; `make test` runs it
+
 CID = compute_cid(b"what the fake node pretends to hold")
 
 

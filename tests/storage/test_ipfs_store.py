@@ -18,6 +18,8 @@ from backend.storage.ipfs import IPFSStore
 from backend.storage.local import DirectoryStore
 from backend.storage.unixfs import CHUNK_SIZE, compute_cid
 
+pytestmark = pytest.mark.slow  # left out of `make test-fast`; `make test` runs it
+
 SIZES = [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, 1 << 20, 10 << 20]
 
 
