@@ -133,7 +133,7 @@ def redeem_now(ctx: click.Context) -> None:
             raise click.ClickException(f"the node refused: {response.text}")
         _echo(response.json())
         return
-    from backend.datanets.store import open_store
+    from backend.storage.open import open_store
     from inference_node.payments import Ledger, PaymentsChain, Redeemer
     from inference_node.server.runtime import connect, redeem_policy
 
@@ -161,7 +161,7 @@ def attribute(ctx: click.Context, model_id: int, dry_run: bool) -> None:
     the contributions its answers used (the node must be the model's attributor)."""
     from backend.attribution.epoch_inputs import EpochInputsError
     from backend.attribution.epoch_service import post_epoch, prepare_epoch
-    from backend.datanets.store import open_store
+    from backend.storage.open import open_store
     from inference_node.server.runtime import connect
 
     settings = _settings(log_format=ctx.obj["log_format"])
@@ -207,7 +207,7 @@ def reveal(ctx: click.Context, proof_id: int, receipts: tuple[str, ...]) -> None
     that paid them: anyone can then check their full attribution records (`ape run audit
     attribution MODEL EPOCH --reveal CID`). Token ids are the prompt's text: reveal only the
     disputed receipts."""
-    from backend.datanets.store import open_store
+    from backend.storage.open import open_store
     from inference_node.attribution import RevealRefusedError, reveal_of
     from inference_node.payments import Ledger
 

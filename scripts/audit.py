@@ -18,8 +18,8 @@ from ape.cli import ConnectedProviderCommand
 
 from backend.datanets.audit import AuditReport, audit_datanet
 from backend.datanets.registry import DatanetError
-from backend.datanets.store import STORE_ENV, default_store_spec, open_store
 from backend.protocol.cli_support import ID, load_protocol
+from backend.storage.open import STORE_ENV, default_store_spec, open_store
 
 
 @click.group()

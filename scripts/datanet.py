@@ -49,7 +49,6 @@ from backend.datanets.review import (
     send_reviews,
     validate_pending,
 )
-from backend.datanets.store import STORE_ENV, default_store_spec, open_store
 from backend.protocol.cli_support import (
     ADDRESS,
     AMOUNT_OR_ZERO,
@@ -62,6 +61,7 @@ from backend.protocol.cli_support import (
 )
 from backend.protocol.contracts import Protocol
 from backend.storage.base import ContentStore
+from backend.storage.open import STORE_ENV, default_store_spec, open_store
 
 UINT64 = click.IntRange(min=0, max=2**64 - 1)
 

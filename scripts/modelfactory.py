@@ -29,7 +29,6 @@ from typing import Any
 import click
 from ape.cli import ConnectedProviderCommand, account_option
 
-from backend.datanets.store import STORE_ENV, default_store_spec, open_store
 from backend.modelfactory.adapter_check import AdapterCheckError
 from backend.modelfactory.chain import ChainLookupError
 from backend.modelfactory.dataset import DatasetError
@@ -57,6 +56,7 @@ from backend.modelfactory.spec import (
 )
 from backend.protocol.cli_support import ADDRESS, AMOUNT_OR_ZERO, ID, load_protocol, transact
 from backend.protocol.deployments import PROJECT_ROOT
+from backend.storage.open import STORE_ENV, default_store_spec, open_store
 
 ERRORS = (
     JobSpecError, JobError, DatasetError, ChainLookupError, PublishError, AdapterCheckError,

@@ -21,7 +21,6 @@ import click
 from ape.cli import ConnectedProviderCommand, account_option
 from eth_utils import to_checksum_address
 
-from backend.datanets.store import STORE_ENV, default_store_spec, open_store
 from backend.protocol.cli_support import (
     ADDRESS,
     AMOUNT,
@@ -53,6 +52,7 @@ from backend.protocol.eip712 import (
     typed_message,
 )
 from backend.protocol.merkle import leaf_hash, process_proof
+from backend.storage.open import STORE_ENV, default_store_spec, open_store
 
 CONTRIBUTION_STATUS = ("None", "Pending", "Approved", "Rejected", "Withdrawn")
 MODEL_STATUS = ("None", "Active", "Paused", "Retired")

@@ -182,8 +182,8 @@ def run(job_dir: Path) -> int:
         spec = request.spec
         protocol = _protocol(request)
         published_version(protocol, spec.datanet_id, spec.version)  # before importing torch
-        from backend.datanets.store import open_store
         from backend.modelfactory.jobs import run_job
+        from backend.storage.open import open_store
 
         trained = run_job(
             spec, protocol, open_store(request.store), job_dir / ARTIFACTS_DIR,

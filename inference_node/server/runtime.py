@@ -149,7 +149,7 @@ class NodeRuntime:
     @classmethod
     def from_settings(cls, settings: NodeSettings) -> NodeRuntime:
         """Connects to the chain, loads the base model and opens the store and ledger."""
-        from backend.datanets.store import open_store
+        from backend.storage.open import open_store
 
         protocol, sender = connect(settings)
         base = settings.base_model

@@ -19,7 +19,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from backend.datanets.store import open_store
 from backend.storage.base import (
     ContentNotFoundError,
     ContentStoreError,
@@ -27,6 +26,7 @@ from backend.storage.base import (
     ContentTooLargeError,
 )
 from backend.storage.ipfs import DEFAULT_READ_TIMEOUT, IPFSStore, api_multiaddr
+from backend.storage.open import open_store
 from backend.storage.unixfs import compute_cid
 
 pytestmark = pytest.mark.slow  # left out of `make test-fast`; `make test` runs it

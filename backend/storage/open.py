@@ -1,6 +1,7 @@
-"""Which content store the Datanet flows use: a directory (the embedded default) or an IPFS
-node's HTTP RPC API, chosen by one setting (``--store`` / ``OPENLEDGER_STORE``); how long an
-IPFS read waits for the node's next byte is ``OPENLEDGER_IPFS_READ_TIMEOUT`` (seconds)."""
+"""Which content store a command uses (Datanet flows, ModelFactory, the node, the auditor): a
+directory (the embedded default) or an IPFS node's HTTP RPC API, chosen by one setting
+(``--store`` / ``OPENLEDGER_STORE``); how long an IPFS read waits for the node's next byte is
+``OPENLEDGER_IPFS_READ_TIMEOUT`` (seconds)."""
 
 from __future__ import annotations
 
