@@ -13,11 +13,8 @@ import importlib.util
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +25,7 @@ import pytest
 from click.testing import CliRunner
 from eth_account import Account
 
+from backend.devnet.anvil import Anvil, free_port, rpc
 from backend.protocol.cli_support import format_open, parse_amount
 from backend.protocol.deployments import CONTRACT_NAMES
 from backend.protocol.eip712 import (
@@ -42,7 +40,6 @@ from backend.protocol.merkle import StandardMerkleTree
 pytestmark = pytest.mark.slow  # left out of `make test-fast`; `make test` runs it
 
 ROOT = Path(__file__).resolve().parents[1]
-ANVIL = ROOT / ".venv" / "bin" / "anvil"
 APE = Path(sys.executable).parent / "ape"
 NETWORK = "ethereum:local:foundry"
 MNEMONIC = "test test test test test test test test test test test junk"
@@ -66,50 +63,11 @@ DEPLOY_OPTIONS = (
 # --- fixtures --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rpc(url: str, method: str, *params: Any) -> Any:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        answer = json.loads(response.read())
-    if "error" in answer:
-        raise RuntimeError(answer["error"])
-    return answer["result"]
-
-
 @pytest.fixture(scope="module")
 def anvil() -> Iterator[str]:
     """The URL of an anvil node started for this module, stopped by its PID afterwards."""
-    if not ANVIL.exists():
-        pytest.skip(f"no anvil at {ANVIL}")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            try:
-                rpc(url, "eth_chainId")
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("anvil did not answer within 10 s")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with Anvil(port=free_port()) as node:
+        yield node.url
 
 
 @pytest.fixture(scope="module")
@@ -192,11 +150,11 @@ def deployment(env: dict[str, str]) -> dict[str, Any]:
 
 def balance_of(url: str, token: str, account: str) -> int:
     data = "0x70a08231" + "00" * 12 + account[2:].lower()  # balanceOf(address)
-    return int(rpc(url, "eth_call", {"to": token, "data": data}, "latest"), 16)
+    return int(str(rpc(url, "eth_call", [{"to": token, "data": data}, "latest"])), 16)
 
 
 def travel(url: str, seconds: int) -> None:
-    rpc(url, "evm_increaseTime", seconds)
+    rpc(url, "evm_increaseTime", [seconds])
     rpc(url, "evm_mine")
 
 
@@ -291,7 +249,7 @@ def test_deploy_records_the_contracts_and_parameters(
 ) -> None:
     assert set(deployment["contracts"]) == set(CONTRACT_NAMES)
     for address in deployment["contracts"].values():
-        assert rpc(anvil, "eth_getCode", address, "latest") not in ("0x", "0x0")
+        assert rpc(anvil, "eth_getCode", [address, "latest"]) not in ("0x", "0x0")
     assert deployment["governance"] == GOVERNANCE
     assert deployment["treasury"] == GOVERNANCE
     assert deployment["network"] == NETWORK

@@ -51,14 +51,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def rpc(url: str, method: str, params: list | None = None, timeout: float = 2.0) -> object:
-    """One JSON-RPC call; raises ``OSError`` when nothing answers."""
+def rpc(url: str, method: str, params: list | None = None, timeout: float = 10.0) -> object:
+    """One JSON-RPC call's result; raises ``OSError`` when nothing answers and
+    :class:`AnvilError` with the node's error when the call fails."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
     request = urllib.request.Request(
         url, data=body.encode(), headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())["result"]
+        answer = json.loads(response.read())
+    if "error" in answer:
+        raise AnvilError(f"{method}: {answer['error']}")
+    return answer["result"]
 
 
 @dataclass
