@@ -72,8 +72,8 @@ StoreDep = Annotated[ContentStore, Depends(get_store)]
 
 
 @dataclass(frozen=True)
-class Page:
-    """``limit`` and ``offset`` of a list request."""
+class PageRequest:
+    """``limit`` and ``offset`` of a list request (the response is ``schemas.Page``)."""
 
     limit: int
     offset: int
@@ -82,11 +82,11 @@ class Page:
 async def get_page(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT, description="items per page")] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")] = 0,
-) -> Page:
-    return Page(limit, offset)
+) -> PageRequest:
+    return PageRequest(limit, offset)
 
 
-PageDep = Annotated[Page, Depends(get_page)]
+PageDep = Annotated[PageRequest, Depends(get_page)]
 
 
 @lru_cache(maxsize=4_096)

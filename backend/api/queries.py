@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from backend.api.deps import Page
+from backend.api.deps import PageRequest
 
 
 def where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -21,7 +21,7 @@ def where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
 def fetch_page(
     conn: sqlite3.Connection,
     source: str,
-    page: Page,
+    page: PageRequest,
     *,
     filters: dict[str, Any] | None = None,
     order: str,
