@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -66,6 +64,7 @@ from backend.protocol.eip712 import (
 )
 from backend.protocol.receipts import Receipt, ReceiptLogError, read_usage_log
 from backend.storage.base import ContentStore
+from backend.storage.sqlite import DurableSQLite
 
 MIN_SCORE, MAX_SCORE = 1, 5
 ZERO32 = bytes(32)
@@ -414,7 +413,7 @@ CREATE INDEX IF NOT EXISTS preferences_by_model ON preferences (model_id);
 """
 
 
-class FeedbackStore:
+class FeedbackStore(DurableSQLite):
     """Checked, deduplicated feedback in one SQLite file. Safe to share between threads.
 
     ``domain`` (``backend.protocol.eip712.feedback_domain``) is recorded at creation: a file
@@ -423,48 +422,14 @@ class FeedbackStore:
     """
 
     def __init__(self, path: str | Path, domain: Domain, receipts: ReceiptLookup) -> None:
-        self.path = Path(path)
+        super().__init__(path, SCHEMA)
         self.domain = domain
         self.receipts = receipts
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
         wanted = json.dumps(domain.as_dict(), sort_keys=True)
-        with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('domain', ?)", (wanted,))
-            stored = db.execute("SELECT value FROM meta WHERE key = 'domain'").fetchone()[0]
+        stored = self._owner("domain", wanted)
         if stored != wanted:
             self.close()
             raise FeedbackError(f"feedback store {self.path} holds domain {stored}, not {wanted}")
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> FeedbackStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _read(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
 
     # ------------------------------------------------------------ adding
 

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from eth_utils import to_checksum_address
 
 from backend.protocol.eip712 import SignedVoucher
 from backend.protocol.receipts import Receipt
+from backend.storage.sqlite import DurableSQLite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -211,23 +210,14 @@ def _redemption(row: sqlite3.Row) -> Redemption:
     )
 
 
-class Ledger:
+class Ledger(DurableSQLite):
     """The ledger of one node, in one SQLite file. Safe to share between threads."""
 
     def __init__(self, path: Path, node: str) -> None:
-        self.path = Path(path)
+        super().__init__(path, SCHEMA)
         self.node = to_checksum_address(node)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
         self._migrate()
-        with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('node', ?)", (self.node,))
-            stored = db.execute("SELECT value FROM meta WHERE key = 'node'").fetchone()[0]
+        stored = self._owner("node", self.node)
         if stored != self.node:
             raise LedgerError(f"ledger {self.path} belongs to node {stored}, not {self.node}")
 
@@ -240,31 +230,6 @@ class Ledger:
         ):
             if name not in columns:
                 self._db.execute(f"ALTER TABLE channels ADD COLUMN {name} {decl}")
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _read(self, sql: str, args: Sequence[object] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
 
     # ------------------------------------------------------------------ channels
 
