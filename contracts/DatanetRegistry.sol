@@ -4,13 +4,14 @@ pragma solidity 0.8.28;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
 import {Governed} from "./governance/Governed.sol";
 import {IDatanetRegistry} from "./interfaces/IDatanetRegistry.sol";
 
 /// @title DatanetRegistry
 /// @notice Datanets, their contributions, curation and immutable versions.
-contract DatanetRegistry is IDatanetRegistry, Governed {
+contract DatanetRegistry is IDatanetRegistry, Governed, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
     IERC20 public immutable token;
@@ -183,7 +184,7 @@ contract DatanetRegistry is IDatanetRegistry, Governed {
     }
 
     /// @inheritdoc IDatanetRegistry
-    function withdraw() external returns (uint256 amount) {
+    function withdraw() external nonReentrant returns (uint256 amount) {
         amount = _withdrawable[msg.sender];
         if (amount == 0) revert NothingToWithdraw(msg.sender);
         _withdrawable[msg.sender] = 0;

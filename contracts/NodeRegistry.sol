@@ -4,13 +4,14 @@ pragma solidity 0.8.28;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
 import {Governed} from "./governance/Governed.sol";
 import {INodeRegistry} from "./interfaces/INodeRegistry.sol";
 
 /// @title NodeRegistry
 /// @notice Stake, endpoints, unbonding and slashing of inference nodes and attribution posters.
-contract NodeRegistry is INodeRegistry, Governed {
+contract NodeRegistry is INodeRegistry, Governed, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
 
@@ -75,7 +76,7 @@ contract NodeRegistry is INodeRegistry, Governed {
     }
 
     /// @inheritdoc INodeRegistry
-    function withdrawUnbonded() external returns (uint256 amount) {
+    function withdrawUnbonded() external nonReentrant returns (uint256 amount) {
         Node storage node = _nodes[msg.sender];
         amount = node.unbonding;
         if (amount == 0) revert NothingUnbonding(msg.sender);
@@ -155,7 +156,8 @@ contract NodeRegistry is INodeRegistry, Governed {
     }
 
     function _requireSlasher() private view {
-        if (msg.sender != _slasher || msg.sender == address(0)) revert NotSlasher(msg.sender);
+        // An unset slasher (zero) matches no sender: msg.sender is never the zero address.
+        if (msg.sender != _slasher) revert NotSlasher(msg.sender);
     }
 
     function _setMinStake(uint256 minStake_) private {
