@@ -21,7 +21,8 @@ from functools import partial
 from pathlib import Path
 
 from backend.api.deps import Database
-from backend.modelfactory.feedback import FeedbackStore, ReceiptIndex
+from backend.modelfactory.feedback_store import FeedbackStore
+from backend.modelfactory.receipt_index import ReceiptIndex
 from backend.protocol.eip712 import feedback_domain
 from backend.protocol.receipts import Receipt, ReceiptLogError, read_usage_log, receipts_tree
 from backend.storage.base import ContentNotFoundError, ContentStore, ContentStoreError

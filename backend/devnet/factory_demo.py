@@ -32,15 +32,11 @@ from backend.datanets.registry import read_history
 from backend.datanets.review import send_reviews
 from backend.modelfactory.dpo import Pair, preference_metrics
 from backend.modelfactory.evaluate import greedy_answers
-from backend.modelfactory.feedback import (
-    FeedbackError,
-    FeedbackStore,
-    Preference,
-    ReceiptIndex,
-    sign_preference,
-)
+from backend.modelfactory.feedback_store import FeedbackStore
+from backend.modelfactory.feedback_types import FeedbackError, Preference, sign_preference
 from backend.modelfactory.jobs import ADAPTER_DIR, ATTRIBUTION_DIR, JOB_FILE, TrainedJob, run_job
 from backend.modelfactory.publish import Pricing, Published, Split, publish_job
+from backend.modelfactory.receipt_index import ReceiptIndex
 from backend.modelfactory.spec import JobSpec, LoraSettings, TrainSettings
 from backend.protocol.contracts import Protocol
 from backend.protocol.deployments import PROJECT_ROOT

@@ -20,7 +20,7 @@ from backend.api.main import create_app
 from backend.devnet.anvil import Anvil, free_port
 from backend.indexer.chain import ChainClient
 from backend.indexer.sync import Indexer, IndexerConfig
-from backend.modelfactory.feedback import (
+from backend.modelfactory.feedback_types import (
     Preference,
     Rating,
     comment_hash,

@@ -20,19 +20,18 @@ from eth_keys import keys
 from eth_utils import keccak
 
 from backend.datanets.formats import DataFormat, DatanetMetadata, validate_contribution
-from backend.modelfactory.feedback import (
+from backend.modelfactory.feedback_store import FeedbackStore
+from backend.modelfactory.feedback_types import (
     AnswerMismatchError,
     BadSignatureError,
     CommentMismatchError,
     DuplicateFeedbackError,
     FeedbackError,
-    FeedbackStore,
     NotPayerError,
     Preference,
     PreferenceMismatchError,
     PromptMismatchError,
     Rating,
-    ReceiptIndex,
     ScoreOutOfRangeError,
     SignedPreference,
     SignedRating,
@@ -43,6 +42,7 @@ from backend.modelfactory.feedback import (
     sign_preference,
     sign_rating,
 )
+from backend.modelfactory.receipt_index import ReceiptIndex
 from backend.protocol.eip712 import SECP256K1_N, Signature, feedback_domain
 from backend.protocol.receipts import Receipt, ReceiptLogError, receipts_log
 from backend.storage.base import CIDMismatchError

@@ -12,11 +12,11 @@ from backend.api.deps import AddressQuery, DbDep, IdPath
 from backend.api.errors import APIError, ErrorResponse, conflict
 from backend.api.feedback import FeedbackService, FeedbackUnavailableError
 from backend.api.routes.models import require_model
-from backend.modelfactory.feedback import (
+from backend.modelfactory.feedback_store import FeedbackStore
+from backend.modelfactory.feedback_types import (
     BadSignatureError,
     DuplicateFeedbackError,
     FeedbackError,
-    FeedbackStore,
     NotPayerError,
     PromptMismatchError,
     SignedPreference,
