@@ -40,11 +40,16 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_results(name: str, payload: dict[str, Any]) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
+def save_json(path: Path, result: dict[str, Any]) -> Path:
+    """The one way a benchmark's result is written: indented JSON, folders made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    """``payload`` with this machine's description, as ``bench/results/<name>.json``."""
+    return save_json(RESULTS_DIR / f"{name}.json", {"machine": machine(), **payload})
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -77,8 +82,7 @@ def random_weights_copy(base_dir: Path, folder: Path) -> Path:
 def finish(result: dict[str, Any], out: Path, report: Callable[[dict[str, Any]], None]) -> int:
     """Writes a benchmark's ``result`` (with ``targets``) to ``out`` as JSON, prints its report;
     the exit code: 0 when every target was met."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    save_json(out, result)
     report(result)
     print(f"\nelapsed {result['elapsed_s']:.0f} s; wrote {out}")
     return 0 if all(t["met"] for t in result["targets"]) else 1
