@@ -53,6 +53,15 @@ def contribute(datanets, bonded_datanet: int, account, cids: list[str]) -> list[
     return ids
 
 
+def publish(datanets, datanet_id: int, curator, rows: list) -> StandardMerkleTree:
+    """Publishes the next version of ``datanet_id`` over ``rows`` (its approved count as the
+    chain holds it); returns the version's tree, for proofs."""
+    tree = StandardMerkleTree.of(rows, LEAF_TYPES)
+    approved = datanets.datanet(datanet_id).approvedCount
+    datanets.publishVersion(datanet_id, tree.root, MANIFEST, approved, sender=curator)
+    return tree
+
+
 # createDatanet ---------------------------------------------------------------------------
 
 
@@ -742,14 +751,7 @@ def test_version_of_unknown_datanet_reverts(datanets, bonded_datanet):
 def test_is_in_version_true_for_every_proven_contribution(
     datanets, bonded_datanet, curator, approved_rows
 ):
-    tree = StandardMerkleTree.of(approved_rows, LEAF_TYPES)
-    datanets.publishVersion(
-        bonded_datanet,
-        tree.root,
-        MANIFEST,
-        datanets.datanet(bonded_datanet).approvedCount,
-        sender=curator,
-    )
+    tree = publish(datanets, bonded_datanet, curator, approved_rows)
     for i, (cid_id, _, cid) in enumerate(approved_rows):
         assert datanets.isInVersion(bonded_datanet, 1, cid_id, cid, tree.proof(i)) is True
 
@@ -770,41 +772,20 @@ def test_is_in_version_is_false_for_a_rejected_contribution_in_the_root(
 
 
 def test_is_in_version_wrong_cid_is_false(datanets, bonded_datanet, curator, approved_rows):
-    tree = StandardMerkleTree.of(approved_rows, LEAF_TYPES)
-    datanets.publishVersion(
-        bonded_datanet,
-        tree.root,
-        MANIFEST,
-        datanets.datanet(bonded_datanet).approvedCount,
-        sender=curator,
-    )
+    tree = publish(datanets, bonded_datanet, curator, approved_rows)
     # Another registered CID, and one that is not registered at all.
     assert datanets.isInVersion(bonded_datanet, 1, 1, "bafkreib", tree.proof(0)) is False
     assert datanets.isInVersion(bonded_datanet, 1, 1, "bafkreizzz", tree.proof(0)) is False
 
 
 def test_is_in_version_wrong_id_is_false(datanets, bonded_datanet, curator, approved_rows):
-    tree = StandardMerkleTree.of(approved_rows, LEAF_TYPES)
-    datanets.publishVersion(
-        bonded_datanet,
-        tree.root,
-        MANIFEST,
-        datanets.datanet(bonded_datanet).approvedCount,
-        sender=curator,
-    )
+    tree = publish(datanets, bonded_datanet, curator, approved_rows)
     assert datanets.isInVersion(bonded_datanet, 1, 2, "bafkreia", tree.proof(0)) is False
     assert datanets.isInVersion(bonded_datanet, 1, 99, "bafkreia", tree.proof(0)) is False
 
 
 def test_is_in_version_wrong_proof_is_false(datanets, bonded_datanet, curator, approved_rows):
-    tree = StandardMerkleTree.of(approved_rows, LEAF_TYPES)
-    datanets.publishVersion(
-        bonded_datanet,
-        tree.root,
-        MANIFEST,
-        datanets.datanet(bonded_datanet).approvedCount,
-        sender=curator,
-    )
+    tree = publish(datanets, bonded_datanet, curator, approved_rows)
     assert datanets.isInVersion(bonded_datanet, 1, 1, "bafkreia", tree.proof(1)) is False
     assert datanets.isInVersion(bonded_datanet, 1, 1, "bafkreia", []) is False
 
@@ -812,14 +793,7 @@ def test_is_in_version_wrong_proof_is_false(datanets, bonded_datanet, curator, a
 def test_is_in_version_later_contribution_is_false(
     datanets, bonded_datanet, curator, contributor, approved_rows
 ):
-    tree = StandardMerkleTree.of(approved_rows, LEAF_TYPES)
-    datanets.publishVersion(
-        bonded_datanet,
-        tree.root,
-        MANIFEST,
-        datanets.datanet(bonded_datanet).approvedCount,
-        sender=curator,
-    )
+    publish(datanets, bonded_datanet, curator, approved_rows)
     [later] = contribute(datanets, bonded_datanet, contributor, ["bafkreid"])
     datanets.review(bonded_datanet, [later], [True], sender=curator)
     rows = [*approved_rows, (later, contributor.address, "bafkreid")]
