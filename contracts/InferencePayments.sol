@@ -59,6 +59,15 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
         IModelRegistry.Split split;
     }
 
+    /// @dev What a redemption's runs owe, gathered before any transfer (`redeem`).
+    struct Settlement {
+        uint256 nodeTotal;
+        uint256 protocolTotal;
+        uint256 poolCount;
+        uint256[] poolModelIds;
+        uint256[] poolAmounts;
+    }
+
     constructor(
         IERC20 token_,
         IModelRegistry models_,
@@ -201,12 +210,9 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
         if (n == 0) revert EmptyRedemption();
         if (!nodes.isActive(msg.sender)) revert NodeNotActive(msg.sender);
 
-        // Contributors' shares to move into the attribution pools once all effects are done.
-        uint256[] memory poolModelIds = new uint256[](n);
-        uint256[] memory poolAmounts = new uint256[](n);
-        uint256 poolCount;
-        uint256 nodeTotal;
-        uint256 protocolTotal;
+        // What the runs owe: node and protocol totals, and the contributors' shares to move
+        // into the attribution pools once all effects are done.
+        Settlement memory owed = Settlement(0, 0, 0, new uint256[](n), new uint256[](n));
         ModelRun memory run;
 
         for (uint256 i; i < n; ++i) {
@@ -214,15 +220,7 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
             uint256 voucherPaid = _redeemVoucher(i, voucher);
             if (voucherPaid == 0) continue;
             if (run.amount == 0 || voucher.modelId != run.modelId) {
-                if (run.amount != 0) {
-                    (uint256 nodeShare, uint256 protocolShare, uint256 contributorsShare) = _split(run);
-                    nodeTotal += nodeShare;
-                    protocolTotal += protocolShare;
-                    if (contributorsShare != 0) {
-                        poolModelIds[poolCount] = run.modelId;
-                        poolAmounts[poolCount++] = contributorsShare;
-                    }
-                }
+                if (run.amount != 0) _closeRun(run, owed);
                 (run.developer, run.split) = models.paymentTerms(voucher.modelId);
                 run.modelId = voucher.modelId;
                 run.amount = 0;
@@ -230,17 +228,9 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
             run.amount += voucherPaid;
             paid += voucherPaid;
         }
-        if (run.amount != 0) {
-            (uint256 nodeShare, uint256 protocolShare, uint256 contributorsShare) = _split(run);
-            nodeTotal += nodeShare;
-            protocolTotal += protocolShare;
-            if (contributorsShare != 0) {
-                poolModelIds[poolCount] = run.modelId;
-                poolAmounts[poolCount++] = contributorsShare;
-            }
-        }
-        if (nodeTotal != 0) _earnings[msg.sender] += nodeTotal;
-        if (protocolTotal != 0) _earnings[_treasury] += protocolTotal;
+        if (run.amount != 0) _closeRun(run, owed);
+        if (owed.nodeTotal != 0) _earnings[msg.sender] += owed.nodeTotal;
+        if (owed.protocolTotal != 0) _earnings[_treasury] += owed.protocolTotal;
 
         proofId = ++_usageProofCount;
         _usageRecords[proofId] = UsageRecord({
@@ -255,8 +245,8 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
         );
 
         // Interactions last: the rewards contract pulls each pool's share.
-        for (uint256 j; j < poolCount; ++j) {
-            rewards.fundPool(poolModelIds[j], poolAmounts[j]);
+        for (uint256 j; j < owed.poolCount; ++j) {
+            rewards.fundPool(owed.poolModelIds[j], owed.poolAmounts[j]);
         }
     }
 
@@ -470,6 +460,17 @@ contract InferencePayments is IInferencePayments, Governed, EIP712, Nonces, Reen
 
     /// @dev Splits a run's amount: the developer's share is credited here; the node's, the
     /// protocol's and the contributors' (which takes the rounding dust) are returned.
+    /// @dev Splits a finished run and adds its shares to what the redemption owes.
+    function _closeRun(ModelRun memory run, Settlement memory owed) private {
+        (uint256 nodeShare, uint256 protocolShare, uint256 contributorsShare) = _split(run);
+        owed.nodeTotal += nodeShare;
+        owed.protocolTotal += protocolShare;
+        if (contributorsShare != 0) {
+            owed.poolModelIds[owed.poolCount] = run.modelId;
+            owed.poolAmounts[owed.poolCount++] = contributorsShare;
+        }
+    }
+
     function _split(ModelRun memory run)
         private
         returns (uint256 nodeShare, uint256 protocolShare, uint256 contributorsShare)
