@@ -19,16 +19,20 @@ refuses a full record they disprove: its receipt is paid by training examples in
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from backend.attribution.attributor import Attributor
 from backend.attribution.audit import check_record
+from backend.attribution.corpus import tokens_hash
 from backend.attribution.epoch import RedemptionInput
 from backend.attribution.records_log import RecordsLogError, verify_record
 from backend.protocol.web3_protocol import Web3Protocol
 from backend.storage.base import ContentStore
+
+log = logging.getLogger(__name__)
 
 MAX_REVEAL_BYTES = 64 << 20
 MAX_TOKEN_ID = 2**32 - 1
@@ -112,11 +116,22 @@ def refute_full_records(
     (receipts without a full record or without revealed ids are not checked). A full record
     stands when its answer record, recomputed from the ids, has the receipt's digest; when it
     recomputes byte for byte from the index with its own sketch; and (``recompute_sketches``)
-    when that sketch is the answer's gradients within tolerance."""
+    when that sketch is the answer's gradients within tolerance.
+
+    Anyone can write a reveal file, so ids that do not hash to the record's ``prompt_hash``
+    and ``answer_hash`` are not this answer's: they prove nothing and are ignored (logged),
+    or a false challenger could refute an honest record with made-up ids."""
     problems: dict[bytes, list[str]] = {}
     for receipt, record in zip(redemption.receipts, redemption.records, strict=True):
         ids = revealed.get(receipt.request_hash)
         if record is None or record.query_sketch is None or ids is None:
+            continue
+        if (tokens_hash(ids.prompt), tokens_hash(ids.answer)) != (
+            record.prompt_hash,
+            record.answer_hash,
+        ):
+            log.warning("reveal of receipt 0x%s: the ids do not hash to its record's; ignored",
+                        receipt.request_hash.hex())  # fmt: skip
             continue
         attributor = attributor_of(record.model_id, record.version)
         found: list[str] = []

@@ -31,7 +31,12 @@ from backend.attribution.records_log import (
     parse_records_log,
     verify_record,
 )
-from backend.attribution.reveal import chain_attributors, parse_reveal, refute_full_records
+from backend.attribution.reveal import (
+    Revealed,
+    chain_attributors,
+    parse_reveal,
+    refute_full_records,
+)
 from backend.attribution.scoring import make_record, span_evidence
 from backend.attribution.settings import AttributionSettings
 from backend.modelfactory.provenance import BuildCounts, ExampleRecord, TrainingManifest
@@ -359,3 +364,12 @@ def test_a_forged_full_record_stands_until_its_token_ids_are_revealed(
     )  # fmt: skip
     assert list(again.refuted) == ["0x" + forged_receipt.request_hash.hex()]
     assert again.differences == audit.differences
+
+    # Anyone may write a reveal file: a false challenger's made-up ids for the honest answer
+    # (and for the forged one) are not those answers' and refute nothing.
+    made_up = {h: Revealed(h, r.prompt, (*r.answer, 7)) for h, r in everything.items()}
+    false = audit_epoch(
+        world.protocol, store, epoch_id,
+        refute=lambda x: refute_full_records(x, made_up, attributors),
+    )  # fmt: skip
+    assert false.refuted == {} and false.passed  # as blind as the audit without a reveal
