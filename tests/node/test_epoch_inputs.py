@@ -242,3 +242,27 @@ def test_funds_put_in_the_pool_directly_are_paid_by_the_next_epoch_as_its_receip
     assert audit.problems == [f"the report pays {greedy.extra_total} of pool extra; 5 was "
                               f"available before the epoch"]  # fmt: skip
     assert audit.differences == []  # the split itself follows the rule: the amount does not
+
+
+def test_funds_arriving_between_prepare_and_post_wait_for_the_next_epoch(
+    world: World, verifier: VoucherVerifier, redeemer: Redeemer, store: DirectoryStore
+) -> None:
+    """A sponsor's fundPool lands after the attributor prepared its epoch (front-running its
+    post): the honest epoch still passes its audit, and the late funds are paid by the next."""
+    r = world.roles
+    rewards = world.protocol["AttributionRewards"]
+    token = world.protocol["OpenToken"].functions
+    world.transact(r.developer, token.approve(rewards.address, 2**256 - 1))
+    world.transact(r.developer, rewards.functions.fundPool(MODEL_ID, 11))
+    _serve_and_redeem(world, verifier, redeemer)
+    lineage = _lineage(world)
+    prepared = prepare_epoch(world.protocol, store, MODEL_ID, lambda v: (lineage, None))
+    assert prepared is not None and prepared.allocation.extra_total == 11
+    world.transact(r.developer, rewards.functions.fundPool(MODEL_ID, 13))  # lands first
+    epoch_id, _ = post_epoch(
+        world.protocol, store, lambda call: world.transact(r.node, call), prepared
+    )
+    audit = audit_epoch(world.protocol, store, epoch_id, lambda m, v: (lineage, None))
+    assert audit.passed, audit.evidence()
+    assert rewards.functions.pool(MODEL_ID).call()[0] == 13
+    assert pool_extra_available(world.protocol, store.get, MODEL_ID) == 13
