@@ -65,6 +65,7 @@ test-fast: compile  ## every test but those marked slow (the demo, invariants, I
 	$(BIN)/pytest -m "not slow"
 
 demo: compile $(SMOLLM2)  ## run the local flywheel on the embedded defaults (chain state in .data/devnet)
+	@echo "make demo: loading ape and starting the local chain (a few seconds) ..."
 	@$(BIN)/ape run devnet demo
 
 up: compile  ## start the local stack and keep it running until Ctrl-C

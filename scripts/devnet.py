@@ -212,8 +212,9 @@ def _inference(
     click.echo(f"  the job's held-out split: preference accuracy "
                f"{held['before']['accuracy']:.2f} -> {held['after']['accuracy']:.2f} on "
                f"{held['after']['pairs']} pair(s) (implicit reward vs SmolLM2)")  # fmt: skip
-    click.echo(f"  held-out questions ({len(HELD_OUT)} paid facts in phrasings nobody trained "
-               f"on), SFT version -> DPO version ...")  # fmt: skip
+    click.echo(f"  held-out questions ({len(HELD_OUT)} that nobody trained on or asked: the "
+               f"paid facts reworded, and general knowledge), SFT version -> DPO "
+               f"version ...")  # fmt: skip
     before, after = check_facts(sft), check_facts(dpo)
     gained, verdict = dpo_verdict(before, after, feedback.pairs)
     click.echo(f"  {before.summary()} -> {after.summary()} (greedy); true answer more likely "
@@ -358,9 +359,12 @@ def _epoch(stack: LocalStack, demo_run: DatanetDemo, model_id: int, answers: lis
     for account, (claimed, owed) in epoch.claims.items():
         gained = int(p.token.balanceOf(account)) - before.get(account, 0)
         sign = "+" if gained >= 0 else "-"
+        from_challenge = ""
+        if t is not None and account == t.victim:  # its bond came back with the slashed stake
+            from_challenge = f", {_open(t.slashed)} of it the slashed stake it won"
         click.echo(f"  {names.get(account, account):<14} claimed {_open(claimed)} now "
-                   f"({_open(owed)} owed by open epochs); OPEN balance {sign}"
-                   f"{_open(abs(gained))} in this step")  # fmt: skip
+                   f"({_open(owed)} earned over all epochs); OPEN balance {sign}"
+                   f"{_open(abs(gained))} in this step{from_challenge}")  # fmt: skip
 
 
 def _trained(t: Trained, how: str) -> None:

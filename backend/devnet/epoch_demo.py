@@ -113,7 +113,8 @@ class EpochDemo:
     epoch_id: int | None = None
     report_cid: str = ""
     audit: EpochAudit | None = None
-    claims: dict[str, tuple[int, int]] = field(default_factory=dict)  # account -> (claimed, owed)
+    # account -> (claimed now, earned over every epoch of the model, claimed before or not)
+    claims: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def run_epoch_demo(
