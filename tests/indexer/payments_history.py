@@ -29,6 +29,7 @@ class PaymentsHistory:
     first_split_at: int = 0  # FIRST_SPLIT's effective time
     before_first_split: int = 0  # the last block before it took effect
     second_split_at: int = 0  # SECOND_SPLIT's effective time (after the end)
+    late_expiry: int = 0  # the late key's authorized expiry
     late_valid_until: int = 0
     withdrawal_unlock_at: int = 0  # the second channel's request
     proofs: list[int] = field(default_factory=list)  # usage proofs of the added redemptions
@@ -106,7 +107,9 @@ def add_payments_v2(h: History) -> PaymentsHistory:
     _travel(h, 2 * DAY)
     p.transact(r.developer, models.setSplit(1, SECOND_SPLIT))
     out.second_split_at = _now(h) + DAY
-    p.transact(r.payer, payments.authorizeSessionKey(r.node, late_key, _now(h) + 30 * DAY, OPEN))
+    # The expiry is what was authorized; the block after may carry a later timestamp.
+    out.late_expiry = _now(h) + 30 * DAY
+    p.transact(r.payer, payments.authorizeSessionKey(r.node, late_key, out.late_expiry, OPEN))
     p.transact(r.payer, payments.revokeSessionKey(r.node, late_key))
     out.late_valid_until = _now(h) + DAY
     return out

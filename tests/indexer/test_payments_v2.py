@@ -105,7 +105,7 @@ def test_a_revoked_session_key_stays_until_valid_until(chain, payments, indexed,
     )
     assert keys == [
         (r.node, r.challenger, 2**40, str(50 * OPEN), payments.revoked_valid_until, 1),
-        (r.node, payments.late_key, payments.late_valid_until + 29 * DAY, str(OPEN),
+        (r.node, payments.late_key, payments.late_expiry, str(OPEN),
          payments.late_valid_until, 1),
     ]  # fmt: skip
     for node, signer, _, allowance, valid_until, _ in keys:
