@@ -13,6 +13,10 @@ Four tiers: vLLM's two LRU tiers (CPU, device) plus a disk cache, behind a free 
 ``pin`` keeps an adapter in its slot until ``unpin``. A bad adapter is refused with its
 reason, remembered by CID, and never disturbs the slots of the others. All methods take one
 lock; on-evict callbacks run under it and must not block.
+
+One file, although over 400 lines: the tiers share that lock, the counters and the path of
+an adapter from the store down to a slot (a miss in one tier is a read from the next), so
+split into classes they would need a shared lock and reach into each other's state.
 """
 
 from __future__ import annotations
@@ -207,9 +211,7 @@ class AdapterPool:
     def acquire(self, name: str) -> int:
         """The slot holding ``name``, loading it if needed; in use until :meth:`release`."""
         with self._lock:
-            slot = self._ensure_slot(name)
-            state = self._slots[slot]
-            assert state is not None
+            slot, state = self._loaded(name)
             state.users += 1
             return slot
 
@@ -223,9 +225,7 @@ class AdapterPool:
     def pin(self, name: str) -> int:
         """Loads ``name`` into a slot and keeps it there until :meth:`unpin`."""
         with self._lock:
-            slot = self._ensure_slot(name)
-            state = self._slots[slot]
-            assert state is not None
+            slot, state = self._loaded(name)
             state.pins += 1
             return slot
 
@@ -253,6 +253,13 @@ class AdapterPool:
                 disk_adapters=len(self._disk),
                 disk_bytes=sum(self._disk.values()),
             )
+
+    def _loaded(self, name: str) -> tuple[int, _Slot]:
+        """The slot holding ``name`` (loaded if needed) and its state."""
+        slot = self._ensure_slot(name)
+        state = self._slots[slot]
+        assert state is not None
+        return slot, state
 
     def _held_state(self, name: str) -> _Slot:
         slot = self._device.get(name)
