@@ -16,16 +16,15 @@ A receipt of a model version with an attribution index has a row in ``attributio
 written in the receipt's transaction: the prompt's and the answer's token ids and the answer
 record (spans only) its ``attributionDigest`` commits to; the background worker adds the full
 record (spans and gradients) later (docs/attribution-records.md). A ledger written before the
-table existed gets it when opened.
+table existed gets it when opened. The tables and the records read from them are in
+``ledger_rows.py``.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from eth_utils import to_checksum_address
@@ -33,181 +32,33 @@ from eth_utils import to_checksum_address
 from backend.protocol.eip712 import SignedVoucher
 from backend.protocol.receipts import Receipt
 from backend.storage.sqlite import DurableSQLite
+from inference_node.payments.ledger_rows import (
+    SCHEMA,
+    AnswerAttribution,
+    ChannelState,
+    Redemption,
+    StoredAttribution,
+    attribution_from_row,
+    channel_from_row,
+    migrate,
+    pack_ids,
+    receipt_from_row,
+    redemption_from_row,
+)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS channels (
-    payer TEXT NOT NULL,
-    model_id INTEGER NOT NULL,
-    accepted TEXT NOT NULL,
-    consumed TEXT NOT NULL,
-    redeemed TEXT NOT NULL,
-    voucher TEXT NOT NULL,
-    updated_at INTEGER NOT NULL,
-    signer TEXT NOT NULL DEFAULT '',
-    redeem_by INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (payer, model_id)
-);
-CREATE TABLE IF NOT EXISTS redemptions (
-    id INTEGER PRIMARY KEY,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'confirmed', 'failed')),
-    vouchers TEXT NOT NULL,
-    receipts_root TEXT NOT NULL,
-    receipts_cid TEXT NOT NULL,
-    receipt_count INTEGER NOT NULL,
-    tx_hash TEXT,
-    proof_id INTEGER,
-    paid TEXT,
-    created_at INTEGER NOT NULL,
-    confirmed_at INTEGER
-);
-CREATE TABLE IF NOT EXISTS receipts (
-    id INTEGER PRIMARY KEY,
-    request_hash TEXT NOT NULL UNIQUE,
-    payer TEXT NOT NULL,
-    model_id INTEGER NOT NULL,
-    adapter_version INTEGER NOT NULL,
-    tokens_in INTEGER NOT NULL,
-    tokens_out INTEGER NOT NULL,
-    price TEXT NOT NULL,
-    output_hash TEXT NOT NULL,
-    attribution_digest TEXT NOT NULL,
-    voucher_cumulative TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    redemption_id INTEGER REFERENCES redemptions (id)
-);
-CREATE INDEX IF NOT EXISTS receipts_pending ON receipts (redemption_id);
-CREATE TABLE IF NOT EXISTS attribution_records (
-    receipt_id INTEGER PRIMARY KEY REFERENCES receipts (id),
-    model_id INTEGER NOT NULL,
-    version INTEGER NOT NULL,
-    prompt_ids BLOB NOT NULL,
-    answer_ids BLOB NOT NULL,
-    answer_record BLOB NOT NULL,
-    full_record BLOB
-);
-CREATE INDEX IF NOT EXISTS attribution_unsketched ON attribution_records (receipt_id)
-    WHERE full_record IS NULL;
-"""
+__all__ = [
+    "SCHEMA",
+    "AnswerAttribution",
+    "ChannelState",
+    "Ledger",
+    "LedgerError",
+    "Redemption",
+    "StoredAttribution",
+]
 
 
 class LedgerError(RuntimeError):
     """A write would break the ledger's invariants; nothing was written."""
-
-
-@dataclass(frozen=True)
-class ChannelState:
-    payer: str
-    model_id: int
-    accepted: int  # OPEN wei, cumulative amount of the latest accepted voucher
-    consumed: int  # OPEN wei, sum of receipt prices
-    redeemed: int  # OPEN wei, redeemed on-chain as last seen
-    voucher: SignedVoucher | None  # the latest accepted voucher
-    signer: str = ""  # who signed it: the payer or a session key of the channel
-    redeem_by: int = 0  # unix seconds; the latest voucher must be redeemed before it
-
-    @property
-    def unredeemed(self) -> int:
-        return self.accepted - self.redeemed
-
-
-@dataclass(frozen=True)
-class Redemption:
-    id: int
-    status: str  # pending | confirmed | failed
-    vouchers: tuple[SignedVoucher, ...]
-    receipts_root: bytes
-    receipts_cid: str
-    receipt_count: int
-    tx_hash: str | None
-    proof_id: int | None
-    paid: int | None  # OPEN wei
-
-
-def _ids(ids: Sequence[int]) -> bytes:
-    return b"".join(int(i).to_bytes(4, "big") for i in ids)  # big-endian u32 each
-
-
-def _unids(raw: bytes) -> tuple[int, ...]:
-    return tuple(int.from_bytes(raw[i : i + 4], "big") for i in range(0, len(raw), 4))
-
-
-@dataclass(frozen=True)
-class AnswerAttribution:
-    """What a receipt's ``attributionDigest`` commits to, written with the receipt."""
-
-    model_id: int
-    version: int
-    prompt_ids: tuple[int, ...]  # the token ids the engine was given
-    answer_ids: tuple[int, ...]  # the generated token ids
-    answer_record: bytes  # canonical bytes of the answer record (spans only)
-
-
-@dataclass(frozen=True)
-class StoredAttribution:
-    """A receipt's row in ``attribution_records``."""
-
-    receipt_id: int
-    attribution: AnswerAttribution
-    full_record: bytes | None  # canonical bytes of the full record, once the worker made it
-
-
-def _stored(row: sqlite3.Row) -> StoredAttribution:
-    return StoredAttribution(
-        receipt_id=row["receipt_id"],
-        attribution=AnswerAttribution(
-            row["model_id"],
-            row["version"],
-            _unids(row["prompt_ids"]),
-            _unids(row["answer_ids"]),
-            bytes(row["answer_record"]),
-        ),
-        full_record=None if row["full_record"] is None else bytes(row["full_record"]),
-    )
-
-
-def _receipt(row: sqlite3.Row, node: str) -> Receipt:
-    return Receipt(
-        request_hash=bytes.fromhex(row["request_hash"]),
-        payer=row["payer"],
-        node=node,
-        model_id=row["model_id"],
-        adapter_version=row["adapter_version"],
-        tokens_in=row["tokens_in"],
-        tokens_out=row["tokens_out"],
-        price=int(row["price"]),
-        output_hash=bytes.fromhex(row["output_hash"]),
-        attribution_digest=bytes.fromhex(row["attribution_digest"]),
-        voucher_cumulative=int(row["voucher_cumulative"]),
-        created_at=row["created_at"],
-    )
-
-
-def _channel(row: sqlite3.Row) -> ChannelState:
-    return ChannelState(
-        payer=row["payer"],
-        model_id=row["model_id"],
-        accepted=int(row["accepted"]),
-        consumed=int(row["consumed"]),
-        redeemed=int(row["redeemed"]),
-        voucher=SignedVoucher.from_json(json.loads(row["voucher"])),
-        signer=row["signer"],
-        redeem_by=row["redeem_by"],
-    )
-
-
-def _redemption(row: sqlite3.Row) -> Redemption:
-    return Redemption(
-        id=row["id"],
-        status=row["status"],
-        vouchers=tuple(SignedVoucher.from_json(v) for v in json.loads(row["vouchers"])),
-        receipts_root=bytes.fromhex(row["receipts_root"]),
-        receipts_cid=row["receipts_cid"],
-        receipt_count=row["receipt_count"],
-        tx_hash=row["tx_hash"],
-        proof_id=row["proof_id"],
-        paid=None if row["paid"] is None else int(row["paid"]),
-    )
 
 
 class Ledger(DurableSQLite):
@@ -216,20 +67,10 @@ class Ledger(DurableSQLite):
     def __init__(self, path: Path, node: str) -> None:
         super().__init__(path, SCHEMA)
         self.node = to_checksum_address(node)
-        self._migrate()
+        migrate(self._db)
         stored = self._owner("node", self.node)
         if stored != self.node:
             raise LedgerError(f"ledger {self.path} belongs to node {stored}, not {self.node}")
-
-    def _migrate(self) -> None:
-        """Adds the columns a ledger written before payments v2 lacks."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(channels)")}
-        for name, decl in (
-            ("signer", "TEXT NOT NULL DEFAULT ''"),
-            ("redeem_by", "INTEGER NOT NULL DEFAULT 0"),
-        ):
-            if name not in columns:
-                self._db.execute(f"ALTER TABLE channels ADD COLUMN {name} {decl}")
 
     # ------------------------------------------------------------------ channels
 
@@ -239,17 +80,17 @@ class Ledger(DurableSQLite):
         rows = self._read(
             "SELECT * FROM channels WHERE payer = ? AND model_id = ?", (payer, model_id)
         )
-        return _channel(rows[0]) if rows else ChannelState(payer, model_id, 0, 0, 0, None)
+        return channel_from_row(rows[0]) if rows else ChannelState(payer, model_id, 0, 0, 0, None)
 
     def channels_of(self, payer: str) -> list[ChannelState]:
         """Every channel of ``payer`` with this node."""
         rows = self._read("SELECT * FROM channels WHERE payer = ?", (to_checksum_address(payer),))
-        return [_channel(row) for row in rows]
+        return [channel_from_row(row) for row in rows]
 
     def unredeemed_channels(self) -> list[ChannelState]:
         """Channels whose latest voucher promises more than was redeemed, by model then payer."""
         rows = self._read("SELECT * FROM channels ORDER BY model_id, payer")
-        return [c for c in map(_channel, rows) if c.accepted > c.redeemed]
+        return [c for c in map(channel_from_row, rows) if c.accepted > c.redeemed]
 
     def unredeemed_amount(self) -> int:
         return sum(c.unredeemed for c in self.unredeemed_channels())
@@ -317,7 +158,7 @@ class Ledger(DurableSQLite):
             row = db.execute(
                 "SELECT * FROM channels WHERE payer = ? AND model_id = ?", (payer, v.model_id)
             ).fetchone()
-            state = _channel(row) if row else ChannelState(payer, v.model_id, 0, 0, 0, None)
+            state = channel_from_row(row) if row else ChannelState(payer, v.model_id, 0, 0, 0, None)
             accepted = max(state.accepted, v.cumulative_amount)
             consumed = state.consumed + receipt.price
             if consumed > accepted:
@@ -366,8 +207,8 @@ class Ledger(DurableSQLite):
                     "INSERT INTO attribution_records (receipt_id, model_id, version, prompt_ids, "
                     "answer_ids, answer_record) VALUES (?, ?, ?, ?, ?, ?)",
                     (
-                        receipt_id, a.model_id, a.version, _ids(a.prompt_ids),
-                        _ids(a.answer_ids), a.answer_record,
+                        receipt_id, a.model_id, a.version, pack_ids(a.prompt_ids),
+                        pack_ids(a.answer_ids), a.answer_record,
                     ),
                 )  # fmt: skip
         return receipt_id
@@ -377,13 +218,19 @@ class Ledger(DurableSQLite):
     def pending_receipts(self) -> list[tuple[int, Receipt]]:
         """Receipts not yet in a usage proof, oldest first, with their ids."""
         rows = self._read("SELECT * FROM receipts WHERE redemption_id IS NULL ORDER BY id")
-        return [(row["id"], _receipt(row, self.node)) for row in rows]
+        return [(row["id"], receipt_from_row(row, self.node)) for row in rows]
 
     def receipt_ids_of(self, redemption_id: int) -> list[int]:
         rows = self._read(
             "SELECT id FROM receipts WHERE redemption_id = ? ORDER BY id", (redemption_id,)
         )
         return [row["id"] for row in rows]
+
+    def receipts_of(self, redemption_id: int) -> list[Receipt]:
+        rows = self._read(
+            "SELECT * FROM receipts WHERE redemption_id = ? ORDER BY id", (redemption_id,)
+        )
+        return [receipt_from_row(row, self.node) for row in rows]
 
     # ------------------------------------------------------------------ attribution records
 
@@ -397,7 +244,7 @@ class Ledger(DurableSQLite):
             rows = self._read(
                 f"SELECT * FROM attribution_records WHERE receipt_id IN ({marks})", chunk
             )
-            found |= {row["receipt_id"]: _stored(row) for row in rows}
+            found |= {row["receipt_id"]: attribution_from_row(row) for row in rows}
         return found
 
     def unsketched(self, limit: int) -> list[StoredAttribution]:
@@ -407,7 +254,7 @@ class Ledger(DurableSQLite):
             "LIMIT ?",
             (limit,),
         )
-        return [_stored(row) for row in rows]
+        return [attribution_from_row(row) for row in rows]
 
     def unsketched_count(self) -> int:
         rows = self._read("SELECT COUNT(*) AS n FROM attribution_records WHERE full_record IS NULL")
@@ -421,12 +268,6 @@ class Ledger(DurableSQLite):
                 "WHERE receipt_id = ? AND full_record IS NULL",
                 (full_record, receipt_id),
             )
-
-    def receipts_of(self, redemption_id: int) -> list[Receipt]:
-        rows = self._read(
-            "SELECT * FROM receipts WHERE redemption_id = ? ORDER BY id", (redemption_id,)
-        )
-        return [_receipt(row, self.node) for row in rows]
 
     # ------------------------------------------------------------------ redemptions
 
@@ -491,9 +332,10 @@ class Ledger(DurableSQLite):
 
     def redemptions(self, status: str | None = None) -> list[Redemption]:
         if status is None:
-            return [_redemption(r) for r in self._read("SELECT * FROM redemptions ORDER BY id")]
-        rows = self._read("SELECT * FROM redemptions WHERE status = ? ORDER BY id", (status,))
-        return [_redemption(r) for r in rows]
+            rows = self._read("SELECT * FROM redemptions ORDER BY id")
+        else:
+            rows = self._read("SELECT * FROM redemptions WHERE status = ? ORDER BY id", (status,))
+        return [redemption_from_row(r) for r in rows]
 
     def last_redemption_at(self) -> int | None:
         rows = self._read("SELECT MAX(created_at) AS t FROM redemptions WHERE status != 'failed'")
