@@ -1,10 +1,14 @@
 """A deployed, funded protocol on an anvil started per test module, ape connected in-process,
-a directory content store, and the ``datanet``/``audit`` ape scripts invoked in-process
-(``CliRunner``, as ``ape run`` would, without its ~4 s start-up)."""
+a directory content store, the ``datanet``/``audit`` ape scripts invoked in-process
+(``CliRunner``, as ``ape run`` would, without its ~4 s start-up), and the Datanet setups the
+tests share: instruction-pair files, Datanets created through the script or curated (and
+published) directly, files contributed through the script."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,23 @@ from backend.devnet.anvil import Anvil, free_port
 ROOT = Path(__file__).resolve().parents[2]
 NETWORK = "ethereum:local:foundry"
 OPEN = 10**18
+CURATOR = "TEST::0"  # the ``--account`` of ape's test account 0, which creates and curates
+
+
+def jsonl(*records: dict) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+def pairs(n: int, tag: str) -> bytes:
+    """``n`` instruction pairs, their questions tagged (distinct files, distinct CIDs)."""
+    return jsonl(*({"prompt": f"{tag} question {i}?", "response": f"answer {i}"} for i in range(n)))
+
+
+def number(label: str, output: str) -> int:
+    """The number after ``label`` in a script's output."""
+    match = re.search(rf"{label} (\d+)", output)
+    assert match, f"no '{label} <n>' in:\n{output}"
+    return int(match.group(1))
 
 
 def load_script(name: str) -> Any:
@@ -112,5 +133,61 @@ def audit_cli(protocol: Any) -> Callable[..., str]:
 
     def run(*args: Any, code: int = 0) -> str:
         return invoke(cli, *args, code=code)
+
+    return run
+
+
+@pytest.fixture
+def make_datanet(protocol: Any, store: Any, accounts: list[Any]) -> Callable[..., tuple]:
+    """A Datanet with ``n`` stored contributions from account 1, all approved but the last
+    (rejected), its version 1 published when ``publish``; returns ``(datanet id, approved
+    ids)``."""
+    from backend.datanets.create import create_datanet
+    from backend.datanets.formats import DataFormat, DatanetMetadata
+    from backend.datanets.publish import publish_version
+
+    curator, contributor = accounts[0], accounts[1]
+
+    def make(name: str, n: int = 4, publish: bool = False) -> tuple[int, list[int]]:
+        meta = DatanetMetadata(name, "audit test", "CC0-1.0", DataFormat.INSTRUCTION)
+        datanet = create_datanet(protocol, store, curator, meta).datanet_id
+        files = [pairs(i + 1, f"{name}-{i}") for i in range(n)]
+        cids = [store.put(f) for f in files]
+        receipt = protocol.datanets.contributeBatch(
+            datanet, cids, [len(f) for f in files], sender=contributor
+        )
+        ids = [int(e.contributionId) for e in protocol.datanets.Contributed.from_receipt(receipt)]
+        protocol.datanets.review(datanet, ids, [True] * (n - 1) + [False], sender=curator)
+        if publish:
+            publish_version(protocol, store, datanet, curator)
+        return datanet, ids[:-1]
+
+    return make
+
+
+@pytest.fixture
+def new_datanet(tmp_path: Path, datanet_cli: Callable[..., str]) -> Callable[..., int]:
+    """Creates a Datanet of instruction pairs (its own metadata) owned by the curator, through
+    ``datanet create``."""
+    from backend.datanets.formats import DataFormat, DatanetMetadata
+
+    def create(name: str, *options: str) -> int:
+        meta = DatanetMetadata(name, "test data", "CC0-1.0", DataFormat.INSTRUCTION, 4096)
+        path = tmp_path / f"{name}.json"
+        path.write_bytes(meta.to_json_bytes())
+        return number("datanet", datanet_cli("create", path, *options, account=CURATOR))
+
+    return create
+
+
+@pytest.fixture
+def contribute(tmp_path: Path, datanet_cli: Callable[..., str]) -> Callable[..., str]:
+    """Writes ``files`` (name -> bytes) under the test's folder and contributes them to
+    ``datanet`` as ``account`` in one ``datanet contribute``; returns its output."""
+
+    def run(datanet: int, account: str, files: dict[str, bytes]) -> str:
+        for name, data in files.items():
+            (tmp_path / name).write_bytes(data)
+        return datanet_cli("contribute", datanet, *(tmp_path / n for n in files), account=account)
 
     return run

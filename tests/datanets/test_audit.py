@@ -3,58 +3,27 @@ manifest, a wrong root published by a curator, and missing or corrupted contribu
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from backend.datanets.audit import audit_datanet, compare_entries
-from backend.datanets.create import create_datanet
-from backend.datanets.formats import DataFormat, DatanetMetadata
 from backend.datanets.manifest import Manifest, ManifestEntry
 from backend.datanets.publish import build_manifest, publish_version
+from tests.datanets.conftest import pairs
 
 Run = Callable[..., str]
-
-
-def pair_file(tag: str, n: int = 2) -> bytes:
-    rows = ({"prompt": f"{tag} {i}?", "response": f"{tag} answer {i}"} for i in range(n))
-    return "".join(json.dumps(r) + "\n" for r in rows).encode()
-
-
-@pytest.fixture
-def make_datanet(protocol: Any, store: Any, accounts: list[Any]) -> Callable[..., tuple]:
-    """A Datanet with ``n`` stored contributions from account 1, all approved but the last
-    (rejected); returns ``(datanet id, approved ids)``."""
-    curator, contributor = accounts[0], accounts[1]
-
-    def make(name: str, n: int = 4) -> tuple[int, list[int]]:
-        meta = DatanetMetadata(name, "audit test", "CC0-1.0", DataFormat.INSTRUCTION)
-        datanet = create_datanet(protocol, store, curator, meta).datanet_id
-        files = [pair_file(f"{name}-{i}", i + 1) for i in range(n)]
-        cids = [store.put(f) for f in files]
-        receipt = protocol.datanets.contributeBatch(
-            datanet, cids, [len(f) for f in files], sender=contributor
-        )
-        ids = [int(e.contributionId) for e in protocol.datanets.Contributed.from_receipt(receipt)]
-        protocol.datanets.review(datanet, ids, [True] * (n - 1) + [False], sender=curator)
-        return datanet, ids[:-1]
-
-    return make
 
 
 def test_audit_passes_every_honest_version(
     make_datanet: Callable[..., tuple], protocol: Any, store: Any, accounts: list[Any],
     audit_cli: Run,
 ) -> None:  # fmt: skip
-    datanet, approved = make_datanet("honest")
-    publish_version(protocol, store, datanet, accounts[0])
+    datanet, approved = make_datanet("honest", publish=True)
     # A later contribution approved for version 2; version 1 must still audit as it was.
-    cid = store.put(pair_file("later"))
-    protocol.datanets.contribute(datanet, cid, len(pair_file("later")), sender=accounts[2])
+    cid = store.put(pairs(2, "later"))
+    protocol.datanets.contribute(datanet, cid, len(pairs(2, "later")), sender=accounts[2])
     later = int(protocol.datanets.contributionIdOf(datanet, cid))
     protocol.datanets.review(datanet, [later], [True], sender=accounts[0])
     publish_version(protocol, store, datanet, accounts[0])
@@ -105,13 +74,13 @@ def test_audit_catches_a_manifest_tampered_in_the_store(
     make_datanet: Callable[..., tuple], protocol: Any, store: Any, store_dir: Path,
     accounts: list[Any], audit_cli: Run,
 ) -> None:  # fmt: skip
-    datanet, _ = make_datanet("tampered-store")
-    published = publish_version(protocol, store, datanet, accounts[0])
-    path = store_dir / "blocks" / published.manifest_cid
+    datanet, _ = make_datanet("tampered-store", publish=True)
+    manifest_cid = protocol.datanets.version(datanet, 1).manifestCID
+    path = store_dir / "blocks" / manifest_cid
     path.write_bytes(path.read_bytes().replace(b'"size":', b'"size":1'))
 
     out = audit_cli("datanet", datanet, code=1)
-    assert f"DIFFERENCE version 1: manifest {published.manifest_cid}: content stored under" in out
+    assert f"DIFFERENCE version 1: manifest {manifest_cid}: content stored under" in out
     assert "hashes to bafkrei" in out and "refused" in out
     assert "audit FAILED: 1 difference(s)" in out
 
@@ -140,8 +109,7 @@ def test_audit_catches_missing_and_corrupted_contribution_files(
     make_datanet: Callable[..., tuple], protocol: Any, store: Any, store_dir: Path,
     accounts: list[Any], audit_cli: Run,
 ) -> None:  # fmt: skip
-    datanet, _ = make_datanet("lost-files")
-    publish_version(protocol, store, datanet, accounts[0])
+    datanet, _ = make_datanet("lost-files", publish=True)
     manifest = build_manifest(protocol, datanet)  # the same entries (next version number)
     gone, corrupted, _ = manifest.contributions
     (store_dir / "blocks" / gone.cid).unlink()

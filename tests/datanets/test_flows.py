@@ -9,45 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from backend.datanets.contribute import check_files, store_files
-from backend.datanets.formats import DataFormat, DatanetMetadata
+from backend.datanets.formats import DatanetMetadata
 from backend.datanets.manifest import Manifest
 from backend.datanets.registry import read_history
 from backend.storage.unixfs import compute_cid
+from tests.datanets.conftest import CURATOR, jsonl, number, pairs
 
-CURATOR, ALICE, BOB = "TEST::0", "TEST::1", "TEST::2"
+ALICE, BOB = "TEST::1", "TEST::2"
 OPEN = 10**18
 DATASET = Path(__file__).resolve().parents[2] / "datasets" / "unit-conversions"
 Run = Callable[..., str]
-
-
-def number(label: str, output: str) -> int:
-    match = re.search(rf"{label} (\d+)", output)
-    assert match, f"no '{label} <n>' in:\n{output}"
-    return int(match.group(1))
-
-
-def jsonl(*records: dict) -> bytes:
-    return "".join(json.dumps(r) + "\n" for r in records).encode()
-
-
-def pairs(n: int, tag: str) -> bytes:
-    return jsonl(*({"prompt": f"{tag} question {i}?", "response": f"answer {i}"} for i in range(n)))
-
-
-@pytest.fixture
-def new_datanet(tmp_path: Path, datanet_cli: Run) -> Callable[..., int]:
-    """Creates a Datanet of instruction pairs (its own metadata) owned by the curator."""
-
-    def create(name: str, *options: str) -> int:
-        meta = DatanetMetadata(name, "test data", "CC0-1.0", DataFormat.INSTRUCTION, 4096)
-        path = tmp_path / f"{name}.json"
-        path.write_bytes(meta.to_json_bytes())
-        return number("datanet", datanet_cli("create", path, *options, account=CURATOR))
-
-    return create
 
 
 def blocks(store_dir: Path) -> set[str]:
@@ -148,27 +120,24 @@ def test_a_bad_file_is_refused_with_line_and_reason_and_nothing_is_stored_or_sen
 
 
 def test_pending_lists_contributions_with_previews(
-    datanet_cli: Run, new_datanet: Callable[..., int], tmp_path: Path
+    datanet_cli: Run, new_datanet: Callable[..., int], contribute: Run
 ) -> None:
     datanet = new_datanet("pending")
-    path = tmp_path / "p.jsonl"
-    path.write_bytes(pairs(5, "preview"))
-    cid_id = number("contribution", datanet_cli("contribute", datanet, path, account=ALICE))
+    data = pairs(5, "preview")
+    cid_id = number("contribution", contribute(datanet, ALICE, {"p.jsonl": data}))
     out = datanet_cli("pending", datanet, "--lines", "2")
     assert f"datanet {datanet}: 1 pending contribution(s)" in out
-    assert re.search(rf"#{cid_id} bafkrei\w+ {path.stat().st_size} bytes from 0x", out)
+    assert re.search(rf"#{cid_id} bafkrei\w+ {len(data)} bytes from 0x", out)
     assert '"prompt": "preview question 0?"' in out and "question 1?" in out
     assert "question 2?" not in out
 
 
 def test_review_by_id_and_approve_all_valid(
-    datanet_cli: Run, new_datanet: Callable[..., int], protocol: Any, store: Any,
-    accounts: list[Any], tmp_path: Path,
+    datanet_cli: Run, new_datanet: Callable[..., int], contribute: Run, protocol: Any,
+    store: Any, accounts: list[Any],
 ) -> None:  # fmt: skip
     datanet = new_datanet("review")
-    for i in range(3):
-        (tmp_path / f"r{i}.jsonl").write_bytes(pairs(2, f"review{i}"))
-    out = datanet_cli("contribute", datanet, *sorted(tmp_path.glob("r*.jsonl")), account=ALICE)
+    out = contribute(datanet, ALICE, {f"r{i}.jsonl": pairs(2, f"review{i}") for i in range(3)})
     first, second, third = (int(i) for i in re.findall(r"contribution (\d+) \(", out))
     # Registered around the scripts: a stored file of bad format, and a CID not in the store.
     bad_cid = store.put(b"just text, not JSONL\n")
@@ -199,14 +168,13 @@ def test_review_by_id_and_approve_all_valid(
 
 
 def test_publish_builds_the_manifest_and_root_checked_on_chain(
-    datanet_cli: Run, new_datanet: Callable[..., int], protocol: Any, store: Any, tmp_path: Path
+    datanet_cli: Run, new_datanet: Callable[..., int], contribute: Run, protocol: Any, store: Any
 ) -> None:
     datanet = new_datanet("publish")
     out = datanet_cli("publish", datanet, account=CURATOR, code=1)
     assert f"datanet {datanet} has 0 approved contributions; a version needs 1" in out
     for i, who in enumerate((ALICE, BOB, ALICE)):
-        (tmp_path / f"v{i}.jsonl").write_bytes(pairs(i + 1, f"version{i}"))
-        datanet_cli("contribute", datanet, tmp_path / f"v{i}.jsonl", account=who)
+        contribute(datanet, who, {f"v{i}.jsonl": pairs(i + 1, f"version{i}")})
     ids = [c.id for c in read_history(protocol, datanet).pending()]
     datanet_cli("review", datanet, "--approve", f"{ids[2]},{ids[0]}", account=CURATOR)
 
