@@ -18,19 +18,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("APE_DATA_FOLDER", str(ROOT / ".data" / "ape"))
-os.environ.setdefault("SOLCX_BINARY_PATH", str(ROOT / ".tools" / "solcx"))
-sys.path.insert(0, str(ROOT))
+import chain_env  # first: sets where ape and solc live
+import httpx
+from chainload import load_chain
+from common import table, write_results
+from web3 import Web3
 
-import httpx  # noqa: E402
-from chainload import load_chain  # noqa: E402
-from common import table, write_results  # noqa: E402
-from web3 import Web3  # noqa: E402
-
-from backend.devnet.anvil import Anvil, free_port  # noqa: E402
-from backend.indexer.chain import ChainClient  # noqa: E402
-from backend.indexer.sync import Indexer, IndexerConfig  # noqa: E402
+from backend.devnet.anvil import Anvil, free_port
+from backend.indexer.chain import ChainClient
+from backend.indexer.sync import Indexer, IndexerConfig
 
 CONTRIBUTIONS = 10_000
 REQUESTS_PER_ENDPOINT = 1_000
@@ -104,7 +100,7 @@ def serve(db: Path, content: Path, port: int) -> subprocess.Popen[bytes]:
         "OPENLEDGER_API_CONTENT_DIR": str(content),
         "OPENLEDGER_API_PORT": str(port),
     }
-    server = subprocess.Popen([sys.executable, "-m", "backend.api"], cwd=ROOT, env=env,
+    server = subprocess.Popen([sys.executable, "-m", "backend.api"], cwd=chain_env.ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from attribution import (
+from attribution_setup import (
     CONTRIBUTORS,
     FACTS_EACH,
     LORA,
@@ -54,19 +54,18 @@ from attribution import (
     bench_args,
     chat_prompt,
     planted_examples,
+    planted_index,
+    planted_rows,
     train,
 )
-from common import finish, machine, table
+from common import at_least, finish, table
 from peft import PeftModel
 from planted_facts import planted_facts
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from backend.attribution.attributor import Attributor
-from backend.attribution.build import MemberExamples, build_index, training_rows
 from backend.attribution.gradients import LoraGradients
-from backend.attribution.index import LineageMember
 from backend.attribution.scoring import gradient_scores, span_evidence
-from backend.attribution.settings import AttributionSettings
 from backend.attribution.shares import SCALE
 from backend.attribution.sketcher import query_row
 from backend.modelfactory.dpo import answer_logprobs
@@ -212,18 +211,9 @@ def main() -> int:
     owner = np.array([e.contribution_id - 1 for e in examples])
 
     # scores of every method on the full model: [probes, examples] and [probes, contributors]
-    member = MemberExamples(LineageMember(None, 1, 1, "sft"), list(enumerate(examples)))
-    index, _ = build_index(
-        base,
-        adapter,
-        [member],
-        AttributionSettings(),
-        TRAIN.max_length,
-        "planted",
-        None,
-        progress=False,
+    index, _, cid = planted_index(
+        base, adapter, examples, args.work / "counterfactual-index", progress=False
     )
-    cid = index.write(args.work / "counterfactual-index")
     attributor = Attributor(index, cid, 1, 1, base, adapter)
     sketches = attributor.sketches(probes)
     ours_grad = np.stack([gradient_scores(index, s) for s in sketches]).astype(np.float64)
@@ -247,11 +237,7 @@ def main() -> int:
     for name, param in model.named_parameters():
         param.requires_grad_("lora_" in name)
     gradients = LoraGradients(model)
-    train_rows = [
-        r
-        for _, e in member.examples
-        for r in training_rows(tokenizer, "sft", e, TRAIN.max_length) or []
-    ]
+    train_rows = planted_rows(tokenizer, examples)
     g_train = full_gradients(gradients, train_rows, pad)
     g_probe = full_gradients(gradients, probe_rows, pad)
     # a descent step on example i changes a probe's log-likelihood by +lr * g_probe . g_i
@@ -345,7 +331,6 @@ def main() -> int:
     baselines = ("gradient dot product", "DataInf", "DataInf (paper's damping)")
     best_baseline = max(lds[b] for b in baselines)
     result: dict[str, Any] = {
-        "machine": machine(),
         "setup": {
             "contributors": CONTRIBUTORS,
             "facts_each": FACTS_EACH,
@@ -370,11 +355,9 @@ def main() -> int:
     # "ours" is what a record pays by: the combined shares; gradients alone are reported beside
     ours_lds, ours_loo = lds["ours (combined)"], loo["ours (combined)"]["spearman_mean"]
     result["targets"] = [
-        {"target": "LDS, ours (combined) >= the best baseline", "value": ours_lds,
-         "threshold": f">= {best_baseline}", "met": ours_lds >= best_baseline},
-        {"target": "LOO Spearman, ours (combined) >= the best baseline", "value": ours_loo,
-         "threshold": f">= {best_loo}", "met": ours_loo >= best_loo},
-    ]  # fmt: skip
+        at_least("LDS, ours (combined) >= the best baseline", ours_lds, best_baseline),
+        at_least("LOO Spearman, ours (combined) >= the best baseline", ours_loo, best_loo),
+    ]
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     return finish(result, out, report)
 

@@ -13,23 +13,18 @@ pay nothing.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("APE_DATA_FOLDER", str(ROOT / ".data" / "ape"))
-os.environ.setdefault("SOLCX_BINARY_PATH", str(ROOT / ".tools" / "solcx"))
+import chain_env  # noqa: F401  (first: sets where ape and solc live)
+from ape import accounts, chain, networks
+from ape.logging import LogLevel, logger
+from common import table, write_results
+from eth_account import Account
 
-from ape import accounts, chain, networks  # noqa: E402
-from ape.logging import LogLevel, logger  # noqa: E402
-from common import table, write_results  # noqa: E402
-from eth_account import Account  # noqa: E402
-
-from backend.protocol.contracts import Protocol, deploy_protocol  # noqa: E402
-from backend.protocol.eip712 import (  # noqa: E402
+from backend.protocol.contracts import Protocol, deploy_protocol
+from backend.protocol.eip712 import (
     Permit,
     SessionKeyAuthorization,
     Voucher,
@@ -38,8 +33,8 @@ from backend.protocol.eip712 import (  # noqa: E402
     sign_voucher,
     token_domain,
 )
-from backend.protocol.merkle import StandardMerkleTree  # noqa: E402
-from backend.protocol.web3_protocol import contract  # noqa: E402
+from backend.protocol.merkle import StandardMerkleTree
+from backend.protocol.web3_protocol import contract
 
 OPEN = 10**18
 TARGETS = {  # gas ceilings from the issue

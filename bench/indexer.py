@@ -8,25 +8,20 @@ bench/results/indexer.json and prints a table. Target: >= 500 events/s.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("APE_DATA_FOLDER", str(ROOT / ".data" / "ape"))
-os.environ.setdefault("SOLCX_BINARY_PATH", str(ROOT / ".tools" / "solcx"))
-sys.path.insert(0, str(ROOT))
+import chain_env  # noqa: F401  (first: sets where ape and solc live)
+from chainload import load_chain
+from common import table, write_results
+from web3 import Web3
 
-from chainload import load_chain  # noqa: E402
-from common import table, write_results  # noqa: E402
-from web3 import Web3  # noqa: E402
-
-from backend.devnet.anvil import Anvil, free_port  # noqa: E402
-from backend.indexer.abi import EventDecoder  # noqa: E402
-from backend.indexer.chain import ChainClient  # noqa: E402
-from backend.indexer.sync import Indexer, IndexerConfig  # noqa: E402
+from backend.devnet.anvil import Anvil, free_port
+from backend.indexer.abi import EventDecoder
+from backend.indexer.chain import ChainClient
+from backend.indexer.sync import Indexer, IndexerConfig
 
 CONTRIBUTIONS = 5_000
 TARGET_EVENTS_PER_S = 500

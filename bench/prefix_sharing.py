@@ -9,7 +9,6 @@ that choice. Writes bench/results/prefix-sharing-<device>.json and prints a tabl
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import sys
@@ -18,15 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from common import RESULTS_DIR, machine, random_weights_copy, table
-from training import (
-    DATA_DIR,
-    LORA,
-    MAX_LENGTH,
-    SEED,
-    SFT_LEARNING_RATE,
-    load_examples,
-)
+from common import RESULTS_DIR, log_progress, random_weights_copy, table, write_results
+from training_setup import DATA_DIR, LORA, MAX_LENGTH, SEED, SFT_LEARNING_RATE, load_examples
 
 import backend.modelfactory.sft as sft
 from backend.modelfactory.dataset import split_examples
@@ -46,8 +38,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2, help="runs of each setting")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    log.setLevel(logging.INFO)
+    log_progress()
     out = args.out or RESULTS_DIR / f"prefix-sharing-{args.device}.json"
     train, _ = split_examples(load_examples(DATA_DIR), 0.1, SEED)
     settings = TrainSettings(
@@ -76,7 +67,6 @@ def main() -> int:
         for s in ("on", "off")
     }
     result = {
-        "machine": machine(),
         "device": args.device,
         "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         "random_weights": args.random_weights,
@@ -85,8 +75,7 @@ def main() -> int:
         "median_tokens_per_s": medians,
         "ratio_on_to_off": round(medians["on"] / medians["off"], 3),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(out, result)
     rows = [[r["prefix_shared"], r["tokens"], r["seconds"], r["tokens_per_s"]] for r in runs]
     print(table(["shared prefix", "tokens", "seconds", "tokens/s"], rows))
     print(f"median tokens/s: on {medians['on']}, off {medians['off']}, "
