@@ -76,6 +76,7 @@ bench: compile $(SMOLLM2)  ## run the benchmarks; results in bench/results/
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/indexer.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/prefix_sharing.py
