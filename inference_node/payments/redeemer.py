@@ -48,6 +48,7 @@ from web3.logs import DISCARD
 from backend.attribution.record import AttributionRecord
 from backend.attribution.records_log import ZERO_DIGEST, records_log
 from backend.protocol.eip712 import SignedVoucher
+from backend.protocol.enums import skip_reason
 from backend.protocol.receipts import Receipt, receipts_log, receipts_tree, usage_bundle
 from backend.storage.base import ContentStore
 from inference_node.payments.chain import PaymentsChain
@@ -73,7 +74,6 @@ class RedeemPolicy:
     gas_fraction: float = 0.5  # of the block gas limit a redemption may take
 
 
-SKIP_REASONS = {1: "expired", 2: "invalid signer", 3: "session key not live", 4: "already redeemed"}
 NODE_NOT_ACTIVE = "0x" + keccak(text="NodeNotActive(address)")[:4].hex()
 RPC_ERRORS = (Web3Exception, requests.RequestException, ConnectionError, TimeoutError)
 
@@ -333,7 +333,7 @@ class Redeemer:
             a = skipped["args"]
             log.warning(
                 "redemption %d: the contract skipped the voucher of pair (%s, %d): %s",
-                redemption.id, a["payer"], a["modelId"], SKIP_REASONS.get(a["reason"], a["reason"]),
+                redemption.id, a["payer"], a["modelId"], skip_reason(a["reason"]),
             )  # fmt: skip
         events = self.chain.payments.events.UsageProofRecorded().process_receipt(
             receipt, errors=DISCARD

@@ -17,15 +17,13 @@ from backend.indexer.projections.core import (
     replay,
     stored_events,
 )
-from backend.indexer.projections.models import MODEL_STATUS, SPLIT_CHANGE_DELAY
-from backend.indexer.projections.payments import SKIP_REASONS, WITHDRAWAL_WINDOW
+from backend.indexer.projections.models import SPLIT_CHANGE_DELAY
+from backend.indexer.projections.payments import WITHDRAWAL_WINDOW
 
 __all__ = [
     "HANDLERS",
     "MAX_SQL_INTEGER",
-    "MODEL_STATUS",
     "PARAMETER_EVENTS",
-    "SKIP_REASONS",
     "SPLIT_CHANGE_DELAY",
     "WITHDRAWAL_WINDOW",
     "Handler",

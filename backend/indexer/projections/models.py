@@ -6,8 +6,8 @@ import sqlite3
 
 from backend.indexer.abi import DecodedLog
 from backend.indexer.projections.core import on, sql_time
+from backend.protocol.enums import ModelStatus
 
-MODEL_STATUS = {0: "none", 1: "active", 2: "paused", 3: "retired"}
 # A protocol constant the events do not carry (checked against the contract by the tests).
 SPLIT_CHANGE_DELAY = 86_400  # a split change takes effect this long after it is scheduled
 
@@ -42,7 +42,7 @@ def _model_version(conn: sqlite3.Connection, ev: DecodedLog) -> None:
 
 @on("ModelRegistry", "ModelStatusChanged")
 def _model_status(conn: sqlite3.Connection, ev: DecodedLog) -> None:
-    status = MODEL_STATUS.get(ev.args["status"], str(ev.args["status"]))
+    status = ModelStatus(ev.args["status"]).name.lower()
     conn.execute("UPDATE models SET status = ? WHERE id = ?", (status, ev.args["modelId"]))
 
 

@@ -7,10 +7,9 @@ import sqlite3
 
 from backend.indexer.abi import DecodedLog
 from backend.indexer.projections.core import add_amount, on, sql_model_id, sql_time
+from backend.protocol.enums import skip_reason
 
 # IInferencePayments.SkipReason, by value (0, None, is never logged).
-SKIP_REASONS = {1: "expired", 2: "invalid_signer", 3: "session_key_not_live",
-                4: "not_above_redeemed"}  # fmt: skip
 # A protocol constant the events do not carry (checked against the contract by the tests).
 WITHDRAWAL_WINDOW = 86_400  # an unlocked withdrawal request lapses this long after unlocking
 
@@ -137,7 +136,7 @@ def _voucher_skipped(conn: sqlite3.Connection, ev: DecodedLog) -> None:
         " block_number, skipped_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             ev.tx_hash, ev.log_index, a["payer"], a["node"], sql_model_id(a["modelId"]),
-            a["index"], SKIP_REASONS.get(a["reason"], str(a["reason"])), ev.block_number,
+            a["index"], skip_reason(a["reason"]), ev.block_number,
             ev.block_timestamp,
         ),
     )  # fmt: skip
