@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +93,23 @@ def command(name: str, short_help: str, *, signs: bool) -> Callable[..., click.C
     return decorate
 
 
-def _targets(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+LORA, TRAIN = LoraSettings(), TrainSettings()  # the options' defaults are the spec's
+
+
+def _job_spec(options: dict[str, Any]) -> JobSpec:
+    """The job spec of ``train``'s options (named as its fields); a refusal names the option."""
+    lora = {f.name: options.pop(f.name) for f in fields(LoraSettings)}
+    targets = lora["target_modules"].split(",")
+    lora["target_modules"] = tuple(t.strip() for t in targets if t.strip())
+    train = {f.name: options.pop(f.name) for f in fields(TrainSettings)}
+    try:
+        return JobSpec(**options, lora=LoraSettings(**lora), train=TrainSettings(**train))
+    except JobSpecError as why:
+        ctx = click.get_current_context()
+        field = why.problems[0][0].rpartition(".")[2]
+        named = [p.get_error_hint(ctx) for p in ctx.command.params if p.name == field]
+        message = f"Invalid value for {named[0]}: {why}" if named else str(why)
+        raise click.ClickException(message) from None
 
 
 @command("train", "Train an adapter on a published Datanet version", signs=False)
@@ -114,37 +130,32 @@ def _targets(text: str) -> tuple[str, ...]:
     show_default=True,
     help=f"'{BUILTIN_BASE}' or a Hugging Face model folder.",
 )
-@click.option("--rank", type=int, default=8, show_default=True)
-@click.option("--alpha", type=float, default=16.0, show_default=True)
-@click.option("--dropout", type=float, default=0.0, show_default=True)
+@click.option("--rank", type=int, default=LORA.rank, show_default=True)
+@click.option("--alpha", type=float, default=LORA.alpha, show_default=True)
+@click.option("--dropout", type=float, default=LORA.dropout, show_default=True)
 @click.option(
     "--targets",
-    default="q_proj,k_proj,v_proj,o_proj",
+    "target_modules",
+    default=",".join(LORA.target_modules),
     show_default=True,
     help=f"Comma-separated, among {', '.join(PROJECTIONS)}.",
 )
-@click.option("--epochs", type=int, default=1, show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--lr", "learning_rate", type=float, default=2e-4, show_default=True)
-@click.option("--max-length", type=int, default=256, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--eval-fraction", type=float, default=0.1, show_default=True)
+@click.option("--epochs", type=int, default=TRAIN.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=TRAIN.batch_size, show_default=True)
+@click.option("--lr", "learning_rate", type=float, default=TRAIN.learning_rate, show_default=True)
+@click.option("--max-length", type=int, default=TRAIN.max_length, show_default=True)
+@click.option("--seed", type=int, default=TRAIN.seed, show_default=True)
+@click.option("--eval-fraction", type=float, default=TRAIN.eval_fraction, show_default=True)
 @click.option("--steps", "max_steps", type=int, help="Stop after this many steps.")
-@click.option("--beta", type=float, default=0.1, show_default=True, help="DPO's beta.")
+@click.option("--beta", type=float, default=TRAIN.beta, show_default=True, help="DPO's beta.")
 @click.option(
-    "--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+    "--device", type=click.Choice(DEVICES), default=TRAIN.device, show_default=True,
     help="Where to train (CPU runs are byte-reproducible).",
 )  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(store_spec: str, datanet_id: int, version: int, workdir: Path, method: str,
-          model_id: int | None, base_model: str, rank: int, alpha: float, dropout: float,
-          targets: str, quiet: bool, **settings: Any) -> None:  # fmt: skip
+def train(store_spec: str, workdir: Path, quiet: bool, **options: Any) -> None:
     """Train on DATANET_ID's published VERSION and write the results into --workdir."""
-    spec = JobSpec(
-        datanet_id, version, method, base_model,  # type: ignore[arg-type]
-        LoraSettings(rank, alpha, dropout, _targets(targets)), TrainSettings(**settings),
-        model_id,
-    )  # fmt: skip
+    spec = _job_spec(options)
     job = run_job(spec, load_protocol().as_web3(), open_store(store_spec), workdir,
                   PROJECT_ROOT / ".data", progress=not quiet)  # fmt: skip
     click.echo(

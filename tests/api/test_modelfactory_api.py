@@ -185,7 +185,16 @@ def test_bad_specs_are_refused_naming_the_field(client, chain, base):
     assert refused({**ok, "lora": {"target_modules": ["x", 7]}}).startswith(
         "lora.target_modules must be a non-empty list of names, not ('x', 7)"
     )
-    assert refused({**ok, "datanet_id": 2**63}).startswith("job spec datanet_id: ")
+    assert refused({**ok, "datanet_id": 2**63}) == (
+        f"datanet_id must be at most {2**63 - 1}, not {2**63}"
+    )
+    answer = client.post(
+        "/modelfactory/jobs", json={**ok, "lora": {"rank": 0}, "train": {"seed": -1}}
+    )
+    assert [e["loc"] for e in answer.json()["errors"]] == [["lora", "rank"], ["train", "seed"]]
+    assert refused({**ok, "train": {"batch_size": 8.5}}) == (
+        "train.batch_size must be a positive integer, not 8.5"
+    )
     assert refused([ok]) == "a job spec must be a JSON object"
     answer = client.post("/modelfactory/jobs", content=b"{not json")
     assert answer.status_code == 400 and "not JSON" in answer.json()["reason"]

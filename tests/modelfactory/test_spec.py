@@ -1,10 +1,20 @@
-"""Job specs: every field checked up front with a message naming it; JSON round trip."""
+"""Job specs: every field checked up front with a message naming it; JSON round trip; the
+JSON schema the API shows."""
 
 from __future__ import annotations
 
 import pytest
+from pydantic import TypeAdapter
 
-from backend.modelfactory.spec import JobSpec, JobSpecError, LoraSettings, TrainSettings
+from backend.modelfactory.spec import (
+    MAX_ID,
+    MAX_RANK,
+    MAX_STEPS,
+    JobSpec,
+    JobSpecError,
+    LoraSettings,
+    TrainSettings,
+)
 
 
 def test_json_round_trip_keeps_every_setting() -> None:
@@ -50,3 +60,36 @@ def test_bad_specs_are_refused_naming_the_field(data: object, message: str) -> N
     with pytest.raises(JobSpecError) as caught:
         JobSpec.from_json(data)  # type: ignore[arg-type]
     assert message in str(caught.value)
+
+
+def test_json_numbers_keep_their_form_and_integral_floats_are_integers() -> None:
+    spec = JobSpec.from_json({"datanet_id": 1.0, "version": 2, "lora": {"alpha": 16}})
+    assert (spec.datanet_id, spec.version) == (1, 2) and type(spec.datanet_id) is int
+    assert b'"alpha":16,' in spec.to_json_bytes()  # as written: a manifest keeps its bytes
+    with pytest.raises(JobSpecError, match=r"train\.batch_size must be a positive integer"):
+        JobSpec.from_json({"datanet_id": 1, "version": 1, "train": {"batch_size": 8.5}})
+
+
+def test_every_problem_is_named_and_constructors_refuse_like_json() -> None:
+    with pytest.raises(JobSpecError) as caught:
+        JobSpec.from_json({"datanet_id": 0, "version": 1, "lora": {"rank": 300}, "x": 1})
+    assert [field for field, _ in caught.value.problems] == ["", "datanet_id", "lora.rank"]
+    assert str(caught.value).startswith("unknown job spec field(s) ['x']")
+    with pytest.raises(JobSpecError, match=r"^lora\.dropout must be in \[0.0, 0.9\], not 1.5$"):
+        LoraSettings(8, 16.0, 1.5)
+    with pytest.raises(JobSpecError, match=r"^train\.seed must be an integer in"):
+        TrainSettings(seed=-1)
+    assert LoraSettings(target_modules=["v_proj", "q_proj", "v_proj"]).target_modules == (
+        "q_proj",
+        "v_proj",
+    )
+
+
+def test_the_json_schema_states_the_bounds() -> None:
+    schema = TypeAdapter(JobSpec).json_schema()
+    lora, train = (schema["$defs"][k]["properties"] for k in ("LoraSettings", "TrainSettings"))
+    assert (lora["rank"]["minimum"], lora["rank"]["maximum"]) == (1, MAX_RANK)
+    assert train["learning_rate"]["exclusiveMinimum"] == 0
+    assert train["max_steps"]["anyOf"][0]["maximum"] == MAX_STEPS
+    assert schema["properties"]["model_id"]["anyOf"][0]["maximum"] == MAX_ID
+    assert schema["additionalProperties"] is False

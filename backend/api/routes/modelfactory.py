@@ -8,34 +8,24 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 from web3 import Web3
 
 from backend.api.config import Settings
-from backend.api.deps import MAX_ID, DbDep, IdPath, PageDep, SettingsDep
+from backend.api.deps import DbDep, IdPath, PageDep, SettingsDep
 from backend.api.errors import APIError, ErrorItem, ErrorResponse, conflict, not_found
 from backend.api.jobs import JobInfo, JobRunner
 from backend.api.queries import fetch_one
 from backend.api.schemas import Page
-from backend.modelfactory.spec import (
-    BUILTIN_BASE,
-    DEVICES,
-    MAX_RANK,
-    PROJECTIONS,
-    JobSpec,
-    JobSpecError,
-    LoraSettings,
-    TrainSettings,
-)
+from backend.modelfactory.spec import BUILTIN_BASE, JobSpec, JobSpecError
 from backend.modelfactory.worker import JobRequest
 from backend.storage.base import ContentStore
 from backend.storage.ipfs import IPFSStore
@@ -73,64 +63,7 @@ router = APIRouter(
     route_class=_SharedPathRoute,
 )
 
-# --- the job spec's JSON schema (spec.py checks the same; the API also bounds ids for SQLite)
-
-Projection = Literal[PROJECTIONS]  # type: ignore[valid-type]
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class LoraBody(_Strict):
-    rank: int = Field(8, ge=1, le=MAX_RANK)
-    alpha: float = Field(16.0, gt=0, le=1e6, allow_inf_nan=False)
-    dropout: float = Field(0.0, ge=0, le=0.9, allow_inf_nan=False)
-    target_modules: list[Projection] = Field(  # type: ignore[valid-type]
-        default=["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1
-    )
-
-
-class TrainBody(_Strict):
-    epochs: int = Field(1, ge=1, le=1000)
-    batch_size: int = Field(8, ge=1, le=4096)
-    learning_rate: float = Field(2e-4, gt=0, le=1, allow_inf_nan=False)
-    max_length: int = Field(256, ge=1, le=32768)
-    seed: int = Field(0, ge=0, le=MAX_ID)
-    eval_fraction: float = Field(0.1, gt=0, le=0.5, allow_inf_nan=False)
-    max_steps: int | None = Field(None, ge=1, le=2**31 - 1)
-    beta: float = Field(0.1, gt=0, le=100, allow_inf_nan=False)
-    device: Literal[DEVICES] = Field(  # type: ignore[valid-type]
-        "cpu", description="where the job trains; 'cpu' runs are byte-reproducible"
-    )
-
-
-class _JobBody(_Strict):
-    datanet_id: Id
-    version: Id
-    base_model: str = Field(
-        BUILTIN_BASE, min_length=1, description=f"'{BUILTIN_BASE}' or a model folder on the server"
-    )
-    lora: LoraBody = Field(default_factory=LoraBody)
-    train: TrainBody = Field(default_factory=TrainBody)
-
-
-class SFTJobCreate(_JobBody):
-    """Supervised fine-tuning; with ``model_id``, the result is that model's next version."""
-
-    method: Literal["sft"] = "sft"
-    model_id: Id | None = None
-
-
-class DPOJobCreate(_JobBody):
-    """DPO on a Datanet of preference pairs, improving model ``model_id``'s current adapter."""
-
-    method: Literal["dpo"]
-    model_id: Id
-
-
-JobCreate = TypeAdapter(SFTJobCreate | DPOJobCreate)
+# --- the job spec's JSON schema: JobSpec's own (fields, bounds, defaults), inlined
 
 
 def _inline(schema: Any, defs: dict[str, Any]) -> Any:
@@ -146,8 +79,32 @@ def _inline(schema: Any, defs: dict[str, Any]) -> Any:
 
 
 def _job_schema() -> dict[str, Any]:
-    schema = JobCreate.json_schema()
-    return _inline(schema, schema.get("$defs", {}))
+    """JobSpec's schema as one branch per method: DPO's requires ``model_id`` (the rule
+    JobSpec checks across fields, in the form a JSON schema states it)."""
+    schema = TypeAdapter(JobSpec).json_schema()
+    spec = _inline(schema, schema.get("$defs", {}))
+    props = spec["properties"]
+    model_id = next(s for s in props["model_id"]["anyOf"] if s.get("type") == "integer")
+    sft = {
+        **spec,
+        "title": "SFTJobCreate",
+        "description": "Supervised fine-tuning; with ``model_id``, the result is that model's "
+        "next version.",
+        "properties": {**props, "method": {"const": "sft", "default": "sft", "type": "string"}},
+    }
+    dpo = {
+        **spec,
+        "title": "DPOJobCreate",
+        "description": "DPO on a Datanet of preference pairs, improving model ``model_id``'s "
+        "current adapter.",
+        "properties": {
+            **props,
+            "method": {"const": "dpo", "type": "string"},
+            "model_id": {**model_id, "description": props["model_id"].get("description")},
+        },
+        "required": [*spec.get("required", []), "method", "model_id"],
+    }
+    return {"anyOf": [sft, dpo]}
 
 
 # --- answers
@@ -192,63 +149,16 @@ RunnerDep = Annotated[JobRunner, Depends(get_runner)]
 
 
 def _parse(raw: bytes) -> JobSpec:
-    """The spec in ``raw``; 422 naming the field: spec.py's message where it has one, else the
-    schema's (bounds the API adds, types spec.py does not expect)."""
+    """The spec in ``raw``; 422 naming each field JobSpec refuses, the first in the reason."""
     try:
-        body = _integral_ints(json.loads(raw))
+        body = json.loads(raw)
     except ValueError as why:
         raise APIError(400, f"the body is not JSON: {why}") from None
     try:
-        JobCreate.validate_python(body)
-    except ValidationError as invalid:
-        _spec_error(body)
-        raise _schema_error(body, invalid) from None
-    try:
         return JobSpec.from_json(body)
     except JobSpecError as why:
-        raise APIError(422, str(why)) from None
-
-
-_INT_FIELDS = {
-    part: {f.name for f in fields(kind) if f.type in ("int", "int | None")}
-    for part, kind in (("", JobSpec), ("lora", LoraSettings), ("train", TrainSettings))
-}
-
-
-def _integral_ints(body: Any) -> Any:
-    """``body`` with integral numbers in integer fields as ints (``8.0`` is ``8`` in JSON)."""
-
-    def fix(part: str, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        ints = _INT_FIELDS[part]
-        return {k: int(v) if k in ints and isinstance(v, float) and v.is_integer() else v
-                for k, v in data.items()}  # fmt: skip
-
-    body = fix("", body)
-    if isinstance(body, dict):
-        body = {k: fix(k, v) if k in ("lora", "train") else v for k, v in body.items()}
-    return body
-
-
-def _spec_error(body: Any) -> None:
-    """Raises spec.py's own refusal of ``body``, if it names what is wrong."""
-    try:
-        JobSpec.from_json(body)
-    except JobSpecError as why:
-        if not isinstance(why.__context__, TypeError):  # not a Python error about a shape
-            raise APIError(422, str(why)) from None
-    except (TypeError, ValueError, AttributeError):
-        pass
-
-
-def _schema_error(body: Any, invalid: ValidationError) -> APIError:
-    method = body.get("method", "sft") if isinstance(body, dict) else "sft"
-    branch = (DPOJobCreate if method == "dpo" else SFTJobCreate).__name__
-    errors = [e for e in invalid.errors() if e["loc"][:1] == (branch,)] or invalid.errors()
-    items = [ErrorItem(reason=str(e["msg"]), loc=[str(p) for p in e["loc"][1:]]) for e in errors]
-    where = ".".join(items[0].loc or ()) or "body"
-    return APIError(422, f"job spec {where}: {items[0].reason}", items)
+        items = [ErrorItem(reason=r, loc=f.split(".") if f else None) for f, r in why.problems]
+        raise APIError(422, str(why), items) from None
 
 
 def _deployment(db: sqlite3.Connection) -> tuple[int, dict[str, str]]:
