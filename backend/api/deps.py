@@ -1,5 +1,5 @@
 """Dependencies of the routes, as ``Annotated`` aliases: settings, the index, the content store,
-paging, and validated path values."""
+the Merkle proof cache, paging, and validated path values."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from fastapi import Depends, Path, Query, Request
 from pydantic import AfterValidator
 
 from backend.api.config import Settings
+from backend.api.proofs import ProofCache
 from backend.indexer.schema import connect, create_schema
 from backend.storage.base import ContentStore
 
@@ -69,6 +70,13 @@ async def get_store(request: Request) -> ContentStore:
 
 
 StoreDep = Annotated[ContentStore, Depends(get_store)]
+
+
+async def get_proofs(request: Request) -> ProofCache:
+    return request.app.state.proofs
+
+
+ProofsDep = Annotated[ProofCache, Depends(get_proofs)]
 
 
 @dataclass(frozen=True)

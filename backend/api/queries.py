@@ -1,11 +1,18 @@
-"""Paged SQL over the read model: the count and one page of rows, filters as bound parameters."""
+"""Paged SQL over the read model: the count and one page of rows, filters as bound parameters;
+the one row (or Merkle leaf) a path names, or 404."""
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from backend.api.deps import PageRequest
+from backend.api.errors import conflict, not_found
+from backend.api.proofs import IndexedTree, ProofUnavailableError
+from backend.api.schemas import Page
+
+T = TypeVar("T")
 
 
 def where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -37,8 +44,44 @@ def fetch_page(
     return rows, int(total)
 
 
+def page_of(
+    conn: sqlite3.Connection,
+    source: str,
+    page: PageRequest,
+    item: Callable[[sqlite3.Row], T],
+    *,
+    filters: dict[str, Any] | None = None,
+    order: str,
+    columns: str = "*",
+) -> Page[T]:
+    """The response of a list route: :func:`fetch_page`'s rows, each made an ``item``."""
+    rows, total = fetch_page(conn, source, page, filters=filters, order=order, columns=columns)
+    return Page(items=[item(r) for r in rows], total=total, limit=page.limit, offset=page.offset)
+
+
 def fetch_one(conn: sqlite3.Connection, sql: str, *params: Any) -> sqlite3.Row | None:
     return conn.execute(sql, params).fetchone()
+
+
+def require_one(conn: sqlite3.Connection, what: str, sql: str, *params: Any) -> sqlite3.Row:
+    """The row ``sql`` selects; 404 "``what`` not found" when there is none."""
+    row = fetch_one(conn, sql, *params)
+    if row is None:
+        raise not_found(what)
+    return row
+
+
+def require_leaf(build: Callable[[], IndexedTree], key: int, what: str) -> tuple[IndexedTree, int]:
+    """The checked tree ``build`` gives (409 when its data cannot give one) and the row of its
+    leaf ``key`` (404 "``what`` not found" when it has none)."""
+    try:
+        tree = build()
+    except ProofUnavailableError as why:
+        raise conflict(str(why)) from None
+    rows = tree.positions.get(key)
+    if not rows:
+        raise not_found(what)
+    return tree, rows[0]
 
 
 def chain_time(conn: sqlite3.Connection) -> int | None:

@@ -7,12 +7,14 @@ and the store, so a second run on the persisted state reuses or skips everything
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from backend.datanets.audit import AuditReport, audit_datanet
 from backend.datanets.contribute import (
+    Registered,
     check_files,
     collect_files,
     register_files,
@@ -63,17 +65,32 @@ class DatanetDemo:
     audit: AuditReport
 
 
+def contribute_paths(
+    p: Protocol,
+    store: ContentStore,
+    datanet_id: int,
+    metadata: DatanetMetadata,
+    account: Any,
+    paths: Iterable[Path],
+) -> list[Registered]:
+    """Checks, stores and registers the files at ``paths`` as ``account``; those it registered
+    before (a re-run) are not sent again. Every file's registration, earlier ones first."""
+    stored = list(store_files(store, check_files(metadata, collect_files(paths))))
+    done, todo = split_registered(p, datanet_id, stored, account.address)
+    return [*done, *(r for batch in register_files(p, datanet_id, account, todo) for r in batch)]
+
+
 def _contribute(
     p: Protocol, store: ContentStore, datanet_id: int, metadata: DatanetMetadata,
     role: str, account: Any, dataset: Path, files: tuple[str, ...],
 ) -> list[tuple[str, int, bool]]:  # fmt: skip
     """Contributes ``files`` as ``account``; ``(file, contribution id, registered now)``."""
-    paths = collect_files(dataset / f for f in files)
-    stored = list(store_files(store, check_files(metadata, paths)))
-    done, todo = split_registered(p, datanet_id, stored, account.address)
-    registered = [r for batch in register_files(p, datanet_id, account, todo) for r in batch]
-    by_path = {r.path: r for r in [*done, *registered]}
-    log.info("%s contributed %d file(s) to datanet %d", role, len(registered), datanet_id)
+    registrations = contribute_paths(
+        p, store, datanet_id, metadata, account, (dataset / f for f in files)
+    )
+    by_path = {r.path: r for r in registrations}
+    sent = sum(r.registered_now for r in registrations)
+    log.info("%s contributed %d file(s) to datanet %d", role, sent, datanet_id)
     return [
         (f, by_path[dataset / f].contribution_id, by_path[dataset / f].registered_now)
         for f in files

@@ -13,23 +13,17 @@ import json
 import logging
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from backend.attribution.index import AttributionIndex
-from backend.datanets.contribute import (
-    check_files,
-    collect_files,
-    register_files,
-    split_registered,
-    store_files,
-)
 from backend.datanets.create import create_datanet
 from backend.datanets.formats import DataFormat, DatanetMetadata
 from backend.datanets.publish import Publication, publish_version
 from backend.datanets.registry import read_history
 from backend.datanets.review import send_reviews
+from backend.devnet.datanet_demo import contribute_paths
 from backend.modelfactory.dpo import Pair, preference_metrics
 from backend.modelfactory.evaluate import greedy_answers
 from backend.modelfactory.feedback_store import FeedbackStore
@@ -51,6 +45,7 @@ SPLIT = Split(5_000, 3_000, 1_500, 500)  # developer, contributors, node, protoc
 MODEL_NAME = "invented-atlas-r8"
 LORA = LoraSettings(rank=8, alpha=16.0)
 SFT_EPOCHS = 20  # an upper bound: --train-steps stops it first
+HELD_OUT_FILE = "held-out.json"  # in the data dir: the last run's held-out comparison
 
 
 @dataclass(frozen=True)
@@ -184,10 +179,7 @@ def feedback_datanet(
     path = data_dir / "feedback" / f"model-{model_id}-preferences.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(export)
-    stored = list(store_files(store, check_files(metadata, collect_files([path]))))
-    _, todo = split_registered(p, created.datanet_id, stored, payer.address)
-    for _ in register_files(p, created.datanet_id, payer, todo):
-        pass
+    contribute_paths(p, store, created.datanet_id, metadata, payer, [path])
     pending = [c.id for c in read_history(p, created.datanet_id).pending()]
     if pending:
         send_reviews(p, created.datanet_id, curator, pending, [])
@@ -279,6 +271,15 @@ def dpo_verdict(before: FactCheck, after: FactCheck, pairs: int) -> tuple[bool, 
                        f"so the payer's {pairs} pair(s) had nothing to fix")  # fmt: skip
     return False, (f"no gain: {pairs} preference pair(s) are too few; DPO re-ranks answers the "
                    f"model already gives and cannot teach facts from so little")  # fmt: skip
+
+
+def save_fact_checks(
+    path: Path, before: FactCheck, after: FactCheck, gained: bool, verdict: str
+) -> None:
+    """Writes the held-out comparison the demo prints as JSON, for tests and tools: it is
+    measured live and recorded nowhere else."""
+    summary = {"sft": asdict(before), "dpo": asdict(after), "gained": gained, "verdict": verdict}
+    path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def index_summary(trained: Trained) -> tuple[str, int, int, int]:

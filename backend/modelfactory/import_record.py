@@ -12,14 +12,14 @@ trained on those examples (and how: ``method``) is the developer's declaration.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
+
+from backend.modelfactory.json_fields import exact_keys, is_sha256, is_uint
 
 EVIDENCE = ("content_sha256", "declared_unverified")
 METHODS = ("sft", "dpo")  # how the examples become gradient rows for attribution
 MAX_UNMATCHED_LISTED = 100  # unmatched lines named per file; the rest are only counted
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _FILE_KEYS = {"name", "sha256", "examples", "matched", "repeated", "malformed", "unmatched_lines"}
 _KEYS = {"method", "evidence", "data_files"}
 
@@ -91,17 +91,8 @@ class ImportRecord:
         return cls(data["method"], data["evidence"], parsed)
 
 
-def _uint(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def _object(value: Any, keys: set[str], what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ImportRecordError(f"{what} must be a JSON object")
-    if set(value) != keys:
-        missing, extra = sorted(keys - set(value)), sorted(set(value) - keys)
-        raise ImportRecordError(f"{what}: missing {missing}, unknown {extra}")
-    return value
+    return exact_keys(value, keys, what, ImportRecordError)
 
 
 def _file(index: int, row: Any) -> DataFileRecord:
@@ -109,10 +100,10 @@ def _file(index: int, row: Any) -> DataFileRecord:
     row = _object(row, _FILE_KEYS, what)
     if not isinstance(row["name"], str) or not row["name"] or "/" in row["name"]:
         raise ImportRecordError(f"{what}: name must be a file name, not {row['name']!r}")
-    if not isinstance(row["sha256"], str) or not _SHA256.fullmatch(row["sha256"]):
+    if not is_sha256(row["sha256"]):
         raise ImportRecordError(f"{what}: sha256 must be 64 lowercase hex digits")
     counts = ("examples", "matched", "repeated", "malformed")
-    if not all(_uint(row[key]) for key in counts):
+    if not all(is_uint(row[key]) for key in counts):
         raise ImportRecordError(f"{what}: {', '.join(counts)} must be non-negative integers")
     if row["matched"] + row["repeated"] > row["examples"]:
         raise ImportRecordError(f"{what}: matched + repeated exceeds examples")
@@ -120,7 +111,7 @@ def _file(index: int, row: Any) -> DataFileRecord:
     unmatched = row["examples"] - row["matched"] - row["repeated"]
     if (
         not isinstance(lines, list)
-        or not all(_uint(n) and n > 0 for n in lines)
+        or not all(is_uint(n) and n > 0 for n in lines)
         or lines != sorted(set(lines))
         or len(lines) > min(unmatched, MAX_UNMATCHED_LISTED)
     ):

@@ -12,14 +12,16 @@ anyone holding the Datanet version can check it: :meth:`TrainingManifest.verify_
 An adapter trained outside ModelFactory and imported (schema 3) has no job: its manifest holds
 instead an import record (:mod:`backend.modelfactory.import_record`) saying how its examples
 were established, and lists only examples matched to the version by content.
+
+The format's types, its builders, its checks against the data and its strict reader are one
+file because they change together: a field is added to all four in one diff.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from eth_utils import is_hex_address
@@ -27,6 +29,7 @@ from eth_utils import is_hex_address
 from backend.datanets.manifest import Manifest
 from backend.modelfactory.dataset import BuildReport, Example, VersionData, build_examples
 from backend.modelfactory.import_record import ImportRecord, ImportRecordError
+from backend.modelfactory.json_fields import exact_keys, is_sha256, is_uint
 from backend.modelfactory.spec import JobSpec, JobSpecError
 from backend.storage.cid import CID, InvalidCIDError
 
@@ -35,7 +38,6 @@ IMPORT_SCHEMA_VERSION = 3  # an imported adapter: "import" instead of a job ("jo
 READABLE_SCHEMAS = (1, 2, 3)
 SPLITS = ("train", "eval")
 MAX_PROBLEMS_NAMED = 10
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _TOP_KEYS = {
     "schema_version", "datanet_id", "version", "datanet_manifest_cid", "base_model", "job",
     "build", "examples", "unused",
@@ -122,12 +124,7 @@ class TrainingManifest:
             "datanet_manifest_cid": self.datanet_manifest_cid,
             "base_model": {"name": self.base_model, "cid": self.base_model_cid},
             "job": None if self.job is None else self.job.to_json(),
-            "build": {
-                "total_rows": self.build.total_rows,
-                "kept": self.build.kept,
-                "skipped": self.build.skipped,
-                "max_chars": self.build.max_chars,
-            },
+            "build": asdict(self.build),
             "examples": [
                 {key: getattr(r, key) for key in sorted(_EXAMPLE_KEYS)} for r in self.examples
             ],
@@ -199,23 +196,12 @@ def build_training_manifest(
         )
     records = [ExampleRecord.of(i, "train", e) for i, e in enumerate(train)]
     records += [ExampleRecord.of(len(records) + i, "eval", e) for i, e in enumerate(eval_examples)]
-    problems = _record_problems(records, data.manifest)
     bad_unused = [i for i in unused if not 0 <= i < len(train)]
-    if bad_unused:
-        problems.append(f"unused indices {bad_unused} are not train examples")
-    _raise_problems(problems)
-    return TrainingManifest(
-        datanet_id=data.datanet_id,
-        version=data.version,
-        datanet_manifest_cid=data.manifest_cid,
-        base_model=base_model,
-        base_model_cid=base_model_cid,
-        job=spec,
-        build=BuildCounts(report.total_rows, report.kept, report.skipped, max_chars),
-        examples=tuple(records),
-        unused=tuple(sorted(set(unused))),
-        attribution=attribution,
-    )
+    problems = [f"unused indices {bad_unused} are not train examples"] if bad_unused else []
+    return _checked_manifest(
+        data, report, max_chars, base_model, base_model_cid, records, problems, job=spec,
+        unused=tuple(sorted(set(unused))), attribution=attribution,
+    )  # fmt: skip
 
 
 def build_import_manifest(
@@ -230,18 +216,34 @@ def build_import_manifest(
     """The manifest of an imported adapter (schema 3): ``matched`` are examples of ``data``
     (built with ``max_chars``) the developer's training data was matched to, all "train"."""
     records = [ExampleRecord.of(i, "train", e) for i, e in enumerate(matched)]
-    _raise_problems(_record_problems(records, data.manifest))
+    return _checked_manifest(
+        data, report, max_chars, base_model, base_model_cid, records, [], job=None,
+        schema_version=IMPORT_SCHEMA_VERSION, imported=record,
+    )  # fmt: skip
+
+
+def _checked_manifest(
+    data: VersionData,
+    report: BuildReport,
+    max_chars: int,
+    base_model: str,
+    base_model_cid: str | None,
+    records: list[ExampleRecord],
+    problems: list[str],
+    **rest: Any,
+) -> TrainingManifest:
+    """The manifest of ``records`` (examples of ``data`` built with ``max_chars``) and the
+    fields in ``rest``; refused with the records' problems and then ``problems``."""
+    _raise_problems(_record_problems(records, data.manifest) + problems)
     return TrainingManifest(
         datanet_id=data.datanet_id,
         version=data.version,
         datanet_manifest_cid=data.manifest_cid,
         base_model=base_model,
         base_model_cid=base_model_cid,
-        job=None,
         build=BuildCounts(report.total_rows, report.kept, report.skipped, max_chars),
         examples=tuple(records),
-        schema_version=IMPORT_SCHEMA_VERSION,
-        imported=record,
+        **rest,
     )
 
 
@@ -287,10 +289,6 @@ def _raise_problems(problems: list[str]) -> None:
 # --- parsing ---------------------------------------------------------------------------------
 
 
-def _uint(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def _cid(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise ProvenanceError(f"{what} must be a CID string, not {value!r}")
@@ -302,33 +300,28 @@ def _cid(value: Any, what: str) -> str:
 
 
 def _object(value: Any, keys: set[str], what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ProvenanceError(f"{what} must be a JSON object")
-    if set(value) != keys:
-        missing, extra = sorted(keys - set(value)), sorted(set(value) - keys)
-        raise ProvenanceError(f"{what}: missing {missing}, unknown {extra}")
-    return value
+    return exact_keys(value, keys, what, ProvenanceError)
 
 
 def _record(index: int, row: Any) -> ExampleRecord:
     what = f"example {index}"
     row = _object(row, _EXAMPLE_KEYS, what)
     for key in ("index", "contribution_id", "byte_start", "byte_end"):
-        if not _uint(row[key]):
+        if not is_uint(row[key]):
             raise ProvenanceError(f"{what}: {key} must be a non-negative integer")
     if row["index"] != index:
         raise ProvenanceError(f"{what} has index {row['index']}")
     if row["split"] not in SPLITS:
         raise ProvenanceError(f"{what}: split {row['split']!r}, not one of {list(SPLITS)}")
     line = row["line"]
-    if line is not None and (not _uint(line) or line == 0):
+    if line is not None and (not is_uint(line) or line == 0):
         raise ProvenanceError(f"{what}: line must be a positive integer or null, not {line!r}")
     if row["byte_start"] > row["byte_end"]:
         raise ProvenanceError(f"{what}: byte range {row['byte_start']}-{row['byte_end']}")
     if not isinstance(row["contributor"], str) or not is_hex_address(row["contributor"]):
         raise ProvenanceError(f"{what}: contributor {row['contributor']!r} is not an address")
     sha = row["content_sha256"]
-    if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+    if not is_sha256(sha):
         raise ProvenanceError(f"{what}: content_sha256 must be 64 lowercase hex digits")
     return ExampleRecord(
         index, row["split"], row["contribution_id"], _cid(row["cid"], f"{what}: cid"),
@@ -344,7 +337,7 @@ def _parse(raw: bytes | str | dict[str, Any]) -> TrainingManifest:
     if not isinstance(data, dict):
         raise ProvenanceError("the training manifest must be a JSON object")
     schema = data.get("schema_version")
-    if not _uint(schema) or schema not in READABLE_SCHEMAS:
+    if not is_uint(schema) or schema not in READABLE_SCHEMAS:
         raise ProvenanceError(
             f"schema_version {schema!r}; this code reads {list(READABLE_SCHEMAS)}"
         )
@@ -357,7 +350,7 @@ def _parse(raw: bytes | str | dict[str, Any]) -> TrainingManifest:
     if attribution is not None:
         attribution = _cid(attribution, "attribution")
     for key in ("datanet_id", "version"):
-        if not _uint(data[key]):
+        if not is_uint(data[key]):
             raise ProvenanceError(f"{key} must be a non-negative integer, not {data[key]!r}")
     manifest_cid = _cid(data["datanet_manifest_cid"], "datanet_manifest_cid")
     base = _object(data["base_model"], {"name", "cid"}, "base_model")
@@ -371,7 +364,7 @@ def _parse(raw: bytes | str | dict[str, Any]) -> TrainingManifest:
             f"names datanet {data['datanet_id']} version {data['version']}"
         )
     build = _object(data["build"], _BUILD_KEYS, "build")
-    if not all(_uint(build[k]) for k in _BUILD_KEYS) or build["max_chars"] == 0:
+    if not all(is_uint(build[k]) for k in _BUILD_KEYS) or build["max_chars"] == 0:
         raise ProvenanceError("build counts must be non-negative integers (max_chars positive)")
     if build["kept"] + build["skipped"] != build["total_rows"]:
         raise ProvenanceError("build: kept + skipped differs from total_rows")
@@ -384,7 +377,7 @@ def _parse(raw: bytes | str | dict[str, Any]) -> TrainingManifest:
         raise ProvenanceError("examples must list every train example before the eval ones")
     unused = data["unused"]
     train_count = splits.count("train")
-    if not isinstance(unused, list) or not all(_uint(i) and i < train_count for i in unused):
+    if not isinstance(unused, list) or not all(is_uint(i) and i < train_count for i in unused):
         raise ProvenanceError("unused must be a list of train example indices")
     if unused != sorted(set(unused)):
         raise ProvenanceError("unused must be sorted without repeats")

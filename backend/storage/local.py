@@ -14,6 +14,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from backend.storage.base import (
     CIDMismatchError,
@@ -46,6 +47,12 @@ class DirectoryStore(ContentStore):
     def _path(self, cid: str) -> Path:
         return self._objects / str(CID.parse(cid))  # parse: refuses path tricks and non-CIDs
 
+    def _open(self, cid: str) -> BinaryIO:
+        try:
+            return self._path(cid).open("rb")
+        except FileNotFoundError:
+            raise ContentNotFoundError(cid) from None
+
     def put(self, source: Source) -> str:
         hasher = UnixFSHasher()
         fd, tmp_name = tempfile.mkstemp(dir=self._objects, prefix=".incoming-")
@@ -63,7 +70,7 @@ class DirectoryStore(ContentStore):
                 tmp.unlink()
             else:
                 os.replace(tmp, final)
-                _fsync_dir(self._objects)
+                fsync_path(self._objects)
                 log.debug("stored %s (%d bytes)", cid, hasher.size)
             return cid
         except BaseException:
@@ -71,12 +78,7 @@ class DirectoryStore(ContentStore):
             raise
 
     def iter_verified(self, cid: str) -> Iterator[bytes]:
-        path = self._path(cid)
-        try:
-            f = path.open("rb")
-        except FileNotFoundError:
-            raise ContentNotFoundError(cid) from None
-        with f:
+        with self._open(cid) as f:
             if os.fstat(f.fileno()).st_size <= READ_ONCE_BYTES:
                 yield from self._verified_in_memory(cid, f.read())
                 return
@@ -95,30 +97,27 @@ class DirectoryStore(ContentStore):
     def get(self, cid: str, max_bytes: int | None = None) -> bytes:
         """Reads the file once into the buffer it returns and hashes that buffer (no second read,
         no chunk copies), whatever its size: the caller holds it all in memory anyway."""
-        path = self._path(cid)
-        try:
-            f = path.open("rb")
-        except FileNotFoundError:
-            raise ContentNotFoundError(cid) from None
-        with f:
+        with self._open(cid) as f:
             if max_bytes is not None and os.fstat(f.fileno()).st_size > max_bytes:
                 raise ContentTooLargeError(cid, max_bytes)
             data = f.read() if max_bytes is None else f.read(max_bytes + 1)
         if max_bytes is not None and len(data) > max_bytes:  # grew since fstat
             raise ContentTooLargeError(cid, max_bytes)
-        hasher = UnixFSHasher()
-        hasher.update(data)
-        self._check(cid, hasher.finalize())
+        self._check_bytes(cid, data)
         return data
 
     def _verified_in_memory(self, cid: str, data: bytes) -> Iterator[bytes]:
         """Small content is read once and hashed in memory (one read, not two)."""
-        hasher = UnixFSHasher()
-        hasher.update(data)
-        self._check(cid, hasher.finalize())
+        self._check_bytes(cid, data)
         view = memoryview(data)
         for start in range(0, len(data), CHUNK_SIZE):
             yield bytes(view[start : start + CHUNK_SIZE])
+
+    @classmethod
+    def _check_bytes(cls, cid: str, data: bytes) -> None:
+        hasher = UnixFSHasher()
+        hasher.update(data)
+        cls._check(cid, hasher.finalize())
 
     @staticmethod
     def _check(cid: str, actual: str) -> None:
@@ -138,7 +137,8 @@ class DirectoryStore(ContentStore):
         return (self._pins / str(CID.parse(cid))).exists()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flushes a file, or a folder's entries (a rename into it), to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -30,13 +30,6 @@ from eth_utils import to_checksum_address
 from backend.protocol.eip712 import Domain, SignedVoucher
 from backend.protocol.payment_http import PaymentQuote
 
-EIP712_DOMAIN_TYPE = [
-    {"name": "name", "type": "string"},
-    {"name": "version", "type": "string"},
-    {"name": "chainId", "type": "uint256"},
-    {"name": "verifyingContract", "type": "address"},
-]
-
 
 @dataclass(frozen=True)
 class Pricing:

@@ -5,12 +5,12 @@ import sqlite3
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
-from backend.api.deps import AddressPath, DbDep, IdPath, IdQuery, PageDep, StoreDep
-from backend.api.errors import conflict, not_found, responses
+from backend.api.deps import AddressPath, DbDep, IdPath, IdQuery, PageDep, ProofsDep, StoreDep
+from backend.api.errors import responses
 from backend.api.proofs import IndexedTree, ProofCache, ProofUnavailableError
-from backend.api.queries import chain_time, fetch_one, fetch_page
+from backend.api.queries import chain_time, fetch_one, page_of, require_leaf, require_one
 from backend.api.schemas import (
     ClaimablePage,
     ClaimEntry,
@@ -41,15 +41,16 @@ def to_epoch(row: sqlite3.Row, now: int | None) -> EpochPublic:
     return EpochPublic.model_validate({**dict(row), "claimable": _claimable(row, now)})
 
 
+def to_pool(row: sqlite3.Row) -> PoolPublic:
+    return PoolPublic.model_validate(dict(row))
+
+
 def to_claim(row: sqlite3.Row) -> ClaimPublic:
     return ClaimPublic.model_validate({**dict(row), "index": row["idx"]})
 
 
 def require_epoch(db: sqlite3.Connection, epoch_id: int) -> sqlite3.Row:
-    row = fetch_one(db, "SELECT * FROM epochs WHERE id = ?", epoch_id)
-    if row is None:
-        raise not_found(f"epoch {epoch_id}")
-    return row
+    return require_one(db, f"epoch {epoch_id}", "SELECT * FROM epochs WHERE id = ?", epoch_id)
 
 
 def _entry(
@@ -70,18 +71,14 @@ def _entry(
 @router.get("/pools", response_model=Page[PoolPublic])
 def list_pools(db: DbDep, page: PageDep) -> Page[PoolPublic]:
     """Every model's attribution pool."""
-    rows, total = fetch_page(db, "pools", page, order="model_id")
-    return Page(items=[PoolPublic.model_validate(dict(r)) for r in rows], total=total,
-                limit=page.limit, offset=page.offset)  # fmt: skip
+    return page_of(db, "pools", page, to_pool, order="model_id")
 
 
 @router.get("/pools/{model_id}", response_model=PoolPublic)
 def get_pool(db: DbDep, model_id: IdPath) -> PoolPublic:
     """One model's pool: funded, not yet in an epoch, claimed."""
-    row = fetch_one(db, "SELECT * FROM pools WHERE model_id = ?", model_id)
-    if row is None:
-        raise not_found(f"attribution pool of model {model_id}")
-    return PoolPublic.model_validate(dict(row))
+    what = f"attribution pool of model {model_id}"
+    return to_pool(require_one(db, what, "SELECT * FROM pools WHERE model_id = ?", model_id))
 
 
 @router.get("/epochs", response_model=Page[EpochPublic])
@@ -92,11 +89,9 @@ def list_epochs(
     status: Annotated[EpochStatus | None, Query()] = None,
 ) -> Page[EpochPublic]:
     """Attribution epochs, oldest first, optionally by model or status."""
-    filters = {"model_id": model_id, "status": status}
-    rows, total = fetch_page(db, "epochs", page, filters=filters, order="id")
     now = chain_time(db)
-    return Page(items=[to_epoch(r, now) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)  # fmt: skip
+    filters = {"model_id": model_id, "status": status}
+    return page_of(db, "epochs", page, lambda r: to_epoch(r, now), filters=filters, order="id")
 
 
 @router.get("/epochs/{epoch_id}", response_model=EpochPublic)
@@ -109,44 +104,33 @@ def get_epoch(db: DbDep, epoch_id: IdPath) -> EpochPublic:
 def list_epoch_claims(db: DbDep, page: PageDep, epoch_id: IdPath) -> Page[ClaimPublic]:
     """The claims made in an epoch, by leaf index."""
     require_epoch(db, epoch_id)
-    rows, total = fetch_page(db, "claims", page, filters={"epoch_id": epoch_id}, order="idx")
-    return Page(items=[to_claim(r) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)  # fmt: skip
+    return page_of(db, "claims", page, to_claim, filters={"epoch_id": epoch_id}, order="idx")
 
 
 @router.get(
     "/epochs/{epoch_id}/leaves/{index}", response_model=ClaimEntry, responses=responses(409)
 )
 def get_epoch_leaf(
-    request: Request, db: DbDep, store: StoreDep, epoch_id: IdPath, index: IdPath
+    proofs: ProofsDep, db: DbDep, store: StoreDep, epoch_id: IdPath, index: IdPath
 ) -> ClaimEntry:
     """A leaf of the epoch's report with its Merkle proof (what ``claim`` takes), from the
     report in the content store checked against the on-chain root."""
     epoch = require_epoch(db, epoch_id)
-    cache: ProofCache = request.app.state.proofs
-    try:
-        tree = cache.report_tree(store, epoch)
-    except ProofUnavailableError as why:
-        raise conflict(str(why)) from None
-    rows = tree.positions.get(index)
-    if not rows:
-        raise not_found(f"leaf {index} in epoch {epoch_id}'s report")
-    return _entry(db, epoch, tree, rows[0], chain_time(db))
+    what = f"leaf {index} in epoch {epoch_id}'s report"
+    tree, row = require_leaf(lambda: proofs.report_tree(store, epoch), index, what)
+    return _entry(db, epoch, tree, row, chain_time(db))
 
 
 @router.get("/accounts/{account}/claims", response_model=Page[ClaimPublic])
 def list_account_claims(db: DbDep, page: PageDep, account: AddressPath) -> Page[ClaimPublic]:
     """The claims an account made."""
-    rows, total = fetch_page(
-        db, "claims", page, filters={"account": account}, order="epoch_id, idx"
-    )
-    return Page(items=[to_claim(r) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)  # fmt: skip
+    filters = {"account": account}
+    return page_of(db, "claims", page, to_claim, filters=filters, order="epoch_id, idx")
 
 
 @router.get("/accounts/{account}/claimable", response_model=ClaimablePage)
 def list_claimable(
-    request: Request,
+    proofs: ProofsDep,
     db: DbDep,
     store: StoreDep,
     page: PageDep,
@@ -157,7 +141,7 @@ def list_claimable(
     to claim it; ``claimable`` says whether ``claim`` would pay it now."""
     now = chain_time(db)
     entries: list[ClaimEntry] = []
-    trees, unavailable = _report_trees(request, db, store, ("posted", "challenged"))
+    trees, unavailable = _report_trees(proofs, db, store, ("posted", "challenged"))
     for epoch, tree in trees:
         for row in tree.by_account.get(account, []):
             entry = _entry(db, epoch, tree, row, now)
@@ -170,13 +154,13 @@ def list_claimable(
 
 
 @router.get("/accounts/{account}/earnings", response_model=Earnings)
-def get_earnings(request: Request, db: DbDep, store: StoreDep, account: AddressPath) -> Earnings:
+def get_earnings(proofs: ProofsDep, db: DbDep, store: StoreDep, account: AddressPath) -> Earnings:
     """What each model's answers earned the account, per epoch (posted, challenged or expired;
     a rejected epoch paid nobody), with the contributions that earned it and what was
     claimed."""
     items: list[EarningEntry] = []
     statuses = ("posted", "challenged", "expired")
-    trees, unavailable = _report_trees(request, db, store, statuses)
+    trees, unavailable = _report_trees(proofs, db, store, statuses)
     for epoch, tree in trees:
         rows = tree.by_account.get(account, [])
         if not rows:
@@ -208,11 +192,10 @@ def get_earnings(request: Request, db: DbDep, store: StoreDep, account: AddressP
 
 
 def _report_trees(
-    request: Request, db: sqlite3.Connection, store: Any, statuses: tuple[str, ...]
+    proofs: ProofCache, db: sqlite3.Connection, store: Any, statuses: tuple[str, ...]
 ) -> tuple[list[tuple[sqlite3.Row, IndexedTree]], list[int]]:
     """The epochs of ``statuses`` whose report rebuilds the posted root, with their trees, and
     the ids of those whose report cannot be read or does not match."""
-    cache: ProofCache = request.app.state.proofs
     marks = ", ".join("?" for _ in statuses)
     epochs = db.execute(
         f"SELECT * FROM epochs WHERE status IN ({marks}) ORDER BY id", statuses
@@ -221,7 +204,7 @@ def _report_trees(
     unavailable: list[int] = []
     for epoch in epochs:
         try:
-            trees.append((epoch, cache.report_tree(store, epoch)))
+            trees.append((epoch, proofs.report_tree(store, epoch)))
         except ProofUnavailableError:
             unavailable.append(epoch["id"])
     return trees, unavailable

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from backend.api.deps import AddressQuery, DbDep, IdPath, IdQuery, PageDep
-from backend.api.errors import not_found, responses
-from backend.api.queries import fetch_one, fetch_page
+from backend.api.deps import AddressQuery, DbDep, IdPath, IdQuery, PageDep, PageRequest
+from backend.api.errors import responses
+from backend.api.queries import page_of, require_one
 from backend.api.schemas import ContributionPublic, Page
 
 router = APIRouter(prefix="/contributions", tags=["contributions"], responses=responses(404, 422))
@@ -25,6 +25,18 @@ def to_contribution(row: sqlite3.Row) -> ContributionPublic:
     return ContributionPublic.model_validate(dict(row))
 
 
+def page_of_contributions(
+    db: sqlite3.Connection,
+    page: PageRequest,
+    datanet_id: int | None,
+    status: ContributionStatus | None,
+    contributor: str,
+) -> Page[ContributionPublic]:
+    """Contributions in id order, by any of Datanet, status and contributor ("" for any)."""
+    filters = {"datanet_id": datanet_id, "status": status, "contributor": contributor or None}
+    return page_of(db, "contributions", page, to_contribution, filters=filters, order="id")
+
+
 @router.get("", response_model=Page[ContributionPublic])
 def list_contributions(
     db: DbDep,
@@ -34,16 +46,12 @@ def list_contributions(
     contributor: AddressQuery = "",
 ) -> Page[ContributionPublic]:
     """Contributions in id order, optionally by Datanet, status or contributor."""
-    filters = {"datanet_id": datanet_id, "status": status, "contributor": contributor or None}
-    rows, total = fetch_page(db, "contributions", page, filters=filters, order="id")
-    return Page(items=[to_contribution(r) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)  # fmt: skip
+    return page_of_contributions(db, page, datanet_id, status, contributor)
 
 
 @router.get("/{contribution_id}", response_model=ContributionPublic)
 def get_contribution(db: DbDep, contribution_id: IdPath) -> ContributionPublic:
     """One contribution."""
-    row = fetch_one(db, "SELECT * FROM contributions WHERE id = ?", contribution_id)
-    if row is None:
-        raise not_found(f"contribution {contribution_id}")
-    return to_contribution(row)
+    what = f"contribution {contribution_id}"
+    sql = "SELECT * FROM contributions WHERE id = ?"
+    return to_contribution(require_one(db, what, sql, contribution_id))

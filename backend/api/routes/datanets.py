@@ -6,9 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from backend.api.deps import AddressQuery, DbDep, IdPath, PageDep
-from backend.api.errors import not_found, responses
-from backend.api.queries import fetch_one, fetch_page
-from backend.api.routes.contributions import ContributionStatus, to_contribution
+from backend.api.errors import responses
+from backend.api.queries import page_of, require_one
+from backend.api.routes.contributions import ContributionStatus, page_of_contributions
 from backend.api.schemas import ContributionPublic, DatanetDetail, DatanetPublic, Page
 
 router = APIRouter(prefix="/datanets", tags=["datanets"], responses=responses(404, 422))
@@ -23,18 +23,15 @@ def to_datanet(row: sqlite3.Row) -> DatanetPublic:
 
 
 def require_datanet(db: sqlite3.Connection, datanet_id: int) -> sqlite3.Row:
-    row = fetch_one(db, "SELECT * FROM datanets WHERE id = ?", datanet_id)
-    if row is None:
-        raise not_found(f"datanet {datanet_id}")
-    return row
+    sql = "SELECT * FROM datanets WHERE id = ?"
+    return require_one(db, f"datanet {datanet_id}", sql, datanet_id)
 
 
 @router.get("", response_model=Page[DatanetPublic])
 def list_datanets(db: DbDep, page: PageDep, owner: AddressQuery = "") -> Page[DatanetPublic]:
     """Datanets, oldest first."""
-    rows, total = fetch_page(db, "datanets", page, filters={"owner": owner or None}, order="id")
-    return Page(items=[to_datanet(r) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)  # fmt: skip
+    filters = {"owner": owner or None}
+    return page_of(db, "datanets", page, to_datanet, filters=filters, order="id")
 
 
 @router.get("/{datanet_id}", response_model=DatanetDetail)
@@ -58,7 +55,4 @@ def list_datanet_contributions(
 ) -> Page[ContributionPublic]:
     """A Datanet's contributions in id order, optionally by status or contributor."""
     require_datanet(db, datanet_id)
-    filters = {"datanet_id": datanet_id, "status": status, "contributor": contributor or None}
-    rows, total = fetch_page(db, "contributions", page, filters=filters, order="id")
-    return Page(items=[to_contribution(r) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)  # fmt: skip
+    return page_of_contributions(db, page, datanet_id, status, contributor)

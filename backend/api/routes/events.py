@@ -1,13 +1,14 @@
 """The raw protocol events, for auditors."""
 
 import json
+import sqlite3
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from backend.api.deps import MAX_ID, DbDep, PageDep
 from backend.api.errors import responses
-from backend.api.queries import fetch_page
+from backend.api.queries import page_of
 from backend.api.schemas import EventPublic, Page
 
 router = APIRouter(prefix="/events", tags=["events"], responses=responses(422))
@@ -31,10 +32,12 @@ def list_events(
         "block_number >= ?": from_block,
         "block_number <= ?": to_block,
     }
-    rows, total = fetch_page(
-        db, "events", page, filters=filters, order="block_number, log_index",
+    return page_of(
+        db, "events", page, to_event, filters=filters, order="block_number, log_index",
         columns="block_number, block_hash, block_timestamp, tx_hash, log_index, contract,"
         " address, event, args",
     )  # fmt: skip
-    items = [EventPublic(**{**dict(r), "args": json.loads(r["args"])}) for r in rows]
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+def to_event(row: sqlite3.Row) -> EventPublic:
+    return EventPublic(**{**dict(row), "args": json.loads(row["args"])})

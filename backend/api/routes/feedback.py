@@ -3,7 +3,7 @@ receipts they name, and the preference pairs they export for the model's next DP
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -148,12 +148,15 @@ def _stored(
     return FeedbackStored(kind=kind, new=new, model_id=model_id, signer=signer)
 
 
-@router.post(
-    "/ratings",
-    status_code=201,
-    response_model=FeedbackStored,
-    responses={200: {"model": FeedbackStored, "description": "Already stored (a retry)"}},
-)
+# What both POST routes answer: 201 for new feedback, 200 for a retry of stored feedback.
+_STORES: dict[str, Any] = {
+    "status_code": 201,
+    "response_model": FeedbackStored,
+    "responses": {200: {"model": FeedbackStored, "description": "Already stored (a retry)"}},
+}
+
+
+@router.post("/ratings", **_STORES)
 def rate(body: RatingCreate, service: FeedbackDep, response: Response) -> FeedbackStored:
     """Stores a rating of an answer by the wallet that paid for it."""
     store = _open(service)
@@ -168,12 +171,7 @@ def rate(body: RatingCreate, service: FeedbackDep, response: Response) -> Feedba
     return _stored(response, "rating", new, model_id, signer)
 
 
-@router.post(
-    "/preferences",
-    status_code=201,
-    response_model=FeedbackStored,
-    responses={200: {"model": FeedbackStored, "description": "Already stored (a retry)"}},
-)
+@router.post("/preferences", **_STORES)
 def prefer(body: PreferenceCreate, service: FeedbackDep, response: Response) -> FeedbackStored:
     """Stores a preference between two answers to one prompt, by the wallet that paid for
     both."""

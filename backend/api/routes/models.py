@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from backend.api.deps import AddressQuery, DbDep, IdPath, IdQuery, PageDep
 from backend.api.errors import not_found, responses
-from backend.api.queries import chain_time, fetch_one, fetch_page
+from backend.api.queries import chain_time, fetch_one, page_of, require_one
 from backend.api.schemas import (
     ModelPublic,
     ModelVersionPublic,
@@ -43,10 +43,7 @@ def to_model(row: sqlite3.Row, now: int | None) -> ModelPublic:
 
 
 def require_model(db: sqlite3.Connection, model_id: int) -> sqlite3.Row:
-    row = fetch_one(db, "SELECT * FROM models WHERE id = ?", model_id)
-    if row is None:
-        raise not_found(f"model {model_id}")
-    return row
+    return require_one(db, f"model {model_id}", "SELECT * FROM models WHERE id = ?", model_id)
 
 
 @router.get("", response_model=Page[ModelPublic])
@@ -59,10 +56,8 @@ def list_models(
         "developer": developer or None,
         "id IN (SELECT model_id FROM model_versions WHERE datanet_id = ?)": datanet_id,
     }
-    rows, total = fetch_page(db, "models", page, filters=filters, order="id")
     now = chain_time(db)
-    return Page(items=[to_model(r, now) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)  # fmt: skip
+    return page_of(db, "models", page, lambda r: to_model(r, now), filters=filters, order="id")
 
 
 @router.get("/{model_id}", response_model=ModelPublic)
@@ -75,11 +70,8 @@ def get_model(db: DbDep, model_id: IdPath) -> ModelPublic:
 def list_model_versions(db: DbDep, page: PageDep, model_id: IdPath) -> Page[ModelVersionPublic]:
     """A model's adapter versions, oldest first."""
     require_model(db, model_id)
-    rows, total = fetch_page(
-        db, "model_versions", page, filters={"model_id": model_id}, order="version"
-    )
-    return Page(items=[ModelVersionPublic.model_validate(dict(r)) for r in rows], total=total,
-                limit=page.limit, offset=page.offset)  # fmt: skip
+    filters = {"model_id": model_id}
+    return page_of(db, "model_versions", page, to_model_version, filters=filters, order="version")
 
 
 @router.get("/{model_id}/versions/{version}", response_model=ModelVersionPublic)
@@ -91,4 +83,8 @@ def get_model_version(db: DbDep, model_id: IdPath, version: IdPath) -> ModelVers
     if row is None:
         require_model(db, model_id)
         raise not_found(f"version {version} of model {model_id}")
+    return to_model_version(row)
+
+
+def to_model_version(row: sqlite3.Row) -> ModelVersionPublic:
     return ModelVersionPublic.model_validate(dict(row))

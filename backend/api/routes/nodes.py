@@ -5,8 +5,8 @@ import sqlite3
 from fastapi import APIRouter
 
 from backend.api.deps import AddressPath, DbDep, PageDep
-from backend.api.errors import not_found, responses
-from backend.api.queries import fetch_one, fetch_page
+from backend.api.errors import responses
+from backend.api.queries import fetch_one, page_of, require_one
 from backend.api.schemas import NodePublic, Page
 
 router = APIRouter(prefix="/nodes", tags=["nodes"], responses=responses(404, 422))
@@ -28,16 +28,12 @@ def to_node(row: sqlite3.Row, minimum: int) -> NodePublic:
 @router.get("", response_model=Page[NodePublic])
 def list_nodes(db: DbDep, page: PageDep) -> Page[NodePublic]:
     """Nodes that ever staked, in order of their first stake."""
-    rows, total = fetch_page(db, "nodes", page, order="block_number, address")
     minimum = min_stake(db)
-    return Page(items=[to_node(r, minimum) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)  # fmt: skip
+    return page_of(db, "nodes", page, lambda r: to_node(r, minimum), order="block_number, address")
 
 
 @router.get("/{address}", response_model=NodePublic)
 def get_node(db: DbDep, address: AddressPath) -> NodePublic:
     """One node."""
-    row = fetch_one(db, "SELECT * FROM nodes WHERE address = ?", address)
-    if row is None:
-        raise not_found(f"node {address}")
+    row = require_one(db, f"node {address}", "SELECT * FROM nodes WHERE address = ?", address)
     return to_node(row, min_stake(db))

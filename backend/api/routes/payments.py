@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 
 from backend.api.deps import AddressPath, AddressQuery, DbDep, IdQuery, PageDep
 from backend.api.errors import not_found, responses
-from backend.api.queries import chain_time, fetch_one, fetch_page
+from backend.api.queries import chain_time, page_of, require_one
 from backend.api.schemas import (
     ChannelDetail,
     ChannelPublic,
@@ -27,6 +27,7 @@ from backend.indexer.projections import WITHDRAWAL_WINDOW
 
 router = APIRouter(prefix="/payments", tags=["payments"], responses=responses(404, 422))
 CHANNEL_ORDER = "block_number, payer, node"
+EVENT_ORDER = "block_number, log_index"
 TOTALS = ("balance", "deposited", "spent", "withdrawn", "pending_withdrawal")
 
 
@@ -127,20 +128,20 @@ def list_channels(
 ) -> Page[ChannelPublic]:
     """Payment channels in the order they were opened, optionally by payer or node (a node's
     channels are the deposits that back its service)."""
-    filters = {"payer": payer or None, "node": node or None}
-    rows, total = fetch_page(db, "channels", page, filters=filters, order=CHANNEL_ORDER)
     now = chain_time(db)
-    return Page(items=[to_channel(r, now) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)  # fmt: skip
+    filters = {"payer": payer or None, "node": node or None}
+    return page_of(
+        db, "channels", page, lambda r: to_channel(r, now), filters=filters, order=CHANNEL_ORDER
+    )
 
 
 @router.get("/channels/{payer}/{node}", response_model=ChannelDetail)
 def get_channel(db: DbDep, payer: AddressPath, node: AddressPath) -> ChannelDetail:
     """One channel: balance, withdrawal, and its session keys (revoked ones until they are
     replaced, with the time they stay valid until)."""
-    row = fetch_one(db, "SELECT * FROM channels WHERE payer = ? AND node = ?", payer, node)
-    if row is None:
-        raise not_found(f"channel of payer {payer} with node {node}")
+    what = f"channel of payer {payer} with node {node}"
+    sql = "SELECT * FROM channels WHERE payer = ? AND node = ?"
+    row = require_one(db, what, sql, payer, node)
     return channel_details(db, [row], chain_time(db))[0]
 
 
@@ -154,11 +155,7 @@ def list_redemptions(
 ) -> Page[RedemptionPublic]:
     """Redeemed vouchers, oldest first, optionally by payer, node or model."""
     filters = {"payer": payer or None, "node": node or None, "model_id": model_id}
-    rows, total = fetch_page(
-        db, "redemptions", page, filters=filters, order="block_number, log_index"
-    )
-    return Page(items=[RedemptionPublic.model_validate(dict(r)) for r in rows], total=total,
-                limit=page.limit, offset=page.offset)  # fmt: skip
+    return page_of(db, "redemptions", page, to_redemption, filters=filters, order=EVENT_ORDER)
 
 
 @router.get("/skipped-vouchers", response_model=Page[SkippedVoucherPublic])
@@ -175,11 +172,11 @@ def list_skipped_vouchers(
     first, optionally by node, payer, model or reason."""
     filters = {"node": node or None, "payer": payer or None, "model_id": model_id,
                "reason": reason}  # fmt: skip
-    rows, total = fetch_page(
-        db, "skipped_vouchers", page, filters=filters, order="block_number, log_index"
-    )
-    return Page(items=[to_skipped(r) for r in rows], total=total, limit=page.limit,
-                offset=page.offset)  # fmt: skip
+    return page_of(db, "skipped_vouchers", page, to_skipped, filters=filters, order=EVENT_ORDER)
+
+
+def to_redemption(row: sqlite3.Row) -> RedemptionPublic:
+    return RedemptionPublic.model_validate(dict(row))
 
 
 def to_skipped(row: sqlite3.Row) -> SkippedVoucherPublic:

@@ -1,10 +1,12 @@
 """Usage proofs: the receipts each redemption paid for."""
 
+import sqlite3
+
 from fastapi import APIRouter
 
 from backend.api.deps import AddressQuery, DbDep, IdPath, PageDep
-from backend.api.errors import not_found, responses
-from backend.api.queries import fetch_one, fetch_page
+from backend.api.errors import responses
+from backend.api.queries import page_of, require_one
 from backend.api.routes.payments import to_skipped
 from backend.api.schemas import (
     Page,
@@ -20,18 +22,20 @@ router = APIRouter(prefix="/usage-proofs", tags=["usage proofs"], responses=resp
 @router.get("", response_model=Page[UsageProofPublic])
 def list_usage_proofs(db: DbDep, page: PageDep, node: AddressQuery = "") -> Page[UsageProofPublic]:
     """Usage proofs, oldest first, optionally by node."""
-    rows, total = fetch_page(db, "usage_proofs", page, filters={"node": node or None}, order="id")
-    return Page(items=[UsageProofPublic.model_validate(dict(r)) for r in rows], total=total,
-                limit=page.limit, offset=page.offset)  # fmt: skip
+    filters = {"node": node or None}
+    return page_of(db, "usage_proofs", page, to_usage_proof, filters=filters, order="id")
+
+
+def to_usage_proof(row: sqlite3.Row) -> UsageProofPublic:
+    return UsageProofPublic.model_validate(dict(row))
 
 
 @router.get("/{proof_id}", response_model=UsageProofDetail)
 def get_usage_proof(db: DbDep, proof_id: IdPath) -> UsageProofDetail:
     """One usage proof with the vouchers it redeemed (and those it skipped) and how the
     payment was split."""
-    row = fetch_one(db, "SELECT * FROM usage_proofs WHERE id = ?", proof_id)
-    if row is None:
-        raise not_found(f"usage proof {proof_id}")
+    sql = "SELECT * FROM usage_proofs WHERE id = ?"
+    row = require_one(db, f"usage proof {proof_id}", sql, proof_id)
     redemptions = db.execute(
         "SELECT * FROM redemptions WHERE usage_proof_id = ? ORDER BY log_index", (proof_id,)
     ).fetchall()

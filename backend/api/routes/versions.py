@@ -2,12 +2,11 @@
 
 import sqlite3
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from backend.api.deps import DbDep, IdPath, PageDep
-from backend.api.errors import conflict, not_found, responses
-from backend.api.proofs import ProofCache, ProofUnavailableError
-from backend.api.queries import fetch_one, fetch_page
+from backend.api.deps import DbDep, IdPath, PageDep, ProofsDep
+from backend.api.errors import not_found, responses
+from backend.api.queries import fetch_one, page_of, require_leaf
 from backend.api.routes.contributions import to_contribution
 from backend.api.routes.datanets import require_datanet
 from backend.api.schemas import ContributionPublic, Page, VersionLeaf, VersionProof, VersionPublic
@@ -29,29 +28,28 @@ def require_version(db: sqlite3.Connection, datanet_id: int, version: int) -> sq
 def list_versions(db: DbDep, page: PageDep, datanet_id: IdPath) -> Page[VersionPublic]:
     """A Datanet's published versions, oldest first."""
     require_datanet(db, datanet_id)
-    rows, total = fetch_page(
-        db, "versions", page, filters={"datanet_id": datanet_id}, order="version"
-    )
-    return Page(items=[VersionPublic.model_validate(dict(r)) for r in rows], total=total,
-                limit=page.limit, offset=page.offset)  # fmt: skip
+    filters = {"datanet_id": datanet_id}
+    return page_of(db, "versions", page, to_version, filters=filters, order="version")
 
 
 @router.get("/{datanet_id}/versions/{version}", response_model=VersionPublic)
 def get_version(db: DbDep, datanet_id: IdPath, version: IdPath) -> VersionPublic:
     """One published version."""
-    return VersionPublic.model_validate(dict(require_version(db, datanet_id, version)))
+    return to_version(require_version(db, datanet_id, version))
+
+
+def to_version(row: sqlite3.Row) -> VersionPublic:
+    return VersionPublic.model_validate(dict(row))
 
 
 @router.get(
     "/{datanet_id}/versions/{version}/contributions", response_model=Page[ContributionPublic]
 )
 def list_version_contributions(
-    request: Request, db: DbDep, page: PageDep, datanet_id: IdPath, version: IdPath
+    proofs: ProofsDep, db: DbDep, page: PageDep, datanet_id: IdPath, version: IdPath
 ) -> Page[ContributionPublic]:
     """The contributions a version commits to (approved before it was published), id order."""
-    row = require_version(db, datanet_id, version)
-    cache: ProofCache = request.app.state.proofs
-    members = cache.version_members(db, row)
+    members = proofs.version_members(db, require_version(db, datanet_id, version))
     ids = members[page.offset : page.offset + page.limit]
     marks = ",".join("?" * len(ids))
     rows = db.execute(f"SELECT * FROM contributions WHERE id IN ({marks}) ORDER BY id", ids)
@@ -65,21 +63,13 @@ def list_version_contributions(
     responses=responses(409),
 )
 def get_version_proof(
-    request: Request, db: DbDep, datanet_id: IdPath, version: IdPath, contribution_id: IdPath
+    proofs: ProofsDep, db: DbDep, datanet_id: IdPath, version: IdPath, contribution_id: IdPath
 ) -> VersionProof:
     """The Merkle proof that a contribution is in a version (for ``isInVersion``), from the
     tree rebuilt from the index and checked against the on-chain root."""
     row = require_version(db, datanet_id, version)
-    cache: ProofCache = request.app.state.proofs
-    try:
-        indexed = cache.version_tree(db, row)
-    except ProofUnavailableError as why:
-        raise conflict(str(why)) from None
-    rows = indexed.positions.get(contribution_id)
-    if not rows:
-        raise not_found(f"contribution {contribution_id} in version {version} of datanet "
-                        f"{datanet_id}")  # fmt: skip
-    i = rows[0]
+    what = f"contribution {contribution_id} in version {version} of datanet {datanet_id}"
+    indexed, i = require_leaf(lambda: proofs.version_tree(db, row), contribution_id, what)
     cid_id, contributor, cid = indexed.tree.values[i]
     return VersionProof(
         datanet_id=datanet_id,
