@@ -110,7 +110,7 @@ def attribution(
         refute_full_records,
     )
     from backend.models.base_models import ensure_smollm2
-    from backend.protocol.cli_support import format_open
+    from backend.protocol.amounts import format_open
     from backend.protocol.deployments import PROJECT_ROOT
     from backend.storage.base import ContentStoreError
 
@@ -167,7 +167,8 @@ def attribution(
     if challenge:
         from ape import accounts
 
-        from backend.protocol.cli_support import send_challenge
+        from backend.cli.registry import echo_sent
+        from backend.sdk import ApeSigner, OpenLedger, ProtocolError
 
         if account_alias is None:
             raise click.UsageError("--challenge needs --account")
@@ -178,5 +179,8 @@ def attribution(
         )
         evidence = store.put(to_bytes(audit.evidence()))
         click.echo(f"evidence stored as {evidence}")
-        send_challenge(p, account, epoch_id, evidence)
+        try:
+            OpenLedger(w3p, ApeSigner(account), on_sent=echo_sent).challenge(epoch_id, evidence)
+        except ProtocolError as why:
+            raise click.ClickException(str(why)) from None
     sys.exit(1)

@@ -1,11 +1,13 @@
-"""What the ape scripts (``scripts/deploy.py``, ``scripts/ol.py``) share: exact OPEN amounts,
-typed click parameters, the recorded deployment, and transactions whose reverts read as the
-contract's custom error (``UnknownDatanet(datanetId=7)``) instead of a traceback.
+"""What the ape scripts that send through ape's contract objects share (``scripts/deploy.py``,
+``datanet.py``, ``modelfactory.py``): the recorded deployment, and transactions simulated first
+whose reverts read as the contract's custom error (``UnknownDatanet(datanetId=7)``) instead of
+a traceback. The protocol's one-action commands go through the SDK instead (:mod:`backend.sdk`);
+amounts and click parameters are re-exported from :mod:`backend.protocol.amounts` and
+:mod:`backend.cli.params`, where they live.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -43,13 +45,6 @@ def load_protocol(store: DeploymentStore | None = None) -> Protocol:
         return Protocol.load(store)
     except DeploymentNotFoundError as why:
         raise click.ClickException(f"{why}; deploy first: ape run deploy --network ...") from None
-
-
-def chain_now() -> int:
-    """Unix seconds as the next block will see them (the chain's clock can run ahead of ours)."""
-    from ape import chain
-
-    return max(int(chain.blocks.head.timestamp), int(time.time()))
 
 
 def fail(message: str) -> click.ClickException:
@@ -110,46 +105,6 @@ def transact(
     return receipt
 
 
-def ensure_allowance(protocol: Protocol, owner: Any, spender: Any, amount: int) -> None:
-    """Approves ``spender`` for ``amount`` OPEN wei of ``owner``'s when the allowance is lower,
-    after checking that ``owner`` holds that much."""
-    balance = int(protocol.token.balanceOf(owner.address))
-    if balance < amount:
-        raise fail(f"{owner.address} holds {format_open(balance)}, needs {format_open(amount)}")
-    if int(protocol.token.allowance(owner.address, spender.address)) < amount:
-        transact(
-            f"approved {format_open(amount)} to {spender.address}",
-            protocol.token.approve,
-            spender.address,
-            amount,
-            sender=owner,
-            protocol=protocol,
-        )
-
-
-def one_event(receipt: Any, event: Any) -> Any:
-    """The single ``event`` log of ``receipt``."""
-    logs = list(event.from_receipt(receipt))
-    if len(logs) != 1:
-        raise fail(f"expected one {event.name} event in {receipt.txn_hash}, found {len(logs)}")
-    return logs[0]
-
-
 def unique(ids: Iterable[int]) -> list[int]:
     """``ids`` without repeats, first occurrence kept."""
     return list(dict.fromkeys(ids))
-
-
-def send_challenge(protocol: Protocol, account: Any, epoch_id: int, reason_cid: str) -> Any:
-    """Challenges epoch ``epoch_id`` with ``reason_cid``, approving the bond first."""
-    bond = int(protocol.rewards.challengeBond())
-    if bond:
-        ensure_allowance(protocol, account, protocol.rewards, bond)
-    return transact(
-        f"challenged epoch {epoch_id} with a bond of {format_open(bond)}",
-        protocol.rewards.challenge,
-        epoch_id,
-        reason_cid,
-        sender=account,
-        protocol=protocol,
-    )
