@@ -1,12 +1,19 @@
 """Response models. Amounts are OPEN wei as decimal strings; times are unix seconds (null when
-the node did not report a block's timestamp); hashes, roots and proofs are 0x-hex."""
+the node did not report a block's timestamp); hashes, roots and proofs are 0x-hex.
+
+One file for one concern, the API's public shapes: small field lists under the conventions
+above, which a client reads as a whole (split, they would scatter the conventions).
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, Field
+from pydantic.dataclasses import dataclass
+
+from backend.indexer.abi import DecodedLog
 
 T = TypeVar("T")
 Wei = str  # OPEN wei, decimal
@@ -385,16 +392,9 @@ class Earnings(BaseModel):
     )
 
 
-class EventPublic(BaseModel):
-    block_number: int
-    block_hash: str
-    block_timestamp: int | None
-    tx_hash: str
-    log_index: int
-    contract: str
-    address: str
-    event: str
-    args: dict[str, Any]
+@dataclass(frozen=True)
+class EventPublic(DecodedLog):
+    """A protocol log as the indexer decoded and stored it (its fields are the indexer's)."""
 
 
 class UploadResult(BaseModel):
