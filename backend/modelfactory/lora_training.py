@@ -1,6 +1,7 @@
 """What ModelFactory's LoRA training loops (SFT, DPO) and their evaluation share: the device,
 seeded deterministic kernels, batches of labelled token rows, the decoder pass that computes a
-prefix shared by every row once, and saving an adapter in PEFT format.
+prefix shared by every row once, and saving an adapter in PEFT format. The loop itself is
+training_loop.py's.
 """
 
 from __future__ import annotations
@@ -151,9 +152,12 @@ def decoder_hidden_states(
     return torch.cat([shared, rest.last_hidden_state], dim=1)
 
 
-def save_adapter(model: torch.nn.Module, out_dir: Path) -> None:
+def save_adapter(model: torch.nn.Module, out_dir: Path, base_name: str | None = None) -> None:
     """Writes a PEFT model's two adapter files aside, then moves them into ``out_dir`` (config
-    last: a folder with a config holds a whole adapter)."""
+    last: a folder with a config holds a whole adapter). ``base_name``: the base model the
+    config names (a folder's name, so that no local path leaks out)."""
+    if base_name is not None:
+        model.peft_config["default"].base_model_name_or_path = base_name
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".incoming-"))
     try:

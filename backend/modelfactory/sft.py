@@ -2,8 +2,9 @@
 
 Instruction pairs and chats are formatted with the base model's own chat template (what the
 inference node will send it), and the loss covers only the assistant's answers through their
-end-of-turn token; plain text is trained as causal LM on every token. The loop is our own,
-not a trainer's, because two savings make a CPU step much cheaper without changing its
+end-of-turn token; plain text is trained as causal LM on every token, at a learning rate that
+warms up, then decays linearly to zero. The loop is our own (training_loop.py, shared with
+DPO), not a trainer's, because two savings make a CPU step much cheaper without changing its
 result: logits are computed only where a label is (sparing most of the output projection on a
 49k vocabulary), and on a CPU the prefix every row of a batch shares (the template's system
 prompt) runs through the model once. ``train.device`` picks CPU or CUDA. Training is seeded
@@ -12,32 +13,23 @@ and, on CPU, uses deterministic kernels: the same inputs give byte-identical ada
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
-import math
-import struct
-import time
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
-from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from backend.datanets.formats import DataFormat
 from backend.modelfactory.dataset import Example
 from backend.modelfactory.lora_training import (
     IGNORE,
-    MAX_GRAD_NORM,
     collate,
     decoder_hidden_states,
     deterministic,
-    index_batches,
     new_lora_model,
     pad_token_id,
     resolve_device,
@@ -45,11 +37,14 @@ from backend.modelfactory.lora_training import (
     shares_prefix,
 )
 from backend.modelfactory.spec import LoraSettings, TrainSettings
+from backend.modelfactory.training_loop import (
+    StepCallback,
+    run_loop,
+    save_loss_curve,  # noqa: F401 - where jobs.py imports it from
+    warmup_then_decay,
+)
 
 log = logging.getLogger(__name__)
-
-LOG_EVERY = 10  # steps between log lines
-WARMUP_FRACTION = 0.05  # of the steps, with the learning rate rising linearly
 
 
 class EncodingError(ValueError):
@@ -168,14 +163,6 @@ def token_losses(
     return F.cross_entropy(logits.float(), targets[scored], reduction="none")
 
 
-def _lr_factor(step: int, total: int) -> float:
-    """Linear warmup over the first steps, then linear decay to zero at ``total``."""
-    warmup = math.ceil(WARMUP_FRACTION * total)
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
 def train_sft(
     base_dir: str | Path,
     train: list[Example],
@@ -183,7 +170,7 @@ def train_sft(
     settings: TrainSettings,
     out_dir: str | Path,
     progress: bool = True,
-    on_step: Callable[[int, int], None] | None = None,
+    on_step: StepCallback | None = None,
 ) -> SFTResult:
     """Trains a LoRA adapter of the model in ``base_dir`` on ``train``; saves it in PEFT
     format into ``out_dir`` (files appear only once fully written). ``on_step(step, total)``
@@ -200,50 +187,26 @@ def train_sft(
             f"no example keeps a labelled token within max_length={settings.max_length}"
         )
     pad_id = pad_token_id(tokenizer)
-    per_epoch = math.ceil(len(encoded) / settings.batch_size)
-    total = per_epoch * settings.epochs
-    if settings.max_steps is not None:
-        total = min(total, settings.max_steps)
-
     device = resolve_device(settings.device)
     share_prefix = shares_prefix(device)
 
     with deterministic(settings.seed, device):
         model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
         peft_model = new_lora_model(model, lora, settings.seed).to(device)
-        peft_model.train()
-        params = [p for p in peft_model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, total))
-        generator = torch.Generator().manual_seed(settings.seed)
-        curve: list[dict[str, float]] = []
-        tokens = 0
-        batches = index_batches(len(encoded), settings.batch_size, total, generator)
-        started = time.perf_counter()
-        with tqdm(total=total, desc="sft", unit="step", disable=not progress) as bar:
-            for step, chosen in enumerate(batches, start=1):
-                input_ids, attention_mask, labels = collate([encoded[i] for i in chosen], pad_id)
-                tokens += int(attention_mask.sum())
-                loss = token_losses(
-                    peft_model, input_ids.to(device), attention_mask.to(device),
-                    labels.to(device), share_prefix,
-                ).mean()  # fmt: skip
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
-                optimizer.step()
-                scheduler.step()
-                value = loss.item()
-                curve.append({"step": step, "epoch": round(step / per_epoch, 4), "loss": value})
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}")
-                if step % LOG_EVERY == 0 or step in (1, total):
-                    log.info("sft step %d/%d: loss %.4f", step, total, value)
-                if on_step is not None:
-                    on_step(step, total)
-        seconds = time.perf_counter() - started
-        peft_model.peft_config["default"].base_model_name_or_path = base_dir.name
-        save_adapter(peft_model, out_dir)
+
+        def batch_loss(indices: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+            input_ids, attention_mask, labels = collate([encoded[i] for i in indices], pad_id)
+            loss = token_losses(
+                peft_model, input_ids.to(device), attention_mask.to(device), labels.to(device),
+                share_prefix,
+            ).mean()  # fmt: skip
+            return loss, {"tokens": int(attention_mask.sum())}
+
+        loop = run_loop("sft", peft_model, batch_loss, len(encoded), settings,
+                        warmup_then_decay, progress, on_step)  # fmt: skip
+        save_adapter(peft_model, out_dir, base_dir.name)
+    curve, seconds = loop.curve, loop.seconds
+    tokens = int(sum(loop.metrics["tokens"]))
     log.info(
         "sft: %d steps, %d tokens in %.1f s (%.0f tokens/s), loss %.4f -> %.4f; saved to %s",
         len(curve), tokens, seconds, tokens / seconds, curve[0]["loss"], curve[-1]["loss"],
@@ -258,93 +221,4 @@ def train_sft(
         tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
         examples=len(encoded),
         dropped=tuple(dropped),
-    )
-
-
-# --- the loss curve, as JSON and as a PNG drawn without a plotting library -------------------
-
-PLOT_WIDTH, PLOT_HEIGHT, PLOT_MARGIN = 640, 360, 40
-WHITE, BLACK, GREY, BLUE = (255, 255, 255), (0, 0, 0), (220, 220, 220), (31, 119, 180)
-
-
-def save_loss_curve(curve: Sequence[dict[str, float]], json_path: Path, png_path: Path) -> None:
-    """The curve as JSON (a list of ``{step, epoch, loss}``) and as a line plot (loss over
-    step, with axes and a light grid; the y axis spans the curve's own range)."""
-    if not curve:
-        raise ValueError("an empty loss curve")
-    points = [(float(p["step"]), float(p["loss"])) for p in curve]
-    if not all(math.isfinite(v) for point in points for v in point):
-        raise ValueError("the loss curve holds a non-finite value")
-    Path(json_path).write_text(json.dumps(list(curve), indent=2, sort_keys=True) + "\n")
-    Path(png_path).write_bytes(_plot_png(points))
-
-
-def _plot_png(points: list[tuple[float, float]]) -> bytes:
-    width, height, margin = PLOT_WIDTH, PLOT_HEIGHT, PLOT_MARGIN
-    pixels = bytearray(bytes(WHITE) * (width * height))
-
-    def put(x: int, y: int, color: tuple[int, int, int]) -> None:
-        if 0 <= x < width and 0 <= y < height:
-            i = 3 * (y * width + x)
-            pixels[i : i + 3] = bytes(color)
-
-    def line(x0: int, y0: int, x1: int, y1: int, color: tuple[int, int, int], thick: int) -> None:
-        dx, dy = abs(x1 - x0), -abs(y1 - y0)  # Bresenham
-        sx, sy = (1 if x0 < x1 else -1), (1 if y0 < y1 else -1)
-        err = dx + dy
-        while True:
-            for ox in range(thick):
-                for oy in range(thick):
-                    put(x0 + ox, y0 + oy, color)
-            if (x0, y0) == (x1, y1):
-                return
-            e2 = 2 * err
-            if e2 >= dy:
-                err, x0 = err + dy, x0 + sx
-            if e2 <= dx:
-                err, y0 = err + dx, y0 + sy
-
-    left, right, top, bottom = margin, width - margin, margin // 2, height - margin
-    for i in range(1, 5):  # grid
-        y = bottom - i * (bottom - top) // 4
-        line(left, y, right, y, GREY, 1)
-    line(left, bottom, right, bottom, BLACK, 1)  # x axis
-    line(left, top, left, bottom, BLACK, 1)  # y axis
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x_low, x_high = min(xs), max(xs)
-    y_low, y_high = min(ys), max(ys)
-    pad = (y_high - y_low) * 0.05 or max(abs(y_high) * 0.05, 1e-6)
-    y_low, y_high = y_low - pad, y_high + pad
-
-    def to_pixel(x: float, y: float) -> tuple[int, int]:
-        px = left + (0.5 if x_high == x_low else (x - x_low) / (x_high - x_low)) * (right - left)
-        py = bottom - (y - y_low) / (y_high - y_low) * (bottom - top)
-        return round(px), round(py)
-
-    drawn = [to_pixel(x, y) for x, y in points]
-    if len(drawn) == 1:
-        x, y = drawn[0]
-        line(x - 2, y, x + 2, y, BLUE, 3)
-    for (x0, y0), (x1, y1) in itertools.pairwise(drawn):
-        line(x0, y0, x1, y1, BLUE, 2)
-    return encode_png(width, height, bytes(pixels))
-
-
-def encode_png(width: int, height: int, rgb: bytes) -> bytes:
-    """An 8-bit RGB PNG of ``rgb`` (rows top to bottom, 3 bytes a pixel), unfiltered."""
-    if len(rgb) != 3 * width * height:
-        raise ValueError(f"{len(rgb)} bytes are not {width}x{height} RGB pixels")
-    stride = 3 * width
-    raw = b"".join(b"\x00" + rgb[y * stride : (y + 1) * stride] for y in range(height))
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw, 9))
-        + chunk(b"IEND", b"")
     )

@@ -1,15 +1,14 @@
 """LoRA SFT on the tiny chat checkpoint: answer-only loss, a falling loss, identical bytes for
-identical inputs, a PEFT adapter, an eval report that sees the gain, and a real PNG curve."""
+identical inputs, a PEFT adapter, and an eval report that sees the gain (the loss curve's PNG:
+test_training_loop.py)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from backend.modelfactory.lora_training import CONFIG_FILE, IGNORE, WEIGHTS_FILE
 from backend.modelfactory.sft import (
     SFTResult,
     encode_example,
-    save_loss_curve,
     train_sft,
 )
 from backend.modelfactory.spec import LoraSettings, TrainSettings
@@ -251,46 +249,3 @@ def test_examples_without_an_answer_within_max_length_are_left_out(
     with pytest.raises(ValueError, match="no training examples"):
         train_sft(checkpoint, [], LORA, settings, tmp_path / "x")
     assert not (tmp_path / "x").exists()
-
-
-def read_png(data: bytes) -> tuple[int, int, bytes]:
-    """``(width, height, raw scanlines)`` of an 8-bit RGB PNG, every chunk's CRC checked."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, chunks = 8, []
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
-        assert crc == zlib.crc32(kind + body), kind
-        chunks.append((kind, body))
-        pos += 12 + length
-    assert chunks[0][0] == b"IHDR" and chunks[-1] == (b"IEND", b"")
-    width, height, depth, color, *_ = struct.unpack(">IIBBBBB", chunks[0][1])
-    assert (depth, color) == (8, 2)
-    raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
-    assert len(raw) == height * (1 + 3 * width)
-    return width, height, raw
-
-
-def test_loss_curve_is_saved_as_json_and_png(tmp_path: Path) -> None:
-    falling = [{"step": s, "epoch": s / 10, "loss": 5.0 / s} for s in range(1, 21)]
-    rising = [{"step": s, "epoch": s / 10, "loss": 0.1 * s} for s in range(1, 21)]
-    save_loss_curve(falling, tmp_path / "a.json", tmp_path / "a.png")
-    save_loss_curve(rising, tmp_path / "b.json", tmp_path / "b.png")
-    save_loss_curve(falling[:1], tmp_path / "c.json", tmp_path / "c.png")
-    assert json.loads((tmp_path / "a.json").read_text()) == falling
-    width, height, a = read_png((tmp_path / "a.png").read_bytes())
-    assert (width, height) == (640, 360)
-    _, _, b = read_png((tmp_path / "b.png").read_bytes())
-    _, _, c = read_png((tmp_path / "c.png").read_bytes())
-    assert a != b and a != c and b != c
-    blue = bytes((31, 119, 180))
-    # the falling curve starts top left and ends bottom right; the rising one the opposite
-    rows = [a[y * (1 + 3 * width) + 1 : (y + 1) * (1 + 3 * width)] for y in range(height)]
-    top_blue = [r.find(blue) // 3 for r in rows[: height // 3] if blue in r]
-    assert top_blue and min(top_blue) < width // 4
-    with pytest.raises(ValueError, match="empty"):
-        save_loss_curve([], tmp_path / "d.json", tmp_path / "d.png")
-    with pytest.raises(ValueError, match="non-finite"):
-        save_loss_curve([{"step": 1, "epoch": 1, "loss": math.nan}], tmp_path / "e.json",
-                        tmp_path / "e.png")  # fmt: skip
