@@ -56,7 +56,7 @@ def echo_report(report: AuditReport) -> None:
 )
 def datanet(datanet_id: int, store_spec: str) -> None:
     """Audit every published version of DATANET_ID and every file it contains."""
-    p = load_protocol()
+    p = load_protocol().as_web3()
     try:
         report = audit_datanet(p, open_store(store_spec), datanet_id)
     except DatanetError as why:
@@ -168,7 +168,7 @@ def attribution(
         from ape import accounts
 
         from backend.cli.registry import echo_sent
-        from backend.sdk import ApeSigner, OpenLedger, ProtocolError
+        from backend.sdk import ProtocolError
 
         if account_alias is None:
             raise click.UsageError("--challenge needs --account")
@@ -180,7 +180,7 @@ def attribution(
         evidence = store.put(to_bytes(audit.evidence()))
         click.echo(f"evidence stored as {evidence}")
         try:
-            OpenLedger(w3p, ApeSigner(account), on_sent=echo_sent).challenge(epoch_id, evidence)
+            p.sdk(account, on_sent=echo_sent).challenge(epoch_id, evidence)
         except ProtocolError as why:
             raise click.ClickException(str(why)) from None
     sys.exit(1)

@@ -23,6 +23,8 @@ from typing import Any
 import click
 from ape.cli import ConnectedProviderCommand, account_option
 
+from backend.cli.params import ADDRESS, ID, IDS, UINT64, UINT96_AMOUNT
+from backend.cli.registry import echo_sent
 from backend.datanets.contribute import (
     DEFAULT_BATCH_SIZE,
     check_files,
@@ -34,14 +36,7 @@ from backend.datanets.contribute import (
 from backend.datanets.create import create_datanet
 from backend.datanets.formats import DatanetMetadata, MetadataError
 from backend.datanets.publish import publish_version
-from backend.datanets.registry import (
-    DatanetError,
-    Send,
-    fetch_metadata,
-    read_history,
-    require_curator,
-    require_datanet,
-)
+from backend.datanets.registry import DatanetError, fetch_metadata, read_datanet, read_history
 from backend.datanets.review import (
     DEFAULT_REVIEW_BATCH,
     check_reviewable,
@@ -49,21 +44,12 @@ from backend.datanets.review import (
     send_reviews,
     validate_pending,
 )
-from backend.protocol.cli_support import (
-    ADDRESS,
-    AMOUNT_OR_ZERO,
-    ID,
-    IDS,
-    format_open,
-    load_protocol,
-    transact,
-    unique,
-)
-from backend.protocol.contracts import Protocol
+from backend.protocol.amounts import format_open
+from backend.protocol.cli_support import load_protocol
+from backend.protocol.web3_protocol import Web3Protocol
+from backend.sdk import OpenLedger, ProtocolError
 from backend.storage.base import ContentStore
 from backend.storage.open import STORE_ENV, default_store_spec, open_store
-
-UINT64 = click.IntRange(min=0, max=2**64 - 1)
 
 
 @click.group()
@@ -72,15 +58,21 @@ def cli() -> None:
 
 
 def command(name: str, short_help: str, *, signs: bool = True) -> Callable[..., click.Command]:
-    """A subcommand on an ape network (``--network``), with ``--store`` and, when it sends
-    transactions, a sender (``--account``). A :class:`DatanetError` becomes ``Error: ...``."""
+    """A subcommand on an ape network (``--network``), with ``--store``. One that sends
+    transactions takes a sender (``--account``) and runs with the SDK as that account
+    (``ol``); a read-only one gets the deployment (``p``). A refusal becomes ``Error: ...``."""
 
     def decorate(f: Callable[..., Any]) -> click.Command:
         @functools.wraps(f)
         def run(*args: Any, **kwargs: Any) -> None:
+            protocol = load_protocol()
+            if signs:
+                kwargs["ol"] = protocol.sdk(kwargs.pop("account"), on_sent=echo_sent)
+            else:
+                kwargs["p"] = protocol.as_web3()
             try:
                 f(*args, **kwargs)
-            except (DatanetError, MetadataError) as why:
+            except (DatanetError, MetadataError, ProtocolError) as why:
                 raise click.ClickException(str(why)) from None
 
         run = click.option(
@@ -98,22 +90,22 @@ def command(name: str, short_help: str, *, signs: bool = True) -> Callable[..., 
     return decorate
 
 
-def _send(p: Protocol) -> Send:
-    return functools.partial(transact, protocol=p)
-
-
 def _store(spec: str) -> ContentStore:
     return open_store(spec)
 
 
+def _unique(ids: tuple[list[int], ...]) -> list[int]:
+    return list(dict.fromkeys(i for group in ids for i in group))
+
+
 @command("create", "Create a Datanet from a metadata file (or reuse it)")
 @click.argument("metadata_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--bond", type=AMOUNT_OR_ZERO, default="0", help="OPEN taken per contribution.")
+@click.option("--bond", type=UINT96_AMOUNT, default="0", help="OPEN taken per contribution.")
 @click.option("--min-approved", type=UINT64, default=1, show_default=True,
               help="Approved contributions needed before the first version.")  # fmt: skip
 @click.option("--treasury", type=ADDRESS, help="Receives rejected bonds [default: the sender].")
 def create(
-    account: Any,
+    ol: OpenLedger,
     store_spec: str,
     metadata_file: Path,
     bond: int,
@@ -123,11 +115,9 @@ def create(
     """Store METADATA_FILE's Datanet metadata and create a Datanet owned by the sender; when
     the sender already created one with the same metadata, reuse it."""
     metadata = DatanetMetadata.from_json(metadata_file.read_bytes())
-    p = load_protocol()
     created = create_datanet(
-        p, _store(store_spec), account, metadata,
-        bond=bond, min_approved=min_approved, treasury=treasury, send=_send(p),
-    )  # fmt: skip
+        ol, _store(store_spec), metadata, bond=bond, min_approved=min_approved, treasury=treasury
+    )
     how = "created" if created.created_now else "reused (already created by the sender)"
     click.echo(f"datanet {created.datanet_id} {how}: metadata {created.metadata_cid}")
 
@@ -139,13 +129,12 @@ def create(
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE,
               show_default=True, help="Files per contributeBatch transaction.")  # fmt: skip
 def contribute(
-    account: Any, store_spec: str, datanet_id: int, paths: tuple[Path, ...], batch_size: int
+    ol: OpenLedger, store_spec: str, datanet_id: int, paths: tuple[Path, ...], batch_size: int
 ) -> None:
     """Validate every file of PATHS against DATANET_ID's format, store them, and register the
     ones the Datanet does not hold yet (bonds approved first)."""
-    p = load_protocol()
     store = _store(store_spec)
-    datanet = require_datanet(p, datanet_id)
+    datanet = read_datanet(ol.protocol, datanet_id)
     metadata = fetch_metadata(store, str(datanet.metadataCID))
     files = collect_files(paths)
     checked = check_files(metadata, files)
@@ -156,7 +145,7 @@ def contribute(
     with click.progressbar(store_files(store, checked), length=len(checked),
                            label="storing") as bar:  # fmt: skip
         stored = list(bar)
-    done, todo = split_registered(p, datanet_id, stored, account.address)
+    done, todo = split_registered(ol.protocol, datanet_id, stored, ol.address)
     for r in done:
         click.echo(f"  {r.path}: already contribution {r.contribution_id}, skipped")
     if not todo:
@@ -166,8 +155,7 @@ def contribute(
     click.echo(f"registering {len(todo)} file(s), bond {format_open(bond * len(todo))} in all")
     registered = []
     with click.progressbar(length=len(todo), label="registering") as bar:
-        batches = register_files(p, datanet_id, account, todo, batch_size=batch_size,
-                                 send=_send(p))  # fmt: skip
+        batches = register_files(ol, datanet_id, todo, batch_size=batch_size)
         for batch in batches:
             registered.extend(batch)
             bar.update(len(batch))
@@ -179,10 +167,9 @@ def contribute(
 @click.argument("datanet_id", type=ID)
 @click.option("--lines", type=click.IntRange(min=0), default=3, show_default=True,
               help="Preview lines per contribution.")  # fmt: skip
-def pending(store_spec: str, datanet_id: int, lines: int) -> None:
+def pending(p: Web3Protocol, store_spec: str, datanet_id: int, lines: int) -> None:
     """List the contributions of DATANET_ID waiting for review, with their first lines."""
-    p = load_protocol()
-    require_datanet(p, datanet_id)
+    read_datanet(p, datanet_id)
     store = _store(store_spec)
     waiting = read_history(p, datanet_id).pending()
     click.echo(f"datanet {datanet_id}: {len(waiting)} pending contribution(s)")
@@ -204,7 +191,7 @@ def pending(store_spec: str, datanet_id: int, lines: int) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_REVIEW_BATCH,
               show_default=True, help="Contributions per review transaction.")  # fmt: skip
 def review(
-    account: Any,
+    ol: OpenLedger,
     store_spec: str,
     datanet_id: int,
     approved: tuple[list[int], ...],
@@ -214,16 +201,13 @@ def review(
 ) -> None:
     """Review contributions of DATANET_ID: approve (bond refunded) or reject (bond to the
     treasury) by id, and/or re-validate every pending file with --approve-all-valid."""
-    approve_ids = unique(i for ids in approved for i in ids)
-    reject_ids = unique(i for ids in rejected for i in ids)
+    approve_ids, reject_ids = _unique(approved), _unique(rejected)
     if not (approve_ids or reject_ids or approve_all_valid):
         raise click.UsageError(
             "nothing to review: give --approve/--reject ids or --approve-all-valid"
         )
-    p = load_protocol()
-    datanet = require_datanet(p, datanet_id)
-    require_curator(p, datanet_id, account)
-    history = read_history(p, datanet_id)
+    datanet = read_datanet(ol.protocol, datanet_id)
+    history = read_history(ol.protocol, datanet_id)
     check_reviewable(history, [*approve_ids, *reject_ids])
     if approve_all_valid:
         store = _store(store_spec)
@@ -239,8 +223,7 @@ def review(
     if not approve_ids and not reject_ids:
         click.echo(f"datanet {datanet_id}: nothing pending to review")
         return
-    send_reviews(p, datanet_id, account, approve_ids, reject_ids, batch_size=batch_size,
-                 send=_send(p))  # fmt: skip
+    send_reviews(ol, datanet_id, approve_ids, reject_ids, batch_size=batch_size)
     click.echo(
         f"datanet {datanet_id}: approved {sorted(approve_ids) or 'none'}, "
         f"rejected {sorted(reject_ids) or 'none'}"
@@ -249,13 +232,10 @@ def review(
 
 @command("publish", "Publish a version of the approved contributions")
 @click.argument("datanet_id", type=ID)
-def publish(account: Any, store_spec: str, datanet_id: int) -> None:
+def publish(ol: OpenLedger, store_spec: str, datanet_id: int) -> None:
     """Build DATANET_ID's manifest of approved contributions, store it, and publish its Merkle
     root as the next version; nothing is sent when nothing changed since the last version."""
-    p = load_protocol()
-    require_datanet(p, datanet_id)
-    require_curator(p, datanet_id, account)
-    result = publish_version(p, _store(store_spec), datanet_id, account, send=_send(p))
+    result = publish_version(ol, _store(store_spec), datanet_id)
     state = "published" if result.published_now else "unchanged since"
     click.echo(
         f"datanet {datanet_id} {state} version {result.version}: "

@@ -30,6 +30,8 @@ from typing import Any
 import click
 from ape.cli import ConnectedProviderCommand, account_option
 
+from backend.cli.params import ADDRESS, ID, UINT96_AMOUNT
+from backend.cli.registry import echo_sent
 from backend.modelfactory.adapter_check import AdapterCheckError
 from backend.modelfactory.chain import ChainLookupError
 from backend.modelfactory.dataset import DatasetError
@@ -55,13 +57,14 @@ from backend.modelfactory.spec import (
     LoraSettings,
     TrainSettings,
 )
-from backend.protocol.cli_support import ADDRESS, AMOUNT_OR_ZERO, ID, load_protocol, transact
+from backend.protocol.cli_support import load_protocol
 from backend.protocol.deployments import PROJECT_ROOT
+from backend.sdk import OpenLedger, ProtocolError
 from backend.storage.open import STORE_ENV, default_store_spec, open_store
 
 ERRORS = (
     JobSpecError, JobError, DatasetError, ChainLookupError, PublishError, AdapterCheckError,
-    AdapterImportError, ProvenanceError,
+    AdapterImportError, ProvenanceError, ProtocolError,
 )  # fmt: skip
 
 
@@ -197,8 +200,8 @@ def listing_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--name", required=True, help="The model's name in its metadata."),
         click.option("--description", default=""),
         click.option("--license", "license_", default="", help="SPDX identifier of the adapter."),
-        click.option("--price-per-request", type=AMOUNT_OR_ZERO, default="0"),
-        click.option("--price-per-token", type=AMOUNT_OR_ZERO, default="0"),
+        click.option("--price-per-request", type=UINT96_AMOUNT, default="0"),
+        click.option("--price-per-token", type=UINT96_AMOUNT, default="0"),
         click.option(
             "--split",
             "split_text",
@@ -215,7 +218,7 @@ def listing_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def listing(p: Any, new_model: bool, name: str, description: str, license_: str,
+def listing(new_model: bool, name: str, description: str, license_: str,
             price_per_request: int, price_per_token: int, split_text: str,
             attributor: str | None) -> dict[str, Any]:  # fmt: skip
     """The keyword arguments of ``publish_job`` / ``import_adapter`` from the listing options."""
@@ -223,7 +226,12 @@ def listing(p: Any, new_model: bool, name: str, description: str, license_: str,
         raise click.UsageError("a new model needs --attributor (a staked node's address)")
     return {"name": name, "description": description, "license": license_,
             "pricing": Pricing(price_per_request, price_per_token), "split": _split(split_text),
-            "attributor": attributor, "send": functools.partial(transact, protocol=p)}  # fmt: skip
+            "attributor": attributor}  # fmt: skip
+
+
+def as_sender(account: Any) -> OpenLedger:
+    """The SDK over ape's connection, acting as the ``--account``."""
+    return load_protocol().sdk(account, on_sent=echo_sent)
 
 
 def echo_published(artifacts: Artifacts, published: Published) -> None:
@@ -243,12 +251,11 @@ def echo_published(artifacts: Artifacts, published: Published) -> None:
 def publish(account: Any, store_spec: str, workdir: Path, **options: Any) -> None:
     """Store WORKDIR's adapter, manifest and reports by CID and register the model (or, for a
     job that names a model, publish its next version)."""
-    p = load_protocol()
     spec = json.loads((workdir / "job.json").read_text())["spec"] if (
         workdir / "job.json").is_file() else {}  # fmt: skip
     new_model = spec.get("model_id") is None
     artifacts, published = publish_job(
-        workdir, p, open_store(store_spec), account, **listing(p, new_model, **options)
+        workdir, as_sender(account), open_store(store_spec), **listing(new_model, **options)
     )
     echo_published(artifacts, published)
 
@@ -287,12 +294,11 @@ def import_(account: Any, store_spec: str, adapter_dir: Path, datanet_id: int, v
     """Check the PEFT adapter in ADAPTER_DIR (trained outside ModelFactory) against the base
     model and VERSION of DATANET_ID, store it and register it as a model (or, with --model, as
     that model's next version)."""
-    p = load_protocol()
     done = import_adapter(
-        adapter_dir, p, open_store(store_spec), account, datanet_id=datanet_id,
+        adapter_dir, as_sender(account), open_store(store_spec), datanet_id=datanet_id,
         version=version, data_files=data_files, unverified=unverified, method=method,
         base_model=base_model, base_alias=base_alias, data_dir=PROJECT_ROOT / ".data",
-        model_id=model_id, **listing(p, model_id is None, **options),
+        model_id=model_id, **listing(model_id is None, **options),
     )  # fmt: skip
     config = done.config
     click.echo(f"adapter: rank {config.rank}, alpha {config.alpha:g}, targets "

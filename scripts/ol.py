@@ -20,7 +20,7 @@ from ape.cli import ConnectedProviderCommand, account_option
 
 from backend.cli.registry import CommandSpec, all_commands, echo_sent
 from backend.protocol.cli_support import load_protocol
-from backend.sdk import ApeSigner, OpenLedger
+from backend.sdk import OpenLedger
 
 
 @click.group()
@@ -30,7 +30,7 @@ def cli() -> None:
 
 def connect(account: Any) -> OpenLedger:
     """The SDK over ape's connection to the deployment recorded for its chain, as ``account``."""
-    return OpenLedger(load_protocol().as_web3(), ApeSigner(account), on_sent=echo_sent)
+    return load_protocol().sdk(account, on_sent=echo_sent)
 
 
 def _bind(spec: CommandSpec) -> None:

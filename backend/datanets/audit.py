@@ -13,8 +13,8 @@ import logging
 from dataclasses import dataclass, field
 
 from backend.datanets.manifest import Manifest, ManifestEntry, ManifestError
-from backend.datanets.registry import DatanetHistory, read_history, require_datanet
-from backend.protocol.contracts import Protocol
+from backend.datanets.registry import DatanetHistory, read_datanet, read_history
+from backend.protocol.web3_protocol import Web3Protocol
 from backend.storage.base import ContentStore, ContentStoreError
 from backend.storage.cid import InvalidCIDError
 
@@ -84,11 +84,11 @@ def compare_entries(expected: Manifest, stored: Manifest) -> list[str]:
 
 
 def audit_version(
-    p: Protocol, store: ContentStore, history: DatanetHistory, number: int
+    p: Web3Protocol, store: ContentStore, history: DatanetHistory, number: int
 ) -> tuple[VersionAudit, list[ManifestEntry]]:
     """Checks version ``number``; returns its audit and the approved set the events give."""
     datanet_id = history.datanet_id
-    on_chain = p.datanets.version(datanet_id, number)
+    on_chain = p["DatanetRegistry"].functions.version(datanet_id, number).call()
     audit = VersionAudit(
         number,
         int(on_chain.contributionCount),
@@ -133,9 +133,9 @@ def audit_version(
     return audit, entries
 
 
-def audit_datanet(p: Protocol, store: ContentStore, datanet_id: int) -> AuditReport:
+def audit_datanet(p: Web3Protocol, store: ContentStore, datanet_id: int) -> AuditReport:
     """Audits every published version of ``datanet_id`` and every file they contain."""
-    datanet = require_datanet(p, datanet_id)
+    datanet = read_datanet(p, datanet_id)
     history = read_history(p, datanet_id)
     report = AuditReport(datanet_id)
     files: dict[str, tuple[ManifestEntry, list[int]]] = {}  # cid -> (entry, versions)

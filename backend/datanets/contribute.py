@@ -13,12 +13,13 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from backend.datanets.formats import ContributionFormatError, DatanetMetadata, LineError
 from backend.datanets.formats import validate_contribution as check_format
-from backend.datanets.registry import DatanetError, Send, ensure_allowance, send_direct
-from backend.protocol.contracts import Protocol
+from backend.datanets.registry import DatanetError, read_datanet
+from backend.protocol.enums import ContributionStatus
+from backend.protocol.web3_protocol import Web3Protocol
+from backend.sdk import OpenLedger
 from backend.storage.base import ContentStore
 
 log = logging.getLogger(__name__)
@@ -122,12 +123,11 @@ def store_files(store: ContentStore, files: Iterable[CheckedFile]) -> Iterator[S
         yield StoredFile(f.path, f.size, cid)
 
 
-# IDatanetRegistry.ContributionStatus values that hold a CID (Pending, Approved).
-HOLDING_STATUSES = (1, 2)
+HOLDING_STATUSES = (ContributionStatus.PENDING, ContributionStatus.APPROVED)  # hold their CID
 
 
 def split_registered(
-    p: Protocol, datanet_id: int, stored: Sequence[StoredFile], contributor: str | None = None
+    p: Web3Protocol, datanet_id: int, stored: Sequence[StoredFile], contributor: str | None = None
 ) -> tuple[list[Registered], list[StoredFile]]:
     """``(already registered, to register)``; a CID given twice is registered once. A CID
     whose latest registration no longer holds it (rejected or withdrawn) is to register again,
@@ -135,9 +135,10 @@ def split_registered(
     done: list[Registered] = []
     todo: dict[str, StoredFile] = {}
     for f in stored:
-        existing = int(p.datanets.contributionIdOf(datanet_id, f.cid))
+        registry = p["DatanetRegistry"].functions
+        existing = int(registry.contributionIdOf(datanet_id, f.cid).call())
         if existing:
-            c = p.datanets.contribution(existing)
+            c = registry.contribution(existing).call()
             own = contributor is not None and c.contributor.lower() == contributor.lower()
             if int(c.status) in HOLDING_STATUSES or own:
                 done.append(Registered(f.path, f.cid, f.size, existing, registered_now=False))
@@ -152,31 +153,31 @@ def split_registered(
 
 
 def register_files(
-    p: Protocol,
+    ol: OpenLedger,
     datanet_id: int,
-    account: Any,
     files: Sequence[StoredFile],
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    send: Send = send_direct,
 ) -> Iterator[list[Registered]]:
-    """Approves the bonds of all ``files``, then registers them by ``contributeBatch`` in
-    batches of ``batch_size``, yielding each batch's registrations."""
+    """Approves the bonds of all ``files``, then registers them as the sender by
+    ``contributeBatch`` in batches of ``batch_size``, yielding each batch's registrations."""
     if batch_size < 1:
         raise DatanetError(f"batch size {batch_size} is not positive")
     if not files:
         return
-    bond = int(p.datanets.datanet(datanet_id).contributionBond)
+    bond = int(read_datanet(ol.protocol, datanet_id).contributionBond)
     if bond:
-        ensure_allowance(p, account, bond * len(files), send)
+        ol.ensure_allowance(ol.datanets, bond * len(files))
     for start in range(0, len(files), batch_size):
         batch = files[start : start + batch_size]
-        receipt = send(
+        receipt = ol.send(
             f"contributed {len(batch)} file(s) to datanet {datanet_id}",
-            p.datanets.contributeBatch, datanet_id, [f.cid for f in batch], [f.size for f in batch],
-            sender=account,
-        )  # fmt: skip
+            ol.datanets.functions.contributeBatch(
+                datanet_id, [f.cid for f in batch], [f.size for f in batch]
+            ),
+        )
         ids = {
-            str(e.cid): int(e.contributionId) for e in p.datanets.Contributed.from_receipt(receipt)
+            str(e.cid): int(e.contributionId)
+            for e in ol.events(receipt, ol.datanets, "Contributed")
         }
         yield [Registered(f.path, f.cid, f.size, ids[f.cid], registered_now=True) for f in batch]

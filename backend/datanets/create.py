@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from backend.datanets.formats import DatanetMetadata
-from backend.datanets.registry import DatanetError, Send, datanets_created_by, send_direct
-from backend.protocol.contracts import Protocol
+from backend.datanets.registry import DatanetError, datanets_created_by
+from backend.protocol.amounts import UINT96_MAX
+from backend.sdk import OpenLedger
 from backend.storage.base import ContentStore
 
 log = logging.getLogger(__name__)
-UINT96_MAX = 2**96 - 1
 
 
 @dataclass(frozen=True)
@@ -23,30 +22,29 @@ class CreatedDatanet:
 
 
 def create_datanet(
-    p: Protocol,
+    ol: OpenLedger,
     store: ContentStore,
-    owner: Any,
     metadata: DatanetMetadata,
     *,
     bond: int = 0,  # OPEN wei per contribution
     min_approved: int = 1,
     treasury: str | None = None,
-    send: Send = send_direct,
 ) -> CreatedDatanet:
-    """Stores ``metadata`` (canonical JSON) and creates a Datanet owned by ``owner`` with it,
-    unless ``owner`` already created one with this metadata CID (then that one is returned)."""
+    """Stores ``metadata`` (canonical JSON) and creates a Datanet owned by the sender with it,
+    unless the sender already created one with this metadata CID (then that one is returned)."""
     if not 0 <= bond <= UINT96_MAX:
         raise DatanetError(f"bond {bond} OPEN wei is outside 0..2**96-1")
     metadata_cid = store.put(metadata.to_json_bytes())
     store.pin(metadata_cid)
-    for datanet_id, cid in datanets_created_by(p, owner.address):
+    for datanet_id, cid in datanets_created_by(ol.protocol, ol.address):
         if cid == metadata_cid:
-            log.info("reusing datanet %d of %s (metadata %s)", datanet_id, owner.address, cid)
+            log.info("reusing datanet %d of %s (metadata %s)", datanet_id, ol.address, cid)
             return CreatedDatanet(datanet_id, metadata_cid, created_now=False)
-    receipt = send(
+    receipt = ol.send(
         f"created a datanet for {metadata.name!r}",
-        p.datanets.createDatanet, metadata_cid, bond, min_approved, treasury or owner.address,
-        sender=owner,
-    )  # fmt: skip
-    (event,) = p.datanets.DatanetCreated.from_receipt(receipt)
+        ol.datanets.functions.createDatanet(
+            metadata_cid, bond, min_approved, treasury or ol.address
+        ),
+    )
+    event = ol.event(receipt, ol.datanets, "DatanetCreated")
     return CreatedDatanet(int(event.datanetId), metadata_cid, created_now=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from backend.datanets.manifest import Manifest, ManifestEntry
-from backend.datanets.registry import DatanetError, Send, read_history, send_direct
-from backend.protocol.contracts import Protocol
+from backend.datanets.registry import DatanetError, read_datanet, read_history
+from backend.protocol.web3_protocol import Web3Protocol
+from backend.sdk import OpenLedger
 from backend.storage.base import ContentStore
 
 log = logging.getLogger(__name__)
@@ -24,10 +24,10 @@ class Publication:
     published_now: bool
 
 
-def build_manifest(p: Protocol, datanet_id: int) -> Manifest:
+def build_manifest(p: Web3Protocol, datanet_id: int) -> Manifest:
     """The manifest of the next version: every contribution approved now, from the events."""
     history = read_history(p, datanet_id)
-    datanet = p.datanets.datanet(datanet_id)
+    datanet = read_datanet(p, datanet_id)
     approved = history.approved()
     if len(approved) != int(datanet.approvedCount):
         raise DatanetError(
@@ -38,14 +38,13 @@ def build_manifest(p: Protocol, datanet_id: int) -> Manifest:
     return Manifest.of(datanet_id, int(datanet.versionCount) + 1, entries)
 
 
-def publish_version(
-    p: Protocol, store: ContentStore, datanet_id: int, curator: Any, *, send: Send = send_direct
-) -> Publication:
-    """Publishes the next version of ``datanet_id`` unless nothing changed since the last."""
-    datanet = p.datanets.datanet(datanet_id)
+def publish_version(ol: OpenLedger, store: ContentStore, datanet_id: int) -> Publication:
+    """Publishes the next version of ``datanet_id`` (the sender curates it) unless nothing
+    changed since the last."""
+    datanet = read_datanet(ol.protocol, datanet_id)
     approved, latest = int(datanet.approvedCount), int(datanet.versionCount)
     if latest:
-        last = p.datanets.version(datanet_id, latest)
+        last = ol.datanets.functions.version(datanet_id, latest).call()
         if int(last.contributionCount) == approved:
             log.info("datanet %d: nothing approved since version %d", datanet_id, latest)
             return Publication(
@@ -57,16 +56,17 @@ def publish_version(
             f"datanet {datanet_id} has {approved} approved contributions; "
             f"a version needs {max(1, int(datanet.minApproved))}"
         )
-    manifest = build_manifest(p, datanet_id)
+    manifest = build_manifest(ol.protocol, datanet_id)
     manifest_cid = store.put(manifest.to_json_bytes())
     store.pin(manifest_cid)
     root = manifest.root
-    receipt = send(
+    receipt = ol.send(
         f"published version {manifest.version} of datanet {datanet_id}",
-        p.datanets.publishVersion, datanet_id, root, manifest_cid, len(manifest.contributions),
-        sender=curator,
-    )  # fmt: skip
-    (event,) = p.datanets.VersionPublished.from_receipt(receipt)
+        ol.datanets.functions.publishVersion(
+            datanet_id, root, manifest_cid, len(manifest.contributions)
+        ),
+    )
+    event = ol.event(receipt, ol.datanets, "VersionPublished")
     return Publication(
         int(event.version), manifest_cid, root, int(event.contributionCount), published_now=True
     )

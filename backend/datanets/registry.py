@@ -1,4 +1,4 @@
-"""A Datanet's history on the DatanetRegistry, read from its events, and how transactions are sent.
+"""A Datanet's history on the DatanetRegistry, read from its events, and its state.
 
 Every Datanet flow takes its state from the chain (events and views) and the content store,
 never from local files, so any of them can be re-run after a crash. One ``eth_getLogs`` page
@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from ape import chain, networks
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
+from hexbytes import HexBytes
+from web3.contract import Contract
+from web3.exceptions import ContractLogicError
 
 from backend.datanets.formats import DatanetMetadata
-from backend.protocol.cli_support import format_open
-from backend.protocol.contracts import Protocol as ProtocolContracts
+from backend.protocol.web3_protocol import Web3Protocol
+from backend.sdk.reverts import describe_revert
 from backend.storage.base import ContentStore, ContentStoreError
 
 log = logging.getLogger(__name__)
@@ -29,19 +31,6 @@ HISTORY_EVENTS = ("DatanetCreated", "Contributed", "Reviewed", "VersionPublished
 
 class DatanetError(RuntimeError):
     """A Datanet action that cannot be done as asked; the message says why."""
-
-
-class Send(Protocol):
-    """Sends ``method(*args)`` from ``sender`` and returns the receipt; ``action`` describes it."""
-
-    def __call__(self, action: str, method: Any, *args: Any, sender: Any) -> Any: ...
-
-
-def send_direct(action: str, method: Any, *args: Any, sender: Any) -> Any:
-    """The plain sender: one transaction, logged."""
-    receipt = method(*args, sender=sender)
-    log.info("%s: tx %s", action, receipt.txn_hash)
-    return receipt
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -116,47 +105,49 @@ def _topic(value: int) -> str:
     return "0x" + value.to_bytes(32, "big").hex()
 
 
-def _logs(contract: Any, events: tuple[str, ...], topics: list[Any], start: int, stop: int) -> list:
+def _logs(
+    contract: Contract, events: tuple[str, ...], topics: list[Any], start: int, stop: int
+) -> list:
     """Decoded logs of ``events`` of ``contract`` matching ``topics[1:]``, in chain order."""
-    abis = [getattr(contract, name).abi for name in events]
-    signatures = ["0x" + keccak(text=abi.selector).hex() for abi in abis]
-    provider = networks.provider
+    by_topic: dict[bytes, Any] = {}
+    for name in events:
+        event = getattr(contract.events, name)()
+        by_topic[bytes(HexBytes(event.topic))] = event
+    w3 = contract.w3
     decoded: list = []
     for page_start in range(start, stop + 1, LOG_PAGE_BLOCKS):
         page_stop = min(page_start + LOG_PAGE_BLOCKS - 1, stop)
-        raw = provider.make_request(
-            "eth_getLogs",
-            [{
-                "address": contract.address,
-                "fromBlock": hex(page_start),
-                "toBlock": hex(page_stop),
-                "topics": [signatures, *topics],
-            }],
-        )  # fmt: skip
-        decoded.extend(provider.network.ecosystem.decode_logs(raw, *abis))
-    decoded.sort(key=lambda e: (e.block_number, e.log_index))
+        raw = w3.eth.get_logs({
+            "address": contract.address,
+            "fromBlock": page_start,
+            "toBlock": page_stop,
+            "topics": [["0x" + t.hex() for t in by_topic], *topics],
+        })  # fmt: skip
+        decoded.extend(by_topic[bytes(e["topics"][0])].process_log(e) for e in raw)
+    decoded.sort(key=lambda e: (e.blockNumber, e.logIndex))
     return decoded
 
 
-def read_history(p: ProtocolContracts, datanet_id: int, block: int | None = None) -> DatanetHistory:
+def read_history(p: Web3Protocol, datanet_id: int, block: int | None = None) -> DatanetHistory:
     """The history of Datanet ``datanet_id`` up to ``block`` (default: the chain head)."""
-    head = int(chain.blocks.height) if block is None else block
+    head = int(p.w3.eth.block_number) if block is None else block
     history = DatanetHistory(datanet_id, head)
-    events = _logs(p.datanets, HISTORY_EVENTS, [_topic(datanet_id)], p.deployment.block, head)
-    for e in events:
-        where = (int(e.block_number), int(e.log_index))
-        if e.event_name == "Contributed":
+    registry = p["DatanetRegistry"]
+    events = _logs(registry, HISTORY_EVENTS, [_topic(datanet_id)], p.deployment.block, head)
+    for event in events:
+        e, where = event.args, (int(event.blockNumber), int(event.logIndex))
+        if event.event == "Contributed":
             cid_id = int(e.contributionId)
             history.contributions[cid_id] = Contribution(
                 id=cid_id, contributor=to_checksum_address(e.contributor), cid=str(e.cid),
                 size=int(e.size), bond=int(e.bond), position=where,
             )  # fmt: skip
-        elif e.event_name == "Reviewed":
+        elif event.event == "Reviewed":
             c = history.contributions[int(e.contributionId)]
             history.contributions[c.id] = Contribution(
                 c.id, c.contributor, c.cid, c.size, c.bond, c.position, bool(e.approved), where
             )
-        elif e.event_name == "VersionPublished":
+        elif event.event == "VersionPublished":
             history.versions[int(e.version)] = PublishedVersion(
                 version=int(e.version), merkle_root=bytes(e.merkleRoot),
                 contribution_count=int(e.contributionCount), manifest_cid=str(e.manifestCID),
@@ -169,29 +160,25 @@ def read_history(p: ProtocolContracts, datanet_id: int, block: int | None = None
     return history
 
 
-def datanets_created_by(p: ProtocolContracts, owner: str) -> Iterator[tuple[int, str]]:
+def datanets_created_by(p: Web3Protocol, owner: str) -> Iterator[tuple[int, str]]:
     """``(datanetId, metadataCID)`` of every Datanet ``owner`` created, oldest first."""
-    head = int(chain.blocks.height)
+    head = int(p.w3.eth.block_number)
     owner_topic = "0x" + "00" * 12 + owner[2:].lower()
-    for e in _logs(p.datanets, ("DatanetCreated",), [None, owner_topic], p.deployment.block, head):
-        yield int(e.datanetId), str(e.metadataCID)
+    registry = p["DatanetRegistry"]
+    for e in _logs(registry, ("DatanetCreated",), [None, owner_topic], p.deployment.block, head):
+        yield int(e.args.datanetId), str(e.args.metadataCID)
 
 
 # --- Datanet state ---------------------------------------------------------------------------
 
 
-def require_datanet(p: ProtocolContracts, datanet_id: int) -> Any:
-    """The on-chain Datanet struct, or a :class:`DatanetError` naming the valid ids."""
-    count = int(p.datanets.datanetCount())
-    if not 1 <= datanet_id <= count:
-        known = f"datanets are 1..{count}" if count else "no datanets exist yet"
-        raise DatanetError(f"datanet {datanet_id} does not exist ({known})")
-    return p.datanets.datanet(datanet_id)
-
-
-def require_curator(p: ProtocolContracts, datanet_id: int, account: Any) -> None:
-    if not p.datanets.isCurator(datanet_id, account.address):
-        raise DatanetError(f"{account.address} is not a curator of datanet {datanet_id}")
+def read_datanet(p: Web3Protocol, datanet_id: int) -> Any:
+    """The on-chain Datanet struct; an unknown id raises :class:`DatanetError` with the
+    contract's own error (``UnknownDatanet(datanetId=7)``)."""
+    try:
+        return p["DatanetRegistry"].functions.datanet(datanet_id).call()
+    except ContractLogicError as err:
+        raise DatanetError(f"cannot read datanet {datanet_id}: {describe_revert(err)}") from None
 
 
 def fetch_metadata(store: ContentStore, metadata_cid: str) -> DatanetMetadata:
@@ -201,18 +188,3 @@ def fetch_metadata(store: ContentStore, metadata_cid: str) -> DatanetMetadata:
     except ContentStoreError as why:
         raise DatanetError(f"cannot read the Datanet metadata {metadata_cid}: {why}") from None
     return DatanetMetadata.from_json(raw)
-
-
-def ensure_allowance(p: ProtocolContracts, owner: Any, amount: int, send: Send) -> None:
-    """Approves the DatanetRegistry for ``amount`` OPEN wei of ``owner``'s when the allowance
-    is lower, after checking that ``owner`` holds that much."""
-    balance = int(p.token.balanceOf(owner.address))
-    if balance < amount:
-        raise DatanetError(
-            f"{owner.address} holds {format_open(balance)}, needs {format_open(amount)} for bonds"
-        )
-    if int(p.token.allowance(owner.address, p.datanets.address)) < amount:
-        send(
-            f"approved {format_open(amount)} of bonds to the DatanetRegistry",
-            p.token.approve, p.datanets.address, amount, sender=owner,
-        )  # fmt: skip

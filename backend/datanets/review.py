@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from backend.datanets.formats import ContributionFormatError, DatanetMetadata
 from backend.datanets.formats import validate_contribution as check_format
-from backend.datanets.registry import Contribution, DatanetError, DatanetHistory, Send, send_direct
-from backend.protocol.contracts import Protocol
+from backend.datanets.registry import Contribution, DatanetError, DatanetHistory
+from backend.sdk import OpenLedger
 from backend.storage.base import ContentStore, ContentStoreError
 from backend.storage.cid import InvalidCIDError
 
@@ -84,25 +83,23 @@ def check_reviewable(history: DatanetHistory, ids: Sequence[int]) -> None:
 
 
 def send_reviews(
-    p: Protocol,
+    ol: OpenLedger,
     datanet_id: int,
-    curator: Any,
     approve: Sequence[int],
     reject: Sequence[int],
     *,
     batch_size: int = DEFAULT_REVIEW_BATCH,
-    send: Send = send_direct,
 ) -> int:
-    """Sends the verdicts in ``review`` transactions of ``batch_size``; returns how many."""
+    """Sends the sender's verdicts in ``review`` transactions of ``batch_size``; returns how
+    many."""
     both = sorted(set(approve) & set(reject))
     if both:
         raise DatanetError(f"contributions {both} are both approved and rejected")
     items = [(i, True) for i in approve] + [(i, False) for i in reject]
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
-        send(
+        ol.send(
             f"reviewed {len(batch)} contribution(s) of datanet {datanet_id}",
-            p.datanets.review, datanet_id, [i for i, _ in batch], [v for _, v in batch],
-            sender=curator,
-        )  # fmt: skip
+            ol.datanets.functions.review(datanet_id, [i for i, _ in batch], [v for _, v in batch]),
+        )
     return len(items)

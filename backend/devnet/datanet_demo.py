@@ -28,6 +28,7 @@ from backend.datanets.registry import read_history
 from backend.datanets.review import send_reviews, validate_pending
 from backend.protocol.contracts import Protocol
 from backend.protocol.deployments import PROJECT_ROOT
+from backend.sdk import OpenLedger
 from backend.storage.base import ContentStore
 
 log = logging.getLogger(__name__)
@@ -66,18 +67,17 @@ class DatanetDemo:
 
 
 def contribute_paths(
-    p: Protocol,
+    ol: OpenLedger,
     store: ContentStore,
     datanet_id: int,
     metadata: DatanetMetadata,
-    account: Any,
     paths: Iterable[Path],
 ) -> list[Registered]:
-    """Checks, stores and registers the files at ``paths`` as ``account``; those it registered
+    """Checks, stores and registers the files at ``paths`` as the sender; those it registered
     before (a re-run) are not sent again. Every file's registration, earlier ones first."""
     stored = list(store_files(store, check_files(metadata, collect_files(paths))))
-    done, todo = split_registered(p, datanet_id, stored, account.address)
-    return [*done, *(r for batch in register_files(p, datanet_id, account, todo) for r in batch)]
+    done, todo = split_registered(ol.protocol, datanet_id, stored, ol.address)
+    return [*done, *(r for batch in register_files(ol, datanet_id, todo) for r in batch)]
 
 
 def _contribute(
@@ -86,7 +86,7 @@ def _contribute(
 ) -> list[tuple[str, int, bool]]:  # fmt: skip
     """Contributes ``files`` as ``account``; ``(file, contribution id, registered now)``."""
     registrations = contribute_paths(
-        p, store, datanet_id, metadata, account, (dataset / f for f in files)
+        p.sdk(account), store, datanet_id, metadata, (dataset / f for f in files)
     )
     by_path = {r.path: r for r in registrations}
     sent = sum(r.registered_now for r in registrations)
@@ -101,10 +101,10 @@ def run_datanet_demo(
     p: Protocol, store: ContentStore, roles: dict[str, Any], dataset: Path = DATASET
 ) -> DatanetDemo:
     """Runs (or, on persisted state, re-runs) the Datanet flow on ``dataset``."""
-    curator = roles[CURATOR_ROLE]
+    curator, web3 = p.sdk(roles[CURATOR_ROLE]), p.as_web3()
     metadata = DatanetMetadata.from_json((dataset / "metadata.json").read_bytes())
     created = create_datanet(
-        p, store, curator, metadata,
+        curator, store, metadata,
         bond=BOND, min_approved=MIN_APPROVED, treasury=roles["treasury"].address,
     )  # fmt: skip
     datanet_id = created.datanet_id
@@ -113,17 +113,17 @@ def run_datanet_demo(
         outcomes = _contribute(p, store, datanet_id, metadata, role, roles[role], dataset, files)
         contributed.extend((role, f, cid_id, now) for f, cid_id, now in outcomes)
 
-    pending = read_history(p, datanet_id).pending()
+    pending = read_history(web3, datanet_id).pending()
     wrong = {cid_id for _, f, cid_id, _ in contributed if f in WRONG_FILES}
     verdicts = validate_pending(metadata, store, [c for c in pending if c.id not in wrong])
     reject = sorted({c.id for c in pending if c.id in wrong} | set(verdicts.reject))
     if verdicts.approve or reject:
-        send_reviews(p, datanet_id, curator, verdicts.approve, reject)
-    publication = publish_version(p, store, datanet_id, curator)
-    history = read_history(p, datanet_id)
+        send_reviews(curator, datanet_id, verdicts.approve, reject)
+    publication = publish_version(curator, store, datanet_id)
+    history = read_history(web3, datanet_id)
     files = [
         FileOutcome(role, f, cid_id, now, history.contributions[cid_id].status)
         for role, f, cid_id, now in contributed
     ]
-    audit = audit_datanet(p, store, datanet_id)
+    audit = audit_datanet(web3, store, datanet_id)
     return DatanetDemo(metadata, created, files, verdicts.approve, reject, publication, audit)

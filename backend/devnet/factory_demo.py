@@ -72,7 +72,7 @@ def _train_and_publish(
         log.info("reusing the finished job in %s", workdir)
         job = workdir
     artifacts, published = publish_job(
-        job, p, store, roles["developer"], name=MODEL_NAME,
+        job, p.sdk(roles["developer"]), store, name=MODEL_NAME,
         description="SmolLM2-135M-Instruct LoRA that knows the invented atlas", license="CC0-1.0",
         pricing=PRICING, split=SPLIT, attributor=roles["node operator"].address,
     )  # fmt: skip
@@ -175,15 +175,16 @@ def feedback_datanet(
         f"feedback on model {model_id}", "preferences signed by the payers of its answers",
         "CC0-1.0", DataFormat.PREFERENCE,
     )  # fmt: skip
-    created = create_datanet(p, store, curator, metadata)
+    as_curator = p.sdk(curator)
+    created = create_datanet(as_curator, store, metadata)
     path = data_dir / "feedback" / f"model-{model_id}-preferences.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(export)
-    contribute_paths(p, store, created.datanet_id, metadata, payer, [path])
-    pending = [c.id for c in read_history(p, created.datanet_id).pending()]
+    contribute_paths(p.sdk(payer), store, created.datanet_id, metadata, [path])
+    pending = [c.id for c in read_history(p.as_web3(), created.datanet_id).pending()]
     if pending:
-        send_reviews(p, created.datanet_id, curator, pending, [])
-    publication = publish_version(p, store, created.datanet_id, curator)
+        send_reviews(as_curator, created.datanet_id, pending, [])
+    publication = publish_version(as_curator, store, created.datanet_id)
     return Feedback(signed_now, pairs, created.datanet_id, publication)
 
 

@@ -19,10 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from backend.datanets.formats import DataFormat
-from backend.datanets.registry import Send, send_direct
 from backend.modelfactory.adapter_check import base_name, check_adapter
 from backend.modelfactory.chain import current_model
 from backend.modelfactory.dataset import build_examples
@@ -42,8 +40,8 @@ from backend.modelfactory.publish import (
 )
 from backend.modelfactory.spec import BUILTIN_BASE
 from backend.models.adapter_config import AdapterConfig
-from backend.protocol.contracts import Protocol
 from backend.protocol.web3_protocol import Web3Protocol
+from backend.sdk import OpenLedger
 from backend.storage.base import ContentStore
 
 
@@ -64,9 +62,8 @@ class Imported:
 
 def import_adapter(
     adapter_dir: Path,
-    p: Protocol,
+    ol: OpenLedger,
     store: ContentStore,
-    developer: Any,
     *,
     datanet_id: int,
     version: int,
@@ -83,11 +80,11 @@ def import_adapter(
     split: Split | None = None,
     attributor: str | None = None,
     model_id: int | None = None,
-    send: Send = send_direct,
 ) -> Imported:
     """Checks the adapter in ``adapter_dir`` and the claim that it was trained on ``version``
     of ``datanet_id`` (with ``data_files``, or ``unverified``), then stores it and registers a
-    new model (``model_id`` None) or publishes the next version of ``model_id``."""
+    new model as the sender (``model_id`` None) or publishes the next version of
+    ``model_id``."""
     adapter_dir = Path(adapter_dir)
     if bool(data_files) == unverified:
         raise AdapterImportError(
@@ -100,11 +97,11 @@ def import_adapter(
         raise AdapterImportError(f"training data file(s) not found: {', '.join(unreadable)}")
     if model_id is None and (pricing is None or split is None or attributor is None):
         raise PublishError("a new model needs pricing, split and attributor")
-    web3 = p.as_web3()
+    web3 = ol.protocol
     base_dir, base_cid = resolve_base(base_model, data_dir)
     config = check_adapter(adapter_dir, base_dir, base_name(base_model), base_alias)
     if model_id is not None:
-        _check_model(web3, model_id, developer, base_cid)
+        _check_model(web3, model_id, ol.address, base_cid)
     data = load_published_version(web3, store, datanet_id, version)
     fmt = data.metadata.format
     if method == "dpo" and fmt is not DataFormat.PREFERENCE:
@@ -124,17 +121,17 @@ def import_adapter(
                                  version), "origin": "imported"}  # fmt: skip
     artifacts = store_artifacts(store, adapter_dir, manifest.to_json_bytes(), metadata)
     published = publish_model(
-        p, artifacts, base_cid, datanet_id, version, developer, model_id=model_id,
-        pricing=pricing, split=split, attributor=attributor, send=send,
+        ol, artifacts, base_cid, datanet_id, version, model_id=model_id,
+        pricing=pricing, split=split, attributor=attributor,
     )  # fmt: skip
     return Imported(artifacts, published, config, record, len(matched))
 
 
-def _check_model(web3: Web3Protocol, model_id: int, developer: Any, base_cid: str) -> None:
-    """A new version of ``model_id``: the developer's own model, on the same base."""
+def _check_model(web3: Web3Protocol, model_id: int, developer: str, base_cid: str) -> None:
+    """A new version of ``model_id``: the developer's own model, on the same base. Checked
+    before anything is matched or stored (the base is not the contract's to check)."""
     model = current_model(web3, model_id)
-    address = str(getattr(developer, "address", developer))
-    if model.developer.lower() != address.lower():
+    if model.developer.lower() != developer.lower():
         raise PublishError(
             f"model {model_id} belongs to {model.developer}; only its developer publishes versions"
         )

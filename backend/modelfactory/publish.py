@@ -1,5 +1,5 @@
 """Publish a trained adapter: its files to the content store, then the model on-chain, through
-ape (what runs under ``ape run``; training itself needs no ape: :mod:`.jobs`).
+the SDK (:class:`backend.sdk.OpenLedger`, as the developer; training needs no chain: :mod:`.jobs`).
 
 Everything goes to the store first (adapter archive, training manifest, eval report, loss curve,
 model metadata) and the chain last, in one transaction: a crash before it leaves only content
@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.datanets.registry import Send, send_direct
 from backend.modelfactory.jobs import (
     ADAPTER_DIR,
     ATTRIBUTION_DIR,
@@ -30,7 +29,7 @@ from backend.modelfactory.jobs import (
 )
 from backend.modelfactory.spec import JobSpec
 from backend.models.adapter_archive import pack_adapter
-from backend.protocol.contracts import Protocol
+from backend.sdk import OpenLedger
 from backend.storage.base import ContentStore
 
 log = logging.getLogger(__name__)
@@ -139,27 +138,25 @@ def _canonical(data: dict[str, Any]) -> bytes:
 
 
 def publish_model(
-    p: Protocol,
+    ol: OpenLedger,
     artifacts: Artifacts,
     base_model_cid: str,
     datanet_id: int,
     datanet_version: int,
-    developer: Any,
     *,
     model_id: int | None = None,
     pricing: Pricing | None = None,
     split: Split | None = None,
     attributor: str | None = None,
-    send: Send = send_direct,
 ) -> Published:
-    """Registers a new model (``model_id`` None: needs pricing, split and attributor) or
-    publishes a new version of ``model_id`` (its developer only)."""
+    """Registers a new model as the sender (``model_id`` None: needs pricing, split and
+    attributor) or publishes a new version of ``model_id`` (its developer only: the contract
+    refuses anyone else, and the simulation says so before anything is sent)."""
     if model_id is not None:
-        return _publish_version(p, artifacts, datanet_id, datanet_version, developer, model_id,
-                                send)  # fmt: skip
+        return _publish_version(ol, artifacts, datanet_id, datanet_version, model_id)
     if pricing is None or split is None or attributor is None:
         raise PublishError("a new model needs pricing, split and attributor")
-    existing = _find_version(p, artifacts, developer)
+    existing = _find_version(ol, artifacts)
     if existing is not None:
         log.info("model %d version %d already holds adapter %s", *existing, artifacts.adapter)
         return Published(existing[0], existing[1], registered_now=False, sent_now=False)
@@ -168,64 +165,49 @@ def publish_model(
         datanet_id, datanet_version, (pricing.per_request, pricing.per_token),
         tuple(asdict(split).values()), attributor,
     )  # fmt: skip
-    receipt = send("register model", p.models.registerModel, spec, sender=developer)
-    model = int(receipt.events.filter(p.models.ModelRegistered)[0].modelId)
+    receipt = ol.send("register model", ol.models.functions.registerModel(spec))
+    model = int(ol.event(receipt, ol.models, "ModelRegistered").modelId)
     log.info("registered model %d with adapter %s", model, artifacts.adapter)
     return Published(model, 1, registered_now=True, sent_now=True)
 
 
+def _holds(version: object, artifacts: Artifacts) -> bool:
+    """Whether an on-chain model version names these artifacts (a re-run after a crash)."""
+    held = (version.adapterCID, version.trainingManifestCID)  # type: ignore[attr-defined]
+    return held == (artifacts.adapter, artifacts.training_manifest)
+
+
 def _publish_version(
-    p: Protocol,
-    artifacts: Artifacts,
-    datanet_id: int,
-    datanet_version: int,
-    developer: Any,
-    model_id: int,
-    send: Send,
+    ol: OpenLedger, artifacts: Artifacts, datanet_id: int, datanet_version: int, model_id: int
 ) -> Published:
-    if not 1 <= model_id <= int(p.models.modelCount()):
-        raise PublishError(f"model {model_id} does not exist")
-    model = p.models.model(model_id)
-    if str(model.developer).lower() != str(getattr(developer, "address", developer)).lower():
-        raise PublishError(
-            f"model {model_id} belongs to {model.developer}; only its developer publishes versions"
-        )
+    models = ol.models.functions
+    model = ol.read(f"model {model_id}", models.model(model_id))
     count = int(model.versionCount)
-    for version in range(count, 0, -1):
-        held = p.models.modelVersion(model_id, version)
-        if (held.adapterCID, held.trainingManifestCID) == (
-            artifacts.adapter,
-            artifacts.training_manifest,
-        ):
-            return Published(model_id, version, registered_now=False, sent_now=False)
+    if model.developer == ol.address:  # only its developer's versions can be this re-run's
+        for version in range(count, 0, -1):
+            if _holds(models.modelVersion(model_id, version).call(), artifacts):
+                return Published(model_id, version, registered_now=False, sent_now=False)
     args = (model_id, artifacts.adapter, artifacts.training_manifest, datanet_id, datanet_version)
-    send(f"publish model {model_id} version {count + 1}", p.models.publishVersion, *args,
-         sender=developer)  # fmt: skip
+    ol.send(f"publish model {model_id} version {count + 1}", models.publishVersion(*args))
     log.info("model %d version %d: adapter %s", model_id, count + 1, artifacts.adapter)
     return Published(model_id, count + 1, registered_now=False, sent_now=True)
 
 
-def _find_version(p: Protocol, artifacts: Artifacts, developer: Any) -> tuple[int, int] | None:
-    """A model of ``developer`` whose version 1 already holds these artifacts (a re-run)."""
-    address = str(getattr(developer, "address", developer)).lower()
-    for model_id in range(int(p.models.modelCount()), 0, -1):
-        model = p.models.model(model_id)
-        if str(model.developer).lower() != address:
+def _find_version(ol: OpenLedger, artifacts: Artifacts) -> tuple[int, int] | None:
+    """A model of the sender whose version 1 already holds these artifacts (a re-run)."""
+    models = ol.models.functions
+    for model_id in range(int(models.modelCount().call()), 0, -1):
+        if models.model(model_id).call().developer != ol.address:
             continue
-        first = p.models.modelVersion(model_id, 1)
-        if (first.adapterCID, first.trainingManifestCID) == (
-            artifacts.adapter,
-            artifacts.training_manifest,
-        ):
+        if _holds(models.modelVersion(model_id, 1).call(), artifacts):
             return model_id, 1
     return None
 
 
 def publish_job(
     job: Path | TrainedJob,
-    p: Protocol,
+    ol: OpenLedger,
     store: ContentStore,
-    developer: Any,
     *,
     name: str,
     description: str = "",
@@ -233,10 +215,10 @@ def publish_job(
     pricing: Pricing | None = None,
     split: Split | None = None,
     attributor: str | None = None,
-    send: Send = send_direct,
 ) -> tuple[Artifacts, Published]:
-    """Stores a trained job's artifacts and registers the model, or (the spec names a model)
-    publishes its next version. Safe to repeat: see :mod:`backend.modelfactory.publish`."""
+    """Stores a trained job's artifacts and registers the model as the sender, or (the spec
+    names a model) publishes its next version. Safe to repeat: see
+    :mod:`backend.modelfactory.publish`."""
     workdir = job.workdir if isinstance(job, TrainedJob) else Path(job)
     try:
         record = json.loads((workdir / JOB_FILE).read_text())
@@ -252,7 +234,7 @@ def publish_job(
         attribution_dir=workdir / ATTRIBUTION_DIR,
     )  # fmt: skip
     published = publish_model(
-        p, artifacts, record["base_model_cid"], spec.datanet_id, spec.version, developer,
-        model_id=spec.model_id, pricing=pricing, split=split, attributor=attributor, send=send,
+        ol, artifacts, record["base_model_cid"], spec.datanet_id, spec.version,
+        model_id=spec.model_id, pricing=pricing, split=split, attributor=attributor,
     )  # fmt: skip
     return artifacts, published

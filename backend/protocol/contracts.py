@@ -76,6 +76,16 @@ class Protocol:
         ``ape run`` shares with processes without ape (ModelFactory's chain reads)."""
         return Web3Protocol.at(chain.provider.web3, self.deployment)
 
+    def sdk(self, account: Any, on_sent: Any = None) -> Any:
+        """This deployment through the SDK (:class:`backend.sdk.OpenLedger`) acting as the ape
+        ``account``; ``on_sent`` hears of each transaction (a command line prints it)."""
+        from backend.sdk import OpenLedger, ape_signer
+
+        signer = ape_signer(account)
+        if on_sent is None:
+            return OpenLedger(self.as_web3(), signer)
+        return OpenLedger(self.as_web3(), signer, on_sent=on_sent)
+
     @property
     def domain(self) -> Domain:
         """The EIP-712 domain of this deployment's InferencePayments."""

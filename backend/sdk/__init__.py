@@ -22,6 +22,7 @@ from backend.sdk.signers import (
     NodeSigner,
     Signer,
     SignerError,
+    ape_signer,
     resolve_signer,
 )
 
@@ -40,5 +41,6 @@ __all__ = [
     "ProtocolError",
     "Signer",
     "SignerError",
+    "ape_signer",
     "resolve_signer",
 ]

@@ -128,6 +128,13 @@ class ApeSigner:
         return Signature(v=v, r=bytes(signed.r), s=bytes(signed.s))
 
 
+def ape_signer(account: Any) -> Signer:
+    """The signer for an ape account: its key where ape holds one in the clear (test accounts,
+    signed here without ape's per-transaction overhead), else ape itself (keyfile, hardware)."""
+    key = getattr(account, "private_key", None)
+    return KeySigner(key) if key else ApeSigner(account)
+
+
 def _test_key(index: int) -> bytes:
     return bytes(Account.from_mnemonic(TEST_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}").key)
 

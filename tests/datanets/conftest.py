@@ -150,7 +150,7 @@ def make_datanet(protocol: Any, store: Any, accounts: list[Any]) -> Callable[...
 
     def make(name: str, n: int = 4, publish: bool = False) -> tuple[int, list[int]]:
         meta = DatanetMetadata(name, "audit test", "CC0-1.0", DataFormat.INSTRUCTION)
-        datanet = create_datanet(protocol, store, curator, meta).datanet_id
+        datanet = create_datanet(protocol.sdk(curator), store, meta).datanet_id
         files = [pairs(i + 1, f"{name}-{i}") for i in range(n)]
         cids = [store.put(f) for f in files]
         receipt = protocol.datanets.contributeBatch(
@@ -159,7 +159,7 @@ def make_datanet(protocol: Any, store: Any, accounts: list[Any]) -> Callable[...
         ids = [int(e.contributionId) for e in protocol.datanets.Contributed.from_receipt(receipt)]
         protocol.datanets.review(datanet, ids, [True] * (n - 1) + [False], sender=curator)
         if publish:
-            publish_version(protocol, store, datanet, curator)
+            publish_version(protocol.sdk(curator), store, datanet)
         return datanet, ids[:-1]
 
     return make

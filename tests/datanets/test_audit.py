@@ -26,7 +26,7 @@ def test_audit_passes_every_honest_version(
     protocol.datanets.contribute(datanet, cid, len(pairs(2, "later")), sender=accounts[2])
     later = int(protocol.datanets.contributionIdOf(datanet, cid))
     protocol.datanets.review(datanet, [later], [True], sender=accounts[0])
-    publish_version(protocol, store, datanet, accounts[0])
+    publish_version(protocol.sdk(accounts[0]), store, datanet)
 
     out = audit_cli("datanet", datanet)
     assert f"datanet {datanet}: 2 published version(s)" in out
@@ -41,7 +41,7 @@ def test_audit_catches_a_manifest_that_differs_from_the_chain(
     audit_cli: Run,
 ) -> None:  # fmt: skip
     datanet, _ = make_datanet("lying-manifest")
-    honest = build_manifest(protocol, datanet)
+    honest = build_manifest(protocol.as_web3(), datanet)
     first, *rest = honest.contributions
     forged = Manifest.of(
         datanet,
@@ -90,7 +90,7 @@ def test_audit_catches_a_wrong_root_published_by_a_curator(
     audit_cli: Run,
 ) -> None:  # fmt: skip
     datanet, _ = make_datanet("wrong-root")
-    honest = build_manifest(protocol, datanet)
+    honest = build_manifest(protocol.as_web3(), datanet)
     cid = store.put(honest.to_json_bytes())
     wrong = Manifest.of(datanet, 1, honest.contributions[:1]).root  # a root over one entry only
     protocol.datanets.publishVersion(
@@ -110,7 +110,7 @@ def test_audit_catches_missing_and_corrupted_contribution_files(
     accounts: list[Any], audit_cli: Run,
 ) -> None:  # fmt: skip
     datanet, _ = make_datanet("lost-files", publish=True)
-    manifest = build_manifest(protocol, datanet)  # the same entries (next version number)
+    manifest = build_manifest(protocol.as_web3(), datanet)  # the same entries (next version number)
     gone, corrupted, _ = manifest.contributions
     (store_dir / "blocks" / gone.cid).unlink()
     (store_dir / "blocks" / corrupted.cid).write_bytes(b"flipped bits\n")
@@ -119,7 +119,7 @@ def test_audit_catches_missing_and_corrupted_contribution_files(
     assert f"contribution {gone.id} ({gone.cid}, in version 1): no content stored under" in out
     assert f"contribution {corrupted.id} ({corrupted.cid}, in version 1): content stored" in out
     assert "files: 3 verified against their CIDs, 2 problem(s)" in out
-    report = audit_datanet(protocol, store, datanet)
+    report = audit_datanet(protocol.as_web3(), store, datanet)
     assert len(report.findings) == 2 and not report.versions[0].findings
 
 
@@ -139,4 +139,4 @@ def test_compare_entries_names_extra_and_reordered_entries() -> None:
 
 def test_audit_of_an_unknown_datanet_is_a_clean_error(audit_cli: Run) -> None:
     out = audit_cli("datanet", 999, code=1)
-    assert "Error: datanet 999 does not exist" in out
+    assert "Error: cannot read datanet 999: UnknownDatanet(datanetId=999)" in out

@@ -81,7 +81,7 @@ def datanet(datanet_cli: Run, protocol: Any, tmp_path_factory: pytest.TempPathFa
     for who, tag in ((ALICE, "alice"), (BOB, "bob")):
         (folder / f"{tag}.jsonl").write_bytes(pairs(tag, 6))
         datanet_cli("contribute", datanet_id, folder / f"{tag}.jsonl", account=who)
-    ids = ",".join(str(c.id) for c in read_history(protocol, datanet_id).pending())
+    ids = ",".join(str(c.id) for c in read_history(protocol.as_web3(), datanet_id).pending())
     datanet_cli("review", datanet_id, "--approve", ids, account=CURATOR)
     datanet_cli("publish", datanet_id, account=CURATOR)
     return datanet_id
