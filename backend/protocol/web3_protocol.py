@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from eth_account import Account
 from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
@@ -107,17 +106,21 @@ class Web3Protocol:
     def transact(self, sender: str, call: ContractFunction) -> dict[str, Any]:
         """Sends ``call`` (a bound contract function) from ``sender``, an account the RPC node
         unlocks; returns the receipt, or raises :class:`TransactionFailedError` if it reverted."""
-        return self.wait(call.transact({"from": to_checksum_address(sender)}), call)
+        from backend.sdk.signers import NodeSigner
+
+        return self._send(NodeSigner(self.w3, sender), call)
 
     def transact_signed(self, private_key: bytes, call: ContractFunction) -> dict[str, Any]:
         """Sends ``call`` signed with ``private_key``; returns the receipt, or raises
         :class:`TransactionFailedError` if it reverted."""
-        sender = Account.from_key(private_key).address
-        tx = call.build_transaction(
-            {"from": sender, "nonce": self.w3.eth.get_transaction_count(sender, "pending")}
-        )
-        signed = Account.sign_transaction(tx, private_key)
-        return self.wait(self.w3.eth.send_raw_transaction(signed.raw_transaction), call)
+        from backend.sdk.signers import KeySigner
+
+        return self._send(KeySigner(private_key), call)
+
+    def _send(self, signer: Any, call: ContractFunction) -> dict[str, Any]:
+        """``call`` sent by one of the SDK's signers (the one place transactions are signed)."""
+        tx = {"to": call.address, "data": call._encode_transaction_data(), "value": 0}
+        return self.wait(signer.send_transaction(self.w3, tx), call)
 
     def wait(self, tx_hash: bytes, call: ContractFunction | None = None) -> dict[str, Any]:
         """The receipt of ``tx_hash`` once mined; raises if the transaction reverted."""

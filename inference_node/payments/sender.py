@@ -12,6 +12,8 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 
+from backend.sdk.signers import KeySigner, NodeSigner
+
 RedeemArgs = tuple[list[tuple[Any, ...]], tuple[bytes, int, str]]  # (vouchers, usage proof)
 
 
@@ -61,16 +63,13 @@ class Web3Sender:
 
     def send_call(self, call: Any) -> str:
         """Broadcasts any bound contract call from the node's account; returns the tx hash."""
-        if self.private_key is None:
-            return "0x" + bytes(call.transact({"from": self.address})).hex()
-        tx = call.build_transaction(
-            {
-                "from": self.address,
-                "nonce": self.w3.eth.get_transaction_count(self.address, "pending"),
-            }
+        signer = (
+            NodeSigner(self.w3, self.address)
+            if self.private_key is None
+            else KeySigner(self.private_key)
         )
-        signed = Account.sign_transaction(tx, self.private_key)
-        return "0x" + bytes(self.w3.eth.send_raw_transaction(signed.raw_transaction)).hex()
+        tx = {"to": call.address, "data": call._encode_transaction_data(), "value": 0}
+        return "0x" + signer.send_transaction(self.w3, tx).hex()
 
     def wait(self, tx_hash: str) -> dict[str, Any]:
         return dict(self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.timeout))
