@@ -7,7 +7,6 @@ from the public inputs alone and compares (:func:`compare`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from eth_utils import is_hex_address, to_checksum_address
 
 from backend.attribution.epoch import EpochAllocation, ReceiptAllocation
+from backend.protocol.canonical import canonical_json
 
 REPORT_SCHEMA = 1
 SOFTWARE = "openledger-attributor/1"
@@ -114,7 +114,7 @@ def _receipt_split(r: ReceiptAllocation) -> dict[str, Any]:
 
 
 def to_bytes(document: Mapping[str, Any]) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    return canonical_json(document)
 
 
 def extra_of(document: Mapping[str, Any]) -> int:

@@ -39,6 +39,7 @@ from backend.attribution.record import ENGINE
 from backend.attribution.settings import AttributionSettings, SettingsError
 from backend.attribution.strict_json import exact_object, uint
 from backend.attribution.suffix_array import SuffixArray
+from backend.protocol.canonical import canonical_json
 from backend.storage.unixfs import compute_cid
 
 INDEX_SCHEMA = 1
@@ -275,7 +276,7 @@ class AttributionIndex:
 
 
 def _canonical(data: Any) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    return canonical_json(data)
 
 
 def _uint(value: Any, what: str) -> int:

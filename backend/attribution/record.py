@@ -20,6 +20,7 @@ import numpy as np
 from eth_utils import is_hex_address, keccak, to_checksum_address
 
 from backend.attribution.strict_json import exact_object, uint
+from backend.protocol.canonical import canonical_json
 
 RECORD_SCHEMA = 1
 ENGINE = "openledger-attribution/1"
@@ -113,7 +114,7 @@ class AttributionRecord:
         }
 
     def to_bytes(self) -> bytes:
-        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode() + b"\n"
+        return canonical_json(self.to_json())
 
     def digest(self) -> bytes:
         """keccak256 of the canonical bytes: 32 bytes, what a receipt commits to."""

@@ -29,6 +29,7 @@ from backend.attribution.audit import check_record
 from backend.attribution.corpus import tokens_hash
 from backend.attribution.epoch import RedemptionInput
 from backend.attribution.records_log import RecordsLogError, verify_record
+from backend.protocol.canonical import canonical_json
 from backend.protocol.web3_protocol import Web3Protocol
 from backend.storage.base import ContentStore
 
@@ -58,10 +59,7 @@ class Revealed:
 
 def reveal_bytes(items: Iterable[Revealed]) -> bytes:
     """The canonical reveal file of ``items`` (sorted keys, no spaces, one line each)."""
-    return b"".join(
-        json.dumps(i.to_json(), sort_keys=True, separators=(",", ":")).encode() + b"\n"
-        for i in items
-    )
+    return b"".join(canonical_json(i.to_json()) for i in items)
 
 
 def _ids(value: object, what: str) -> tuple[int, ...]:

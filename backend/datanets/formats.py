@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from backend.protocol.canonical import canonical_json
+
 METADATA_SCHEMA_VERSION = 1
 DEFAULT_MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_ERRORS_REPORTED = 20
@@ -64,7 +66,7 @@ class DatanetMetadata:
     def to_json_bytes(self) -> bytes:
         """Canonical JSON (sorted keys, no spaces): the same metadata gives the same CID."""
         data = {**asdict(self), "format": self.format.value}
-        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return canonical_json(data, newline=False)
 
     @classmethod
     def from_json(cls, raw: bytes | str | dict[str, Any]) -> DatanetMetadata:

@@ -16,6 +16,7 @@ from typing import Any
 
 from eth_utils import is_hex_address, to_checksum_address
 
+from backend.protocol.canonical import canonical_json
 from backend.protocol.merkle import StandardMerkleTree
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -63,7 +64,7 @@ class Manifest:
             "leaf_types": list(LEAF_TYPES),
             "contributions": [asdict(e) for e in self.contributions],
         }
-        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+        return canonical_json(data)
 
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:

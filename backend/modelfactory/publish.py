@@ -29,6 +29,7 @@ from backend.modelfactory.jobs import (
 )
 from backend.modelfactory.spec import JobSpec
 from backend.models.adapter_archive import pack_adapter
+from backend.protocol.canonical import canonical_json
 from backend.sdk import OpenLedger
 from backend.storage.base import ContentStore
 
@@ -134,7 +135,7 @@ def store_artifacts(
 
 
 def _canonical(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    return canonical_json(data)
 
 
 def publish_model(

@@ -10,7 +10,6 @@ verbatim into the training manifest, so the same spec (and data) reproduces the 
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import asdict, fields, is_dataclass
 from types import NoneType, UnionType
 from typing import (
@@ -38,6 +37,8 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
+
+from backend.protocol.canonical import canonical_json
 
 Method = Literal["sft", "dpo"]
 METHODS: tuple[Method, ...] = get_args(Method)
@@ -193,7 +194,7 @@ class JobSpec:
         return data
 
     def to_json_bytes(self) -> bytes:
-        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
+        return canonical_json(self.to_json(), newline=False)
 
     @classmethod
     def from_json(cls, data: Any) -> JobSpec:

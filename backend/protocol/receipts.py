@@ -28,6 +28,7 @@ from typing import Any
 
 from eth_utils import is_hex_address, to_checksum_address
 
+from backend.protocol.canonical import canonical_json
 from backend.protocol.merkle import StandardMerkleTree
 
 RECEIPT_TYPES = (
@@ -187,7 +188,7 @@ class UsageLog:
 def usage_bundle(receipts_cid: str, records_cid: str) -> bytes:
     """The canonical usage bundle naming a receipts log and its attribution records log."""
     bundle = {"attributionRecords": records_cid, "receipts": receipts_cid}
-    return json.dumps(bundle, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    return canonical_json(bundle)
 
 
 def parse_usage_bundle(data: bytes) -> tuple[str, str] | None:
