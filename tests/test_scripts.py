@@ -636,3 +636,22 @@ def test_sign_voucher_rejects_an_address_typo(
 ) -> None:
     out = ol("sign-voucher", "0x1234", "1", "1", ok=False)
     assert "Invalid value for 'NODE': '0x1234' is not an address" in out
+
+
+def test_an_ape_account_signs_and_sends_through_ape(
+    anvil: str, env: dict[str, str], deployment: dict[str, Any]
+) -> None:
+    """A keyfile or hardware account holds no key in the clear: ApeSigner hands the SDK's
+    simulated transaction to ape, which fills, signs and sends it (test account 0 here)."""
+    from ape import accounts, networks
+
+    from backend.protocol.cli_support import load_protocol
+    from backend.sdk import OpenLedger
+    from backend.sdk.signers import ApeSigner
+
+    token = deployment["contracts"]["OpenToken"]
+    stranger = Account.create().address
+    with networks.parse_network_choice(NETWORK):
+        ol = OpenLedger(load_protocol().as_web3(), ApeSigner(accounts.test_accounts[0]))
+        ol.transfer(stranger, 3 * OPEN)
+    assert balance_of(anvil, token, stranger) == 3 * OPEN
