@@ -41,11 +41,13 @@ def run_inference(
     publishes the model's next version."""
     from backend.devnet.factory_demo import (
         HELD_OUT,
+        HELD_OUT_FILE,
         check_facts,
         dpo_model,
         dpo_verdict,
         feedback_datanet,
         index_summary,
+        save_fact_checks,
         sft_model,
     )
     from backend.devnet.node_demo import ASKED, QUESTIONS, prepare, serve_and_pay
@@ -127,6 +129,7 @@ def run_inference(
                f"version ...")  # fmt: skip
     before, after = check_facts(sft), check_facts(dpo)
     gained, verdict = dpo_verdict(before, after, feedback.pairs)
+    save_fact_checks(data_dir / HELD_OUT_FILE, before, after, gained, verdict)
     click.echo(f"  {before.summary()} -> {after.summary()} (greedy); true answer more likely "
                f"than a confused one {before.likelihood_accuracy:.2f} -> "
                f"{after.likelihood_accuracy:.2f}; reward margin vs SmolLM2 "

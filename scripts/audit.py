@@ -16,10 +16,11 @@ from pathlib import Path
 import click
 from ape.cli import ConnectedProviderCommand
 
+from backend.cli.params import store_option
 from backend.datanets.audit import AuditReport, audit_datanet
 from backend.datanets.registry import DatanetError
 from backend.protocol.cli_support import ID, load_protocol
-from backend.storage.open import STORE_ENV, default_store_spec, open_store
+from backend.storage.open import open_store
 
 
 @click.group()
@@ -46,14 +47,7 @@ def echo_report(report: AuditReport) -> None:
 
 @cli.command("datanet", cls=ConnectedProviderCommand)
 @click.argument("datanet_id", type=ID)
-@click.option(
-    "--store",
-    "store_spec",
-    default=default_store_spec,
-    envvar=STORE_ENV,
-    show_default=".data/devnet/store",
-    help="Content store: a directory, or an IPFS HTTP RPC API (http://127.0.0.1:5001).",
-)
+@store_option
 def datanet(datanet_id: int, store_spec: str) -> None:
     """Audit every published version of DATANET_ID and every file it contains."""
     p = load_protocol().as_web3()
@@ -71,14 +65,7 @@ def datanet(datanet_id: int, store_spec: str) -> None:
 @cli.command("attribution", cls=ConnectedProviderCommand)
 @click.argument("model_id", type=ID)
 @click.argument("epoch_id", type=ID, required=False)
-@click.option(
-    "--store",
-    "store_spec",
-    default=default_store_spec,
-    envvar=STORE_ENV,
-    show_default=".data/devnet/store",
-    help="Content store: a directory, or an IPFS HTTP RPC API (http://127.0.0.1:5001).",
-)
+@store_option
 @click.option(
     "--reveal", "reveals", multiple=True, metavar="CID",
     help="A reveal file of answers' token ids (`openledger-node reveal`): their full records "

@@ -23,7 +23,7 @@ from typing import Any
 import click
 from ape.cli import ConnectedProviderCommand, account_option
 
-from backend.cli.params import ADDRESS, ID, IDS, UINT64, UINT96_AMOUNT
+from backend.cli.params import ADDRESS, ID, IDS, UINT64, UINT96_AMOUNT, store_option
 from backend.cli.registry import echo_sent
 from backend.datanets.contribute import (
     DEFAULT_BATCH_SIZE,
@@ -49,7 +49,7 @@ from backend.protocol.cli_support import load_protocol
 from backend.protocol.web3_protocol import Web3Protocol
 from backend.sdk import OpenLedger, ProtocolError
 from backend.storage.base import ContentStore
-from backend.storage.open import STORE_ENV, default_store_spec, open_store
+from backend.storage.open import open_store
 
 
 @click.group()
@@ -75,14 +75,7 @@ def command(name: str, short_help: str, *, signs: bool = True) -> Callable[..., 
             except (DatanetError, MetadataError, ProtocolError) as why:
                 raise click.ClickException(str(why)) from None
 
-        run = click.option(
-            "--store",
-            "store_spec",
-            default=default_store_spec,
-            envvar=STORE_ENV,
-            show_default=".data/devnet/store",
-            help="Content store: a directory, or an IPFS HTTP RPC API (http://127.0.0.1:5001).",
-        )(run)
+        run = store_option(run)
         if signs:
             run = account_option()(run)
         return cli.command(name, cls=ConnectedProviderCommand, short_help=short_help)(run)

@@ -30,7 +30,7 @@ from typing import Any
 import click
 from ape.cli import ConnectedProviderCommand, account_option
 
-from backend.cli.params import ADDRESS, ID, UINT96_AMOUNT
+from backend.cli.params import ADDRESS, ID, UINT96_AMOUNT, store_option
 from backend.cli.registry import echo_sent
 from backend.modelfactory.adapter_check import AdapterCheckError
 from backend.modelfactory.chain import ChainLookupError
@@ -60,7 +60,7 @@ from backend.modelfactory.spec import (
 from backend.protocol.cli_support import load_protocol
 from backend.protocol.deployments import PROJECT_ROOT
 from backend.sdk import OpenLedger, ProtocolError
-from backend.storage.open import STORE_ENV, default_store_spec, open_store
+from backend.storage.open import open_store
 
 ERRORS = (
     JobSpecError, JobError, DatasetError, ChainLookupError, PublishError, AdapterCheckError,
@@ -84,11 +84,7 @@ def command(name: str, short_help: str, *, signs: bool) -> Callable[..., click.C
             except ERRORS as why:
                 raise click.ClickException(str(why)) from None
 
-        run = click.option(
-            "--store", "store_spec", default=default_store_spec, envvar=STORE_ENV,
-            show_default=".data/devnet/store",
-            help="Content store: a directory, or an IPFS HTTP RPC API (http://127.0.0.1:5001).",
-        )(run)  # fmt: skip
+        run = store_option(run)
         if signs:
             run = account_option()(run)
         return cli.command(name, cls=ConnectedProviderCommand, short_help=short_help)(run)

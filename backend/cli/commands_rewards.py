@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from backend.cli.commands_datanets import nonzero_root
-from backend.cli.params import ADDRESS, AMOUNT, BYTES32, CID, ID
+from backend.cli.params import ADDRESS, AMOUNT, BYTES32, CID, ID, store_option
 from backend.cli.registry import command
 from backend.protocol.amounts import format_open
 from backend.sdk import WITHDRAWALS, OpenLedger
@@ -61,22 +61,9 @@ def sweep_epoch(ol: OpenLedger, epoch_id: int) -> None:
     click.echo(f"returned {format_open(log.amount)} to the pool of model {log.modelId}")
 
 
-def _default_store() -> str:
-    from backend.storage.open import default_store_spec
-
-    return default_store_spec()
-
-
 @command("claim-all", "Claim everything attribution epochs owe an account")
 @click.option("--for", "claimant", type=ADDRESS, help="Whose rewards [default: the sender].")
-@click.option(
-    "--store",
-    "store_spec",
-    default=lambda: _default_store(),
-    envvar="OPENLEDGER_STORE",  # backend.storage.open.STORE_ENV, not imported: start-up time
-    show_default=".data/devnet/store",
-    help="Where the epochs' reports are: a directory, or an IPFS HTTP RPC API.",
-)
+@store_option
 def claim_all(ol: OpenLedger, claimant: str | None, store_spec: str) -> None:
     """Claim every leaf the epochs' reports pay to the sender (or --for ACCOUNT), with proofs
     rebuilt from each report and checked against the posted root; list what waits for a

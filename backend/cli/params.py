@@ -9,6 +9,7 @@ import click
 from eth_utils import is_hex_address, to_checksum_address
 
 from backend.protocol.amounts import UINT96_MAX, format_open, parse_amount
+from backend.storage.open import STORE_ENV, default_store_spec
 
 
 class AmountType(click.ParamType):
@@ -141,3 +142,15 @@ def resolve_timestamp(
             raise click.ClickException(f"the {what} {absolute} is not in the future (now is {now})")
         return absolute
     return now + (relative if relative is not None else default_in)
+
+
+def store_option(f: Any) -> Any:
+    """``--store`` (or ``OPENLEDGER_STORE``): where a command reads and writes content."""
+    return click.option(
+        "--store",
+        "store_spec",
+        default=default_store_spec,
+        envvar=STORE_ENV,
+        show_default=".data/devnet/store",
+        help="Content store: a directory, or an IPFS HTTP RPC API (http://127.0.0.1:5001).",
+    )(f)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backend.protocol.deployments import PROJECT_ROOT
-from backend.storage.base import ContentStore
-from backend.storage.ipfs import DEFAULT_READ_TIMEOUT, IPFSStore
-from backend.storage.local import DirectoryStore
+
+if TYPE_CHECKING:  # the stores are imported when one is opened: command lines start faster
+    from backend.storage.base import ContentStore
 
 STORE_ENV = "OPENLEDGER_STORE"
 READ_TIMEOUT_ENV = "OPENLEDGER_IPFS_READ_TIMEOUT"
@@ -25,6 +26,9 @@ def default_store_spec() -> str:
 def open_store(spec: str | Path | None = None) -> ContentStore:
     """``spec`` as a store: an IPFS API (``http://host:5001`` or a multiaddr such as
     ``/ip4/127.0.0.1/tcp/5001/http``), else a directory for a :class:`DirectoryStore`."""
+    from backend.storage.ipfs import IPFSStore
+    from backend.storage.local import DirectoryStore
+
     text = str(spec) if spec is not None else default_store_spec()
     if text.startswith(("http://", "https://", "/ip4/", "/ip6/", "/dns")):
         return IPFSStore(text, read_timeout=ipfs_read_timeout())
@@ -34,6 +38,8 @@ def open_store(spec: str | Path | None = None) -> ContentStore:
 def ipfs_read_timeout() -> float:
     """``OPENLEDGER_IPFS_READ_TIMEOUT`` in seconds (default 30): how long a read waits for
     the IPFS node's next byte before the CID counts as not found."""
+    from backend.storage.ipfs import DEFAULT_READ_TIMEOUT
+
     text = os.environ.get(READ_TIMEOUT_ENV)
     if not text:
         return DEFAULT_READ_TIMEOUT
