@@ -19,11 +19,12 @@ from pydantic import AfterValidator
 from backend.api.config import Settings
 from backend.api.proofs import ProofCache
 from backend.indexer.schema import connect, create_schema
+from backend.protocol.amounts import INT64_MAX
 from backend.storage.base import ContentStore
 
 MAX_PAGE_LIMIT = 200
 MAX_OFFSET = 2**31 - 1
-MAX_ID = 2**63 - 1  # SQLite integers
+MAX_ID = INT64_MAX  # SQLite integers
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 
 

