@@ -37,8 +37,9 @@ from backend.modelfactory.dpo import Pair, preference_metrics, train_dpo
 from backend.modelfactory.evaluate import evaluate
 from backend.modelfactory.lora_training import DeviceError, resolve_device
 from backend.modelfactory.provenance import build_training_manifest
-from backend.modelfactory.sft import save_loss_curve, train_sft
+from backend.modelfactory.sft import train_sft
 from backend.modelfactory.spec import BUILTIN_BASE, JobSpec, JobSpecError
+from backend.modelfactory.training_loop import save_loss_curve
 from backend.models.adapter_archive import pack_adapter, unpack_adapter
 from backend.protocol.web3_protocol import Web3Protocol
 from backend.storage.base import ContentStore

@@ -40,7 +40,6 @@ from backend.modelfactory.spec import LoraSettings, TrainSettings
 from backend.modelfactory.training_loop import (
     StepCallback,
     run_loop,
-    save_loss_curve,  # noqa: F401 - where jobs.py imports it from
     warmup_then_decay,
 )
 
