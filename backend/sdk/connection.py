@@ -18,6 +18,7 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
+from backend.protocol.amounts import format_open
 from backend.protocol.deployments import DeploymentStore
 from backend.protocol.eip712 import Domain
 from backend.protocol.web3_protocol import RECEIPT_TIMEOUT, Web3Protocol
@@ -155,8 +156,6 @@ class Connection:
 
     def ensure_allowance(self, spender: Contract, amount: int) -> None:
         """Approves ``spender`` for ``amount`` OPEN wei when the allowance is lower."""
-        from backend.protocol.cli_support import format_open
-
         if int(self.token.functions.allowance(self.address, spender.address).call()) < amount:
             self.send(
                 f"approved {format_open(amount)} to {spender.address}",
