@@ -169,3 +169,10 @@ def test_the_ape_script_serves_the_same_commands() -> None:
     names = [c.name for c in all_commands()]
     assert sorted(module.cli.commands) == sorted(names) == sorted(cli.commands)
     assert len(names) == len(set(names)) == 26
+
+
+def test_the_console_script_loads_neither_ape_nor_torch() -> None:
+    """What makes it start fast: plain web3 and the shipped ABIs, nothing heavier."""
+    code = "import sys, backend.cli.main; print(sorted({'ape', 'torch'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
