@@ -6,6 +6,7 @@ state), the content store, the index (through the API), the node's ledger and th
 The held-out comparison of the SFT and DPO versions is measured live and recorded nowhere
 else, so the demo writes it to ``held-out.json``. The demo exits non-zero when an audit it runs
 fails (the Datanet's, the usage proof's root, the honest epoch's), so a passing run passed them.
+One file, over 400 lines: every test reads the same two demo runs, the expensive part.
 """
 
 from __future__ import annotations
