@@ -34,6 +34,7 @@ from backend.devnet.node_demo import ASKED, QUESTIONS, STAKE
 from backend.devnet.stack import DEMO_ROLES, FUND_TARGET
 from backend.modelfactory.jobs import JOB_FILE
 from backend.protocol.deployments import Deployment, DeploymentStore
+from backend.protocol.enums import ContributionStatus, EpochStatus
 from backend.protocol.receipts import UsageLog, read_usage_log, receipts_tree
 from backend.protocol.web3_protocol import Web3Protocol
 from backend.storage.local import DirectoryStore
@@ -44,8 +45,8 @@ pytestmark = pytest.mark.slow  # left out of `make test-fast`; `make test` runs 
 ROOT = Path(__file__).resolve().parents[1]
 APE = str(Path(sys.executable).with_name("ape"))
 OPEN = 10**18
-APPROVED, REJECTED = 2, 3  # IDatanetRegistry.ContributionStatus
-EPOCH_POSTED, EPOCH_REJECTED = 1, 3  # IAttributionRewards.EpochStatus
+APPROVED, REJECTED = ContributionStatus.APPROVED, ContributionStatus.REJECTED
+EPOCH_POSTED, EPOCH_REJECTED = EpochStatus.POSTED, EpochStatus.REJECTED
 SFT_JOB, DPO_JOB = "sft-d1v1-s60", "dpo-d2v1-s15"  # the default --train-steps' job folders
 USERS = [role for role in DEMO_ROLES if role not in ("governance", "treasury")]
 EVENTS = {  # the events the tests read, by contract (no name is in two of these lists)
@@ -506,7 +507,7 @@ def test_operator_commands_on_the_demo_state(demo: Demo) -> None:
             done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True,
                                   text=True, timeout=600)  # fmt: skip
             assert done.returncode == rc, done.stdout + done.stderr
-            return done.stdout
+            return done.stdout if rc == 0 else done.stdout + done.stderr
 
         node_cli = str(Path(sys.executable).with_name("openledger-node"))
         attribute = json.loads(run(node_cli, "attribute", "--model", "1", "--dry-run",
@@ -523,6 +524,12 @@ def test_operator_commands_on_the_demo_state(demo: Demo) -> None:
         tampered = run(APE, "run", "audit", "attribution", "1", "3", *store, environment=env,
                        rc=1)  # fmt: skip
         assert "FAILED: 2 account(s)" in tampered, tampered
+        # Challenging it files the evidence and sends the challenge through the SDK, which
+        # names the contract's refusal: governance already upheld the demo's challenge.
+        again = run(APE, "run", "audit", "attribution", "1", "3", *store, "--challenge",
+                    "--account", "TEST::5", environment=env, rc=1)  # fmt: skip
+        assert "evidence stored as" in again, again
+        assert "would revert: WrongEpochStatus(epochId=3, status=3)" in again, again
 
 
 def test_demo_redeploys_when_the_recorded_deployment_has_no_code(tmp_path: Path) -> None:
