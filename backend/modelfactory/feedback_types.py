@@ -24,6 +24,7 @@ from backend.protocol.eip712 import (
     typed_digest,
     typed_message,
 )
+from backend.protocol.json_fields import exact_keys
 
 MIN_SCORE, MAX_SCORE = 1, 5
 ZERO32 = bytes(32)
@@ -191,15 +192,7 @@ class SignedPreference:
 
 
 def _fields(data: object, what: str, names: Sequence[str]) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise MalformedFeedbackError(f"a {what} must be a JSON object")
-    missing = [n for n in names if n not in data]
-    if missing:
-        raise MalformedFeedbackError(f"{what} lacks field(s) {', '.join(missing)}")
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise MalformedFeedbackError(f"{what} has unknown field(s) {', '.join(unknown)}")
-    return data
+    return exact_keys(data, names, what, MalformedFeedbackError)
 
 
 def _hex32(value: object, what: str) -> bytes:

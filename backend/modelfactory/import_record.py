@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from backend.modelfactory.json_fields import exact_keys, is_sha256, is_uint
+from backend.protocol.json_fields import exact_keys, is_sha256, is_uint
 
 EVIDENCE = ("content_sha256", "declared_unverified")
 METHODS = ("sft", "dpo")  # how the examples become gradient rows for attribution

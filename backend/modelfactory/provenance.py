@@ -29,8 +29,8 @@ from eth_utils import is_hex_address
 from backend.datanets.manifest import Manifest
 from backend.modelfactory.dataset import BuildReport, Example, VersionData, build_examples
 from backend.modelfactory.import_record import ImportRecord, ImportRecordError
-from backend.modelfactory.json_fields import exact_keys, is_sha256, is_uint
 from backend.modelfactory.spec import JobSpec, JobSpecError
+from backend.protocol.json_fields import exact_keys, is_sha256, is_uint
 from backend.storage.cid import CID, InvalidCIDError
 
 SCHEMA_VERSION = 2  # 2 adds "attribution": the CID of the job's attribution index

@@ -16,6 +16,7 @@ from eth_utils import is_address, is_checksum_address, to_checksum_address
 from pydantic import ValidationError
 
 from backend.protocol.eip712 import SignedVoucher, Voucher, parse_signature
+from backend.protocol.json_fields import exact_keys
 
 SCHEME = "openledger-voucher"
 X402_VERSION = 2
@@ -104,13 +105,7 @@ def parse_signed_voucher(data: object, what: str) -> SignedVoucher:
 
 def parse_voucher_message(data: object, what: str) -> Voucher:
     """The voucher of :func:`voucher_message`'s form; ValueError naming the field."""
-    message = json_object(data, what)
-    missing = [k for k in _VOUCHER_FIELDS if k not in message]
-    if missing:
-        raise ValueError(f"{what} lacks field(s) {', '.join(missing)}")
-    unknown = sorted(set(message) - set(_VOUCHER_FIELDS))
-    if unknown:
-        raise ValueError(f"{what} has unknown field(s) {', '.join(unknown)}")
+    message = exact_keys(data, _VOUCHER_FIELDS, what)
     return Voucher(
         payer=parse_address(message["payer"], f"{what}.payer"),
         node=parse_address(message["node"], f"{what}.node"),
