@@ -29,7 +29,7 @@ def exact_keys(
     the fields it lacks or does not know."""
     if not isinstance(value, dict):
         raise error(f"{what} must be a JSON object, got {type(value).__name__}")
-    names = list(keys)
+    names = sorted(keys) if isinstance(keys, set | frozenset) else list(keys)  # stable messages
     missing = [k for k in names if k not in value]
     if missing:
         raise error(f"{what} lacks field(s) {', '.join(missing)}")
