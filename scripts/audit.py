@@ -16,10 +16,10 @@ from pathlib import Path
 import click
 from ape.cli import ConnectedProviderCommand
 
-from backend.cli.params import store_option
+from backend.cli.params import ID, store_option
 from backend.datanets.audit import AuditReport, audit_datanet
 from backend.datanets.registry import DatanetError
-from backend.protocol.cli_support import ID, load_protocol
+from backend.protocol.cli_support import load_protocol
 from backend.storage.open import open_store
 
 

@@ -16,7 +16,9 @@ from typing import Any
 import click
 from ape.cli import ConnectedProviderCommand, account_option
 
-from backend.protocol.cli_support import ADDRESS, AMOUNT, AMOUNT_OR_ZERO, fail, format_open
+from backend.cli.params import ADDRESS, AMOUNT, AMOUNT_OR_ZERO
+from backend.protocol.amounts import format_open
+from backend.protocol.cli_support import fail
 from backend.protocol.contracts import Protocol, deploy_protocol, ensure_protocol
 from backend.protocol.deployments import CONTRACT_NAMES, DeploymentStore, ProtocolParams
 

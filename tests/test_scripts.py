@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from eth_account import Account
 
 from backend.devnet.anvil import Anvil, free_port, rpc
-from backend.protocol.cli_support import format_open, parse_amount
+from backend.protocol.amounts import format_open, parse_amount
 from backend.protocol.deployments import CONTRACT_NAMES
 from backend.protocol.eip712 import (
     VOUCHER_TYPE,
