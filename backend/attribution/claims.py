@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 from eth_utils import to_checksum_address
 
+from backend.protocol.enums import EpochStatus
 from backend.protocol.merkle import StandardMerkleTree
 from backend.protocol.web3_protocol import Web3Protocol
 
 log = logging.getLogger(__name__)
 
 CLAIM_TYPES = ("uint256", "address", "uint256")
-POSTED, CHALLENGED, REJECTED, EXPIRED = 1, 2, 3, 4  # IAttributionRewards.EpochStatus
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,8 @@ def owed_to(p: Web3Protocol, get: Callable[[str], bytes], account: str) -> list[
     for posted in rewards.events.EpochPosted().get_logs(from_block=p.deployment.block):
         a = posted.args
         epoch = rewards.functions.epoch(a.epochId).call()
-        status, ends_at = epoch[4], epoch[3]
-        if status not in (POSTED, CHALLENGED):
+        status, ends_at = epoch.status, epoch.challengeEndsAt
+        if status not in (EpochStatus.POSTED, EpochStatus.CHALLENGED):
             continue
         try:
             leaves = [
@@ -73,7 +73,7 @@ def owed_to(p: Web3Protocol, get: Callable[[str], bytes], account: str) -> list[
                     amount,
                     tree.proof(row),
                     claimed,
-                    status == POSTED and now >= ends_at and not claimed,
+                    status == EpochStatus.POSTED and now >= ends_at and not claimed,
                 )
             )
     return owed

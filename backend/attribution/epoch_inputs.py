@@ -45,6 +45,7 @@ from backend.attribution.records_log import (
     verify_record,
 )
 from backend.modelfactory.chain import model_version
+from backend.protocol.enums import EpochStatus
 from backend.protocol.receipts import ReceiptLogError, read_usage_log
 from backend.protocol.web3_protocol import Web3Protocol
 from backend.storage.base import ContentStore, ContentStoreError
@@ -52,7 +53,6 @@ from backend.storage.cid import InvalidCIDError
 
 log = logging.getLogger(__name__)
 
-REJECTED = 3  # IAttributionRewards.EpochStatus
 MAX_LOG_BYTES = 256 << 20  # a usage log, a records log or a report
 
 
@@ -135,7 +135,7 @@ def covered_proofs(
         epoch_id, report_cid = posted.args.epochId, posted.args.reportCID
         if before is not None and epoch_id >= before:
             continue
-        if rewards.functions.epoch(epoch_id).call()[4] == REJECTED:
+        if rewards.functions.epoch(epoch_id).call().status == EpochStatus.REJECTED:
             continue
         try:
             report = json.loads(get(report_cid))
@@ -178,7 +178,10 @@ def pool_extra_available(
     expired = sum(e.args.amount for e in expiries if earlier(e))
     paid = 0
     for e in posted:
-        if not earlier(e) or rewards.functions.epoch(e.args.epochId).call()[4] == REJECTED:
+        if (
+            not earlier(e)
+            or rewards.functions.epoch(e.args.epochId).call().status == EpochStatus.REJECTED
+        ):
             continue
         try:
             paid += extra_of(json.loads(get(e.args.reportCID)))

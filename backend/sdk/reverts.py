@@ -1,6 +1,6 @@
 """Contract reverts as people read them: ``UnknownDatanet(datanetId=7)`` rather than raw bytes
 or a traceback. The error table comes from the ABIs this package ships, so decoding needs no
-compiler and no ape; the ape scripts and the web3 SDK share it."""
+compiler and no ape."""
 
 from __future__ import annotations
 
