@@ -23,7 +23,7 @@ from typing import Any
 import click
 from ape.cli import ConnectedProviderCommand, account_option
 
-from backend.cli.params import ADDRESS, ID, IDS, UINT64, UINT96_AMOUNT, store_option
+from backend.cli.params import ADDRESS, ID, IDS, UINT64, UINT96_AMOUNT, store_option, unique_ids
 from backend.cli.registry import echo_sent
 from backend.datanets.contribute import (
     DEFAULT_BATCH_SIZE,
@@ -85,10 +85,6 @@ def command(name: str, short_help: str, *, signs: bool = True) -> Callable[..., 
 
 def _store(spec: str) -> ContentStore:
     return open_store(spec)
-
-
-def _unique(ids: tuple[list[int], ...]) -> list[int]:
-    return list(dict.fromkeys(i for group in ids for i in group))
 
 
 @command("create", "Create a Datanet from a metadata file (or reuse it)")
@@ -194,7 +190,7 @@ def review(
 ) -> None:
     """Review contributions of DATANET_ID: approve (bond refunded) or reject (bond to the
     treasury) by id, and/or re-validate every pending file with --approve-all-valid."""
-    approve_ids, reject_ids = _unique(approved), _unique(rejected)
+    approve_ids, reject_ids = unique_ids(approved), unique_ids(rejected)
     if not (approve_ids or reject_ids or approve_all_valid):
         raise click.UsageError(
             "nothing to review: give --approve/--reject ids or --approve-all-valid"

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import click
 
-from backend.cli.params import ADDRESS, BPS, BYTES32, CID, ID, IDS, UINT64, UINT96_AMOUNT
+from backend.cli.params import (
+    ADDRESS,
+    BPS,
+    BYTES32,
+    CID,
+    ID,
+    IDS,
+    UINT64,
+    UINT96_AMOUNT,
+    unique_ids,
+)
 from backend.cli.registry import command
 from backend.protocol.amounts import format_open
 from backend.sdk import OpenLedger
 
 ZERO_BYTES32 = b"\x00" * 32
 IdGroups = tuple[list[int], ...]  # a repeatable --approve/--reject of comma-separated ids
-
-
-def _unique(ids: IdGroups) -> list[int]:
-    """The ids of repeated ``--approve 1,2 --approve 3`` options, without repeats."""
-    return list(dict.fromkeys(i for group in ids for i in group))
 
 
 def nonzero_root(root: bytes, hint: str) -> bytes:
@@ -79,7 +84,7 @@ def withdraw_contribution(ol: OpenLedger, contribution_id: int) -> None:
 @click.option("--reject", "rejected", type=IDS, multiple=True, help="Contribution ids: 4,5.")
 def review(ol: OpenLedger, datanet_id: int, approved: IdGroups, rejected: IdGroups) -> None:
     """Approve (bond refunded) or reject (bond to the treasury) contributions of DATANET_ID."""
-    approve, reject = _unique(approved), _unique(rejected)
+    approve, reject = unique_ids(approved), unique_ids(rejected)
     if not approve and not reject:
         raise click.UsageError("nothing to review: give --approve and/or --reject ids")
     if both := sorted(set(approve) & set(reject)):

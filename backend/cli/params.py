@@ -101,6 +101,12 @@ class IdListType(click.ParamType):
         return ids
 
 
+def unique_ids(groups: tuple[list[int], ...]) -> list[int]:
+    """The ids of a repeatable :data:`IDS` option (``--approve 1,2 --approve 3``), each once,
+    in the order given."""
+    return list(dict.fromkeys(i for group in groups for i in group))
+
+
 AMOUNT = AmountType()
 AMOUNT_OR_ZERO = AmountType(positive=False)
 ADDRESS = AddressType()
