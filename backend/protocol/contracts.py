@@ -22,6 +22,8 @@ from backend.protocol.deployments import (
 )
 from backend.protocol.eip712 import Domain
 from backend.protocol.web3_protocol import Web3Protocol
+from backend.sdk import OpenLedger, ape_signer
+from backend.sdk.connection import OnSent
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +78,10 @@ class Protocol:
         ``ape run`` shares with processes without ape (ModelFactory's chain reads)."""
         return Web3Protocol.at(chain.provider.web3, self.deployment)
 
-    def sdk(self, account: Any, on_sent: Any = None) -> Any:
-        """This deployment through the SDK (:class:`backend.sdk.OpenLedger`) acting as the ape
-        ``account``; ``on_sent`` hears of each transaction (a command line prints it)."""
-        from backend.sdk import OpenLedger, ape_signer
-
-        signer = ape_signer(account)
-        if on_sent is None:
-            return OpenLedger(self.as_web3(), signer)
-        return OpenLedger(self.as_web3(), signer, on_sent=on_sent)
+    def sdk(self, account: Any, on_sent: OnSent | None = None) -> OpenLedger:
+        """This deployment through the SDK acting as the ape ``account``; ``on_sent`` hears of
+        each transaction (a command line prints it)."""
+        return OpenLedger(self.as_web3(), ape_signer(account), on_sent)
 
     @property
     def domain(self) -> Domain:

@@ -119,8 +119,9 @@ class Web3Protocol:
 
     def _send(self, signer: Any, call: ContractFunction) -> dict[str, Any]:
         """``call`` sent by one of the SDK's signers (the one place transactions are signed)."""
-        tx = {"to": call.address, "data": call._encode_transaction_data(), "value": 0}
-        return self.wait(signer.send_transaction(self.w3, tx), call)
+        from backend.sdk.signers import call_transaction
+
+        return self.wait(signer.send_transaction(self.w3, call_transaction(call)), call)
 
     def wait(self, tx_hash: bytes, call: ContractFunction | None = None) -> dict[str, Any]:
         """The receipt of ``tx_hash`` once mined; raises if the transaction reverted."""

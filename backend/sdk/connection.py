@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from web3 import Web3
 from web3.contract import Contract
@@ -23,7 +23,7 @@ from backend.protocol.deployments import DeploymentStore
 from backend.protocol.eip712 import Domain
 from backend.protocol.web3_protocol import RECEIPT_TIMEOUT, Web3Protocol
 from backend.sdk.reverts import describe_revert
-from backend.sdk.signers import Signer
+from backend.sdk.signers import Signer, call_transaction
 
 Receipt = dict[str, Any]
 OnSent = Callable[[str, str], None]  # (what was done, transaction hash)
@@ -44,10 +44,12 @@ class Connection:
     logs it), approvals the SDK sends on the way included.
     """
 
-    def __init__(self, protocol: Web3Protocol, signer: Signer, on_sent: OnSent = _ignore) -> None:
+    def __init__(
+        self, protocol: Web3Protocol, signer: Signer, on_sent: OnSent | None = None
+    ) -> None:
         self.protocol = protocol
         self.signer = signer
-        self.on_sent = on_sent
+        self.on_sent = on_sent or _ignore
 
     @classmethod
     def connect(
@@ -56,8 +58,8 @@ class Connection:
         signer: Signer | Callable[[Web3], Signer],
         *,
         deployments: DeploymentStore | None = None,
-        on_sent: OnSent = _ignore,
-    ) -> Any:
+        on_sent: OnSent | None = None,
+    ) -> Self:
         """The deployment recorded for the chain at ``rpc_url``; ``signer`` may be a factory
         taking the connected ``Web3`` (for a signer the RPC node unlocks)."""
         protocol = Web3Protocol.connect(rpc_url, deployments)
@@ -118,17 +120,19 @@ class Connection:
 
     # --- sending ---------------------------------------------------------------------------
 
-    def simulate(self, action: str, call: ContractFunction) -> None:
-        """Runs ``call`` from the sender against the pending block; raises the decoded revert."""
+    def simulate(self, action: str, call: ContractFunction) -> int:
+        """Runs ``call`` from the sender against the pending block and returns the gas it
+        takes (one ``eth_estimateGas``: the simulation and the estimate are the same run);
+        a revert is raised decoded."""
+        tx = {"from": self.address, **call_transaction(call)}
         try:
-            call.call({"from": self.address}, "pending")
+            return int(self.w3.eth.estimate_gas(tx, "pending"))  # type: ignore[arg-type]
         except ContractLogicError as err:
             raise ProtocolError(f"{action} would revert: {describe_revert(err)}") from None
 
     def send(self, action: str, call: ContractFunction) -> Receipt:
         """Simulates ``call``, then signs and sends it; returns the mined receipt."""
-        self.simulate(action, call)
-        tx = {"to": call.address, "data": call._encode_transaction_data(), "value": 0}
+        tx = {**call_transaction(call), "gas": self.simulate(action, call)}
         try:
             tx_hash = self.signer.send_transaction(self.w3, tx)
         except ContractLogicError as err:  # the state moved between simulation and sending

@@ -14,6 +14,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import to_checksum_address
 from web3 import Web3
+from web3.contract.contract import ContractFunction
 
 from backend.protocol.eip712 import EIP712_DOMAIN_TYPE, Domain, Signature
 
@@ -37,6 +38,11 @@ def typed_data(
     }
 
 
+def call_transaction(call: ContractFunction) -> dict[str, Any]:
+    """The transaction that sends ``call`` (``to``, ``data``, no value), for a signer to fill."""
+    return {"to": call.address, "data": call._encode_transaction_data(), "value": 0}
+
+
 class Signer(Protocol):
     """An account the SDK acts as."""
 
@@ -44,7 +50,8 @@ class Signer(Protocol):
     def address(self) -> str: ...
 
     def send_transaction(self, w3: Web3, tx: dict[str, Any]) -> bytes:
-        """Signs and sends ``tx`` (``to``, ``data``, ``value``); returns its hash."""
+        """Signs and sends ``tx`` (``to``, ``data``, ``value``, and ``gas`` when the caller
+        already estimated it); returns its hash."""
         ...
 
     def sign_typed_data(self, document: dict[str, Any]) -> Signature:
@@ -65,7 +72,8 @@ class KeySigner:
     def send_transaction(self, w3: Web3, tx: dict[str, Any]) -> bytes:
         filled = {**tx, "from": self.address, "chainId": w3.eth.chain_id}
         filled["nonce"] = w3.eth.get_transaction_count(self.address, "pending")
-        filled["gas"] = w3.eth.estimate_gas(filled)
+        if "gas" not in filled:
+            filled["gas"] = w3.eth.estimate_gas(filled)
         fee = w3.eth.gas_price
         filled["maxPriorityFeePerGas"] = min(fee, w3.to_wei(1, "gwei"))
         filled["maxFeePerGas"] = 2 * fee + filled["maxPriorityFeePerGas"]

@@ -12,7 +12,7 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 
-from backend.sdk.signers import KeySigner, NodeSigner
+from backend.sdk.signers import KeySigner, NodeSigner, call_transaction
 
 RedeemArgs = tuple[list[tuple[Any, ...]], tuple[bytes, int, str]]  # (vouchers, usage proof)
 
@@ -68,8 +68,7 @@ class Web3Sender:
             if self.private_key is None
             else KeySigner(self.private_key)
         )
-        tx = {"to": call.address, "data": call._encode_transaction_data(), "value": 0}
-        return "0x" + signer.send_transaction(self.w3, tx).hex()
+        return "0x" + signer.send_transaction(self.w3, call_transaction(call)).hex()
 
     def wait(self, tx_hash: str) -> dict[str, Any]:
         return dict(self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.timeout))
