@@ -1,4 +1,5 @@
-"""The ``openledger`` console script: the protocol's commands over plain web3 (the SDK), against
+"""The ``openledger`` console script and the SDK under it: the protocol's commands over plain
+web3, and what a party gains by acting out of order through them (nothing), against
 an anvil started for this module with a deployment recorded in a file of its own.
 
 The console script itself runs as a subprocess once (a read and a transaction, as a user types
@@ -11,8 +12,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -24,8 +26,10 @@ from backend.cli.registry import all_commands
 from backend.devnet.anvil import Anvil, free_port
 from backend.protocol.deployments import DeploymentStore
 from backend.protocol.eip712 import Domain, SignedVoucher, recover_voucher_signer
+from backend.protocol.enums import ContributionStatus
 from backend.protocol.web3_protocol import Web3Protocol, deploy
-from backend.sdk.signers import TEST_MNEMONIC
+from backend.sdk import OpenLedger, ProtocolError
+from backend.sdk.signers import TEST_MNEMONIC, KeySigner, resolve_signer
 
 OPEN = 10**18
 CONSOLE_SCRIPT = Path(sys.executable).parent / "openledger"
@@ -57,6 +61,22 @@ def openledger(*args: str, account: str = "TEST::0", ok: bool = True) -> str:
         raise result.exception
     assert (result.exit_code == 0) == ok, result.output
     return result.output
+
+
+def ensure_model(chain: Web3Protocol) -> None:
+    """Model 1 (on a published Datanet version), for vouchers to name."""
+    if chain["ModelRegistry"].functions.modelCount().call():
+        return
+    openledger("create-datanet", "bafy-m-meta")
+    datanet = chain["DatanetRegistry"].functions.datanetCount().call()
+    openledger("contribute", str(datanet), "bafy-m-file", "1")
+    openledger("review", str(datanet), "--approve",
+               str(chain["DatanetRegistry"].functions.contributionCount().call()))  # fmt: skip
+    openledger("publish-version", str(datanet), "0x" + "11" * 32, "bafy-manifest", "1")
+    openledger("register-model", "--metadata-cid", "m", "--base-model-cid", "b",
+               "--adapter-cid", "a", "--training-manifest-cid", "t", "--datanet-id",
+               str(datanet), "--datanet-version", "1", "--developer-bps", "5000",
+               "--contributors-bps", "2000", "--node-bps", "2500")  # fmt: skip
 
 
 def balance(p: Web3Protocol, account: str) -> int:
@@ -103,18 +123,7 @@ def test_an_account_the_node_unlocks_sends_and_signs_vouchers(chain: Web3Protoco
     before = balance(chain, PAYER)
     openledger("transfer", PAYER, "1", account=GOVERNANCE)
     assert balance(chain, PAYER) == before + OPEN
-    models = chain["ModelRegistry"].functions
-    if models.modelCount().call() == 0:  # a model to sign for: its Datanet version first
-        openledger("create-datanet", "bafy-m-meta")
-        datanet = chain["DatanetRegistry"].functions.datanetCount().call()
-        openledger("contribute", str(datanet), "bafy-m-file", "1")
-        openledger("review", str(datanet), "--approve",
-                   str(chain["DatanetRegistry"].functions.contributionCount().call()))  # fmt: skip
-        openledger("publish-version", str(datanet), "0x" + "11" * 32, "bafy-manifest", "1")
-        openledger("register-model", "--metadata-cid", "m", "--base-model-cid", "b",
-                   "--adapter-cid", "a", "--training-manifest-cid", "t", "--datanet-id",
-                   str(datanet), "--datanet-version", "1", "--developer-bps", "5000",
-                   "--contributors-bps", "2000", "--node-bps", "2500")  # fmt: skip
+    ensure_model(chain)
     out = openledger("sign-voucher", NODE, "1", "0.5", account=PAYER)
     signed = SignedVoucher.from_json(json.loads(out[out.index("{") : out.rindex("}") + 1]))
     assert recover_voucher_signer(Web3ProtocolDomain(chain), signed) == PAYER
@@ -176,3 +185,91 @@ def test_the_console_script_loads_neither_ape_nor_torch() -> None:
     code = "import sys, backend.cli.main; print(sorted({'ape', 'torch'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# --- the SDK under attack: what a party gains by acting out of order -------------------------
+
+
+def as_account(chain: Web3Protocol, spec: str, **kw: Any) -> OpenLedger:
+    return OpenLedger(chain, resolve_signer(chain.w3, spec), **kw)
+
+
+class FrontRunSigner:
+    """Signs as ``inner``, but lets ``front_run`` act between the SDK's simulation and the
+    transaction (another party's transaction landing first)."""
+
+    def __init__(self, inner: Any, front_run: Callable[[], None]) -> None:
+        self.inner, self.front_run = inner, front_run
+        self.address = inner.address
+
+    def send_transaction(self, w3: Web3, tx: dict[str, Any]) -> bytes:
+        self.front_run()
+        return self.inner.send_transaction(w3, tx)
+
+    def sign_typed_data(self, document: dict[str, Any]) -> Any:
+        return self.inner.sign_typed_data(document)
+
+
+def test_a_review_front_run_by_another_curator_fails_and_changes_nothing(
+    chain: Web3Protocol,
+) -> None:
+    """Curator A's approval passed its simulation, then curator B rejected the contribution
+    first: A's transaction reverts, B's verdict stands, A is told, nothing is reported sent."""
+    owner = as_account(chain, "TEST::0")
+    datanet = int(owner.create_datanet("bafy-race-meta", 0, 1).datanetId)
+    owner.add_curator(datanet, NODE)
+    contribution = int(owner.contribute(datanet, "bafy-race-file", 10).contributionId)
+    rival = as_account(chain, "TEST::2")
+    sent: list[str] = []
+    racer = OpenLedger(
+        chain,
+        FrontRunSigner(resolve_signer(chain.w3, "TEST::0"),
+                       lambda: rival.review(datanet, [], [contribution])),
+        on_sent=lambda action, _: sent.append(action),
+    )  # fmt: skip
+    with pytest.raises(ProtocolError, match=f"reviewed datanet {datanet}.*reverted"):
+        racer.review(datanet, [contribution], [])
+    status = chain["DatanetRegistry"].functions.contribution(contribution).call().status
+    assert status == ContributionStatus.REJECTED and sent == []
+
+
+class OtherDataSigner:
+    """A wallet that signs something other than what it was shown (a higher amount)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.address = inner.address
+
+    def send_transaction(self, w3: Web3, tx: dict[str, Any]) -> bytes:
+        return self.inner.send_transaction(w3, tx)
+
+    def sign_typed_data(self, document: dict[str, Any]) -> Any:
+        message = {**document["message"], "cumulativeAmount": 10**30}
+        return self.inner.sign_typed_data({**document, "message": message})
+
+
+def test_a_wallet_that_signs_other_data_gives_no_voucher(chain: Web3Protocol) -> None:
+    ensure_model(chain)
+    payer = OpenLedger(chain, OtherDataSigner(resolve_signer(chain.w3, "TEST::3")))
+    with pytest.raises(ProtocolError, match="does not recover to the sender"):
+        payer.sign_voucher(NODE, 1, OPEN, 2**40, None)
+
+
+def test_a_revoked_session_key_cannot_sign_once_its_delay_passed(chain: Web3Protocol) -> None:
+    """Revoked, a key keeps its power for the channel's delay (the node may rely on what it
+    signed); after that the SDK refuses to sign with it rather than hand out a voucher the
+    contract would skip."""
+    ensure_model(chain)
+    key = Account.create()
+    as_account(chain, "TEST::0").transfer(PAYER, 2 * OPEN)
+    payer = as_account(chain, "TEST::3")
+    payer.deposit(NODE, OPEN)  # the channel, and with it its one-day delay
+    payer.authorize_session_key(NODE, key.address, payer.now() + 30 * 86_400, OPEN)
+    session = OpenLedger(chain, KeySigner(key.key))
+    assert session.sign_voucher(NODE, 1, OPEN // 2, 2**40, PAYER).voucher.payer == PAYER
+    payer.revoke_session_key(NODE, key.address)
+    session.sign_voucher(NODE, 1, OPEN // 2, 2**40, PAYER)  # within the delay: still live
+    chain.w3.provider.make_request("evm_increaseTime", [2 * 86_400])  # type: ignore[arg-type]
+    chain.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    with pytest.raises(ProtocolError, match=f"is not a live session key of {PAYER}"):
+        session.sign_voucher(NODE, 1, OPEN // 2, 2**40, PAYER)
