@@ -14,7 +14,7 @@ export APE_DATA_FOLDER := $(CURDIR)/.data/ape
 export SOLCX_BINARY_PATH := $(CURDIR)/.tools/solcx
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup model compile abi test test-fast demo up bench bench-counterfactual lint slither clean-data
+.PHONY: help setup model compile abi webapp browser test test-fast demo up bench bench-counterfactual lint slither clean-data
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,24 @@ model: $(SMOLLM2)  ## convert the embedded SmolLM2 base model once (into .data/m
 
 ABI_EXPORT := $(BIN)/python -m backend.protocol.abi.export
 
+WEBAPP := webapp/dist/index.html
+WEBAPP_SOURCES := $(shell find webapp/src -name '*.ts' -o -name '*.tsx' 2>/dev/null | grep -v /generated/) \
+	webapp/build.mjs webapp/index.html webapp/style.css webapp/tsconfig.json backend/protocol/abi/manifest.json
+
+$(WEBAPP): $(WEBAPP_SOURCES) | node_modules/.installed
+	node webapp/build.mjs --check
+
+webapp: $(WEBAPP)  ## type-check and build the web app into webapp/dist (the API serves it at /)
+
+# The browser tests drive Debian's Chromium (Playwright's own download cannot reach its CDN
+# here); installed once when missing, as root, else the tests that need it say how.
+browser:  ## install Debian's chromium for the browser tests when it is missing
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium (Debian) for the browser tests ..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: run 'sudo apt-get install chromium' for the browser tests"; fi; }
+
 compile: setup  ## compile the contracts and refresh the ABIs the package ships
 	@$(BIN)/ape compile
 	@$(ABI_EXPORT)
@@ -58,17 +76,17 @@ compile: setup  ## compile the contracts and refresh the ABIs the package ships
 abi: setup  ## write the compiled ABIs, bytecode and manifest into backend/protocol/abi
 	@$(ABI_EXPORT)
 
-test: compile  ## run every test
+test: compile webapp browser  ## run every test
 	$(BIN)/pytest
 
-test-fast: compile  ## every test but those marked slow (the demo, invariants, IPFS, ape CLIs): a ~3 minute loop
+test-fast: compile webapp  ## every test but those marked slow (the demo, invariants, IPFS, ape CLIs): a ~3 minute loop
 	$(BIN)/pytest -m "not slow"
 
-demo: compile $(SMOLLM2)  ## run the local flywheel on the embedded defaults (chain state in .data/devnet)
+demo: compile webapp $(SMOLLM2)  ## run the local flywheel on the embedded defaults (chain state in .data/devnet)
 	@echo "make demo: loading ape and starting the local chain (a few seconds) ..."
 	@$(BIN)/ape run devnet demo
 
-up: compile  ## start the local stack and keep it running until Ctrl-C
+up: compile webapp  ## start the local stack and keep it running until Ctrl-C
 	@$(BIN)/ape run devnet up
 
 bench: compile $(SMOLLM2)  ## run the benchmarks; results in bench/results/

@@ -15,6 +15,7 @@ from backend.api.feedback import FeedbackService
 from backend.api.jobs import JobRunner
 from backend.api.proofs import ProofCache
 from backend.api.routes import api_router
+from backend.api.webapp import mount_webapp
 from backend.storage.base import ContentStore
 from backend.storage.ipfs import IPFSStore
 from backend.storage.local import DirectoryStore
@@ -54,5 +55,6 @@ def create_app(settings: Settings | None = None, store: ContentStore | None = No
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"]
         )
     app.include_router(api_router, prefix=API_PREFIX)
+    mount_webapp(app, settings.webapp_dir)
     log.info("API over %s", settings.db_path)
     return app

@@ -1,0 +1,6 @@
+import { Section } from "../components/ui";
+
+export function AccountPage(_props: { params: string[] }) {
+  return <Section title="AccountPage"><p>Not built yet.</p></Section>;
+}
+
