@@ -24,8 +24,10 @@ class Settings(BaseSettings):
     ipfs_api: str | None = None  # ... or an IPFS node's HTTP RPC API, when set
     ipfs_read_timeout: float = 30.0  # seconds a read waits for the node's next byte
     max_upload_bytes: int = 10 * 1024 * 1024  # cap on any upload, whatever the Datanet allows
+    max_content_bytes: int = 64 * 1024 * 1024  # cap on what GET /content/{cid} reads and serves
     data_dir: Path | None = None  # training jobs and feedback; default: "api" beside db_path
     rpc_url: str = "http://127.0.0.1:8545"  # the chain that training jobs read
+    public_rpc_url: str | None = None  # the JSON-RPC URL a browser may read the chain from
     models_dir: Path = PROJECT_ROOT / ".data"  # the built-in base model is converted under it
     max_jobs: int = 1  # training jobs at once (each takes every core); the others wait queued
     cors_origins: list[str] = []
@@ -38,6 +40,8 @@ class Settings(BaseSettings):
             raise ValueError("cors_origins '*' is refused in production: list the origins")
         if self.max_upload_bytes <= 0:
             raise ValueError(f"max_upload_bytes must be positive, not {self.max_upload_bytes}")
+        if self.max_content_bytes <= 0:
+            raise ValueError(f"max_content_bytes must be positive, not {self.max_content_bytes}")
         if self.ipfs_read_timeout <= 0:
             raise ValueError(f"ipfs_read_timeout must be positive, not {self.ipfs_read_timeout}")
         if self.max_jobs < 1:

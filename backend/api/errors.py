@@ -50,6 +50,7 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         409: "The indexed or stored data cannot give a checked answer",
         413: "Upload too large",
         422: "Invalid input",
+        502: "The content store is unreachable or returned bytes that do not match the CID",
     }
     return {code: {"model": ErrorResponse, "description": text[code]} for code in codes}
 

@@ -32,6 +32,9 @@ class Status(BaseModel):
     block: int | None = Field(description="the last block indexed")
     block_timestamp: int | None
     events: int
+    rpc_url: str | None = Field(
+        description="a JSON-RPC URL a browser may read the chain from (null: none offered)"
+    )
 
 
 class DatanetPublic(BaseModel):

@@ -4,7 +4,7 @@ import json
 
 from fastapi import APIRouter
 
-from backend.api.deps import DbDep
+from backend.api.deps import DbDep, SettingsDep
 from backend.api.queries import chain_time
 from backend.api.schemas import Status
 
@@ -18,8 +18,9 @@ def health() -> dict[str, str]:
 
 
 @router.get("/status", response_model=Status)
-def status(db: DbDep) -> Status:
-    """The indexed chain and deployment, the last block indexed, and the event count."""
+def status(db: DbDep, settings: SettingsDep) -> Status:
+    """The indexed chain and deployment, the last block indexed, the event count, and the
+    JSON-RPC URL offered to browsers."""
     meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
     deployment = json.loads(meta.get("deployment", "{}"))
     cursor = meta.get("cursor")
@@ -29,4 +30,5 @@ def status(db: DbDep) -> Status:
         block=int(cursor) if cursor is not None else None,
         block_timestamp=chain_time(db),
         events=db.execute("SELECT COUNT(*) FROM events").fetchone()[0],
+        rpc_url=settings.public_rpc_url,
     )
