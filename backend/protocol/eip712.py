@@ -269,6 +269,50 @@ def sign_session_key(
     return sign_typed(private_key, signable)
 
 
+@dataclass(frozen=True)
+class SignedSessionKeyAuthorization:
+    """A session-key authorization with the payer's signature: what
+    ``authorizeSessionKeyWithSig`` takes, and what a payment may carry for the node to relay."""
+
+    authorization: SessionKeyAuthorization
+    signature: Signature
+
+    def call_args(self) -> tuple[str, str, str, int, int, int, int, bytes, bytes]:
+        """The arguments of ``authorizeSessionKeyWithSig`` (the nonce is the contract's)."""
+        a, sig = self.authorization, self.signature
+        return (
+            to_checksum_address(a.payer),
+            to_checksum_address(a.node),
+            to_checksum_address(a.signer),
+            a.expiry,
+            a.allowance,
+            a.deadline,
+            sig.v,
+            sig.r,
+            sig.s,
+        )
+
+
+def sign_session_key_authorization(
+    payer_key: bytes | str, domain: Domain, authorization: SessionKeyAuthorization
+) -> SignedSessionKeyAuthorization:
+    """``authorization`` signed with the payer's ``payer_key`` (which must be its payer's)."""
+    payer = Account.from_key(payer_key).address
+    if payer != to_checksum_address(authorization.payer):
+        raise ValueError(f"the key is {payer}'s, the authorization's payer {authorization.payer}")
+    return SignedSessionKeyAuthorization(
+        authorization, sign_session_key(payer_key, domain, authorization)
+    )
+
+
+def recover_session_key_signer(domain: Domain, signed: SignedSessionKeyAuthorization) -> str:
+    """Who signed ``signed`` under ``domain``, checksummed (the contract demands its payer);
+    :class:`InvalidSignatureError` for a signature the contract would refuse."""
+    message = signed.authorization.message()
+    signable = typed_message(domain, "SessionKeyAuthorization", SESSION_KEY_TYPE, message)
+    return recover_signer(signable, signed.signature)
+
+
 PERMIT_TYPE = [
     {"name": "owner", "type": "address"},
     {"name": "spender", "type": "address"},

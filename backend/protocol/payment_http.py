@@ -15,6 +15,8 @@ Request headers
         x402 v2 ``PaymentPayload``: ``accepted`` is the requirement it pays (scheme
         ``openledger-voucher``), ``payload`` is ``{"voucher": <Voucher message>, "signature":
         "0x<r><s><v>"}``; the signature must be canonical (low s), as the contract demands.
+        The payload may also carry ``sessionKeyAuthorization``: the payer's signed
+        ``SessionKeyAuthorization`` of the key that signed the voucher, for the node to submit.
 
 Answers
     402 (or 400 for a voucher that can never be valid) with ``PAYMENT-REQUIRED: <base64 of
@@ -49,7 +51,7 @@ from x402.http.utils import (
 from x402.schemas.payments import PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo
 from x402.schemas.responses import SettleResponse
 
-from backend.protocol.eip712 import SignedVoucher
+from backend.protocol.eip712 import SignedSessionKeyAuthorization, SignedVoucher
 from backend.protocol.payment_quote import (
     QUOTE_TIMEOUT,
     SUGGESTED_VALIDITY,
@@ -68,9 +70,11 @@ from backend.protocol.payment_wire import (
     json_object,
     parse_address,
     parse_payer,
+    parse_payment_payload,
     parse_signed_voucher,
     parse_uint,
     parse_voucher_message,
+    payment_payload_json,
     signed_voucher_json,
     validate_model,
     voucher_message,
@@ -98,6 +102,7 @@ __all__ = [
     "caip2",
     "decode_payment",
     "decode_payment_required",
+    "decode_payment_with_authorization",
     "encode_payment",
     "header",
     "parse_payer",
@@ -146,10 +151,17 @@ def decode_payment_required(text: str) -> PaymentRequired:
 # ---------------------------------------------------------------- PAYMENT-SIGNATURE
 
 
-def encode_payment(requirement: PaymentRequirements, signed: SignedVoucher) -> str:
-    """The ``PAYMENT-SIGNATURE`` value paying ``requirement`` with ``signed``."""
+def encode_payment(
+    requirement: PaymentRequirements,
+    signed: SignedVoucher,
+    authorization: SignedSessionKeyAuthorization | None = None,
+) -> str:
+    """The ``PAYMENT-SIGNATURE`` value paying ``requirement`` with ``signed`` (and carrying
+    the payer's session-key ``authorization`` for the node to submit, when given)."""
     payload = PaymentPayload(
-        x402_version=X402_VERSION, accepted=requirement, payload=signed_voucher_json(signed)
+        x402_version=X402_VERSION,
+        accepted=requirement,
+        payload=payment_payload_json(signed, authorization),
     )
     return encode_payment_signature_header(payload)
 
@@ -157,6 +169,14 @@ def encode_payment(requirement: PaymentRequirements, signed: SignedVoucher) -> s
 def decode_payment(text: str) -> tuple[SignedVoucher, PaymentRequirements]:
     """The voucher and the accepted requirement of a ``PAYMENT-SIGNATURE`` value; ValueError
     naming what is wrong."""
+    signed, accepted, _ = decode_payment_with_authorization(text)
+    return signed, accepted
+
+
+def decode_payment_with_authorization(
+    text: str,
+) -> tuple[SignedVoucher, PaymentRequirements, SignedSessionKeyAuthorization | None]:
+    """As :func:`decode_payment`, with the payload's optional ``sessionKeyAuthorization``."""
     what = PAYMENT_SIGNATURE_HEADER
     data = json_object(base64_json(text, what), what)
     if data.get("x402Version") != X402_VERSION:
@@ -164,7 +184,8 @@ def decode_payment(text: str) -> tuple[SignedVoucher, PaymentRequirements]:
     payment = validate_model(PaymentPayload, data, what)
     if payment.accepted.scheme != SCHEME:
         raise ValueError(f"{what} pays scheme {payment.accepted.scheme!r}, not {SCHEME!r}")
-    return parse_signed_voucher(payment.payload, f"{what} payload"), payment.accepted
+    signed, authorization = parse_payment_payload(payment.payload, f"{what} payload")
+    return signed, payment.accepted, authorization
 
 
 # ---------------------------------------------------------------- PAYMENT-RESPONSE

@@ -15,7 +15,13 @@ from typing import Any
 from eth_utils import is_address, is_checksum_address, to_checksum_address
 from pydantic import ValidationError
 
-from backend.protocol.eip712 import SignedVoucher, Voucher, parse_signature
+from backend.protocol.eip712 import (
+    SessionKeyAuthorization,
+    SignedSessionKeyAuthorization,
+    SignedVoucher,
+    Voucher,
+    parse_signature,
+)
 from backend.protocol.json_fields import exact_keys
 
 SCHEME = "openledger-voucher"
@@ -24,6 +30,8 @@ PAYER_HEADER = "X-OpenLedger-Payer"
 MAX_PAYMENT_HEADER = 16_384  # characters; a payment with its echoed requirement is ~3,000
 UINT256_MAX = 2**256 - 1
 _VOUCHER_FIELDS = ("payer", "node", "modelId", "cumulativeAmount", "deadline")
+_AUTHORIZATION_FIELDS = ("payer", "node", "signer", "expiry", "allowance", "nonce", "deadline")
+SESSION_KEY_AUTHORIZATION = "sessionKeyAuthorization"  # optional field of a payment's payload
 
 
 # ---------------------------------------------------------------- field parsing
@@ -113,6 +121,66 @@ def parse_voucher_message(data: object, what: str) -> Voucher:
         cumulative_amount=parse_uint(message["cumulativeAmount"], f"{what}.cumulativeAmount"),
         deadline=parse_uint(message["deadline"], f"{what}.deadline"),
     )
+
+
+# ---------------------------------------------------------------- payment payloads
+
+
+def session_key_authorization_json(signed: SignedSessionKeyAuthorization) -> dict[str, Any]:
+    """``{"authorization": <SessionKeyAuthorization message>, "signature": "0x<r><s><v>"}``,
+    integers as decimal strings like a voucher's: the optional ``sessionKeyAuthorization`` of a
+    payment's ``payload``, which the node submits (``authorizeSessionKeyWithSig``) before it
+    checks a voucher signed by that key."""
+    message = signed.authorization.message()
+    return {
+        "authorization": {k: str(v) if isinstance(v, int) else v for k, v in message.items()},
+        "signature": "0x" + signed.signature.to_bytes().hex(),
+    }
+
+
+def parse_session_key_authorization(data: object, what: str) -> SignedSessionKeyAuthorization:
+    """The signed authorization of :func:`session_key_authorization_json`'s form; ValueError
+    naming the field."""
+    data = exact_keys(data, ("authorization", "signature"), what)
+    message = exact_keys(data["authorization"], _AUTHORIZATION_FIELDS, f"{what}.authorization")
+    where = f"{what}.authorization"
+    authorization = SessionKeyAuthorization(
+        payer=parse_address(message["payer"], f"{where}.payer"),
+        node=parse_address(message["node"], f"{where}.node"),
+        signer=parse_address(message["signer"], f"{where}.signer"),
+        expiry=parse_uint(message["expiry"], f"{where}.expiry"),
+        allowance=parse_uint(message["allowance"], f"{where}.allowance"),
+        nonce=parse_uint(message["nonce"], f"{where}.nonce"),
+        deadline=parse_uint(message["deadline"], f"{where}.deadline"),
+    )
+    signature = parse_signature(data["signature"], f"{what}.signature")
+    return SignedSessionKeyAuthorization(authorization, signature)
+
+
+def payment_payload_json(
+    signed: SignedVoucher, authorization: SignedSessionKeyAuthorization | None = None
+) -> dict[str, Any]:
+    """A payment's ``payload``: the signed voucher, and the session-key authorization for the
+    node to relay when one is given (without it, exactly :func:`signed_voucher_json`)."""
+    payload = signed_voucher_json(signed)
+    if authorization is not None:
+        payload[SESSION_KEY_AUTHORIZATION] = session_key_authorization_json(authorization)
+    return payload
+
+
+def parse_payment_payload(
+    data: object, what: str
+) -> tuple[SignedVoucher, SignedSessionKeyAuthorization | None]:
+    """The voucher and the optional session-key authorization of a payment's ``payload``;
+    ValueError naming the field."""
+    data = json_object(data, what)
+    if SESSION_KEY_AUTHORIZATION not in data:
+        return parse_signed_voucher(data, what), None
+    rest = {k: v for k, v in data.items() if k != SESSION_KEY_AUTHORIZATION}
+    authorization = parse_session_key_authorization(
+        data[SESSION_KEY_AUTHORIZATION], f"{what}.{SESSION_KEY_AUTHORIZATION}"
+    )
+    return parse_signed_voucher(rest, what), authorization
 
 
 # ---------------------------------------------------------------- header values
