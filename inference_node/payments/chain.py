@@ -88,6 +88,10 @@ class PaymentsChain:
         ).call()
         return SessionKeyState(int(valid_until), int(allowance), int(spent))
 
+    def nonce(self, payer: str) -> int:
+        """``payer``'s next nonce for ``authorizeSessionKeyWithSig``."""
+        return int(self.payments.functions.nonces(to_checksum_address(payer)).call())
+
     def redeemed(self, payer: str, model_id: int) -> int:
         """What pair (payer, model) of the channel with this node redeemed, in OPEN wei."""
         call = self.payments.functions.redeemed(to_checksum_address(payer), self.node, model_id)

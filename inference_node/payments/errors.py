@@ -93,3 +93,65 @@ class AllowanceExceededError(PaymentRequiredError):
             "drawn by its vouchers: raise its allowance or sign with another key"
         )
         self.signer, self.left, self.needed = signer, left, needed
+
+
+class AuthorizationMismatchError(InvalidVoucherError):
+    """A relayed session-key authorization that is not for this voucher's channel and key."""
+
+    reason = "authorization_mismatch"
+
+    def __init__(self, field: str, given: object, expected: object) -> None:
+        super().__init__(f"sessionKeyAuthorization {field} is {given}, expected {expected}")
+        self.field, self.given, self.expected = field, given, expected
+
+
+class AuthorizationSignatureError(InvalidVoucherError):
+    reason = "authorization_wrong_signer"
+
+    def __init__(self, payer: str, recovered: str, domain: object) -> None:
+        super().__init__(
+            f"sessionKeyAuthorization is signed by {recovered}, not payer {payer} "
+            f"(EIP-712 domain {domain})"
+        )
+        self.payer, self.recovered = payer, recovered
+
+
+class AuthorizationExpiredError(PaymentRequiredError):
+    reason = "authorization_expired"
+
+    def __init__(self, deadline: int, needed: int) -> None:
+        super().__init__(
+            f"sessionKeyAuthorization deadline {deadline} is before {needed}: sign a new one"
+        )
+        self.deadline, self.needed = deadline, needed
+
+
+class AuthorizationNonceError(PaymentRequiredError):
+    reason = "authorization_stale_nonce"
+
+    def __init__(self, payer: str, nonce: int, current: int) -> None:
+        super().__init__(
+            f"sessionKeyAuthorization nonce is {nonce}, payer {payer}'s current nonce is "
+            f"{current}: sign a new one"
+        )
+        self.payer, self.nonce, self.current = payer, nonce, current
+
+
+class AuthorizationExpiryError(PaymentRequiredError):
+    reason = "authorization_expiry_too_soon"
+
+    def __init__(self, signer: str, expiry: int, needed: int) -> None:
+        super().__init__(
+            f"sessionKeyAuthorization lets {signer} sign until {expiry}, needed beyond {needed}"
+        )
+        self.signer, self.expiry, self.needed = signer, expiry, needed
+
+
+class AuthorizationRevertedError(InvalidVoucherError):
+    reason = "authorization_reverted"
+
+    def __init__(self, signer: str, revert: str) -> None:
+        super().__init__(
+            f"InferencePayments refuses the sessionKeyAuthorization of {signer}: {revert}"
+        )
+        self.signer, self.revert = signer, revert

@@ -35,6 +35,11 @@ class RedeemSender(Protocol):
         the contract refuses it."""
         ...
 
+    def send_call(self, call: Any, gas: int | None = None) -> str:
+        """Broadcasts any bound contract call (with ``gas`` when already estimated); returns
+        its hash without waiting."""
+        ...
+
 
 @dataclass
 class Web3Sender:
@@ -61,14 +66,18 @@ class Web3Sender:
         call = self.payments.functions.redeem(vouchers, proof)
         return int(call.estimate_gas({"from": self.address}))
 
-    def send_call(self, call: Any) -> str:
-        """Broadcasts any bound contract call from the node's account; returns the tx hash."""
+    def send_call(self, call: Any, gas: int | None = None) -> str:
+        """Broadcasts any bound contract call from the node's account (``gas``: the caller's
+        simulation already estimated it); returns the tx hash."""
         signer = (
             NodeSigner(self.w3, self.address)
             if self.private_key is None
             else KeySigner(self.private_key)
         )
-        return "0x" + signer.send_transaction(self.w3, call_transaction(call)).hex()
+        tx = call_transaction(call)
+        if gas is not None:
+            tx["gas"] = gas
+        return "0x" + signer.send_transaction(self.w3, tx).hex()
 
     def wait(self, tx_hash: str) -> dict[str, Any]:
         return dict(self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.timeout))

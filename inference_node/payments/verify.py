@@ -17,6 +17,12 @@ A voucher is accepted for a request of ``price`` on model ``model_id`` when:
 6. when a session key signed it, the key's allowance left covers what the pairs whose latest
    voucher it signed would draw.
 
+A payment may carry the payer's signed ``SessionKeyAuthorization`` for the voucher's key: when
+that key is not usable under rule 3 and relaying is on, ``session_relay.py`` checks it
+off-chain, this verifier checks rules 4-6 as if the key were authorized (reserving nothing),
+the relay submits it, and the voucher is verified as usual against the key the chain now has.
+Without an authorization nothing of this runs.
+
 An accepted voucher holds a reservation of its price on the pair until it is settled or
 released (:meth:`VoucherVerifier.settle`, :meth:`VoucherVerifier.release`), so
 concurrent requests on one pair cannot spend the same credit twice. Reservations live in
@@ -36,10 +42,14 @@ from itertools import count
 
 from eth_utils import to_checksum_address
 
-from backend.protocol.eip712 import SignedVoucher, recover_voucher_signer
+from backend.protocol.eip712 import (
+    SignedSessionKeyAuthorization,
+    SignedVoucher,
+    recover_voucher_signer,
+)
 from backend.protocol.payment_http import PaymentQuote
 from backend.protocol.receipts import Receipt
-from inference_node.payments.chain import PaymentsChain
+from inference_node.payments.chain import PaymentsChain, SessionKeyState
 from inference_node.payments.errors import (
     AllowanceExceededError,
     ChannelMismatchError,
@@ -52,6 +62,7 @@ from inference_node.payments.errors import (
 )
 from inference_node.payments.ledger import AnswerAttribution, Ledger
 from inference_node.payments.quote import expected_cumulative, make_quote
+from inference_node.payments.session_relay import SessionKeyRelay, usable
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,7 @@ class VoucherVerifier:
     chain: PaymentsChain
     ledger: Ledger
     policy: VerifyPolicy = field(default_factory=VerifyPolicy)
+    relay: SessionKeyRelay | None = None  # None: payments' session-key authorizations ignored
     _inflight: dict[int, Acceptance] = field(default_factory=dict, init=False, repr=False)
     _ids: count = field(default_factory=count, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -152,9 +164,16 @@ class VoucherVerifier:
             latest=pair.latest,
         )
 
-    def verify(self, signed: SignedVoucher, model_id: int, price: int) -> Acceptance:
+    def verify(
+        self,
+        signed: SignedVoucher,
+        model_id: int,
+        price: int,
+        authorization: SignedSessionKeyAuthorization | None = None,
+    ) -> Acceptance:
         """Accepts ``signed`` for a request of ``price`` OPEN wei on ``model_id`` and reserves
-        the price, or raises a :class:`~inference_node.payments.errors.PaymentError`."""
+        the price, or raises a :class:`~inference_node.payments.errors.PaymentError`.
+        ``authorization``: the payer's for the voucher's key, relayed when the key needs it."""
         v = signed.voucher
         payer = to_checksum_address(v.payer)
         if to_checksum_address(v.node) != self.chain.node:
@@ -171,6 +190,9 @@ class VoucherVerifier:
         key = None
         if signer != payer:
             key = self.chain.session_key(payer, signer)
+            needed = now + self.policy.session_key_margin
+            if authorization is not None and self.relay is not None and not usable(key, needed):
+                key = self._relay(authorization, signed, signer, key, price, now)
             if key.valid_until == 0:
                 raise WrongSignerError(payer, signer)
             if key.valid_until < now + self.policy.session_key_margin:
@@ -178,6 +200,44 @@ class VoucherVerifier:
                     signer, key.valid_until, now + self.policy.session_key_margin
                 )
             redeem_by = min(redeem_by, key.valid_until)
+        acceptance = self._check_amounts(signed, price, signer, key, redeem_by, now, reserve=True)
+        assert acceptance is not None  # reserve=True
+        return acceptance
+
+    def _relay(
+        self,
+        authorization: SignedSessionKeyAuthorization,
+        signed: SignedVoucher,
+        signer: str,
+        current: SessionKeyState,
+        price: int,
+        now: int,
+    ) -> SessionKeyState:
+        """Relays ``authorization`` (session_relay.py's rules, 6 checked here); the key as the
+        chain has it afterwards."""
+        assert self.relay is not None
+        payer = to_checksum_address(signed.voucher.payer)
+        margin = self.policy.session_key_margin
+        prospective = self.relay.check(authorization, payer, signer, now, margin, current)
+        redeem_by = min(signed.voucher.deadline, prospective.valid_until)
+        self._check_amounts(signed, price, signer, prospective, redeem_by, now, reserve=False)
+        self.relay.submit(authorization, now + margin)
+        return self.chain.session_key(payer, signer)  # read again: no cached key goes stale
+
+    def _check_amounts(
+        self,
+        signed: SignedVoucher,
+        price: int,
+        signer: str,
+        key: SessionKeyState | None,
+        redeem_by: int,
+        now: int,
+        *,
+        reserve: bool,
+    ) -> Acceptance | None:
+        """Rules 4-6; reserves the price and returns the acceptance when ``reserve``."""
+        v = signed.voucher
+        payer, model_id = to_checksum_address(v.payer), v.model_id
         channel = self.chain.channel(payer)
         redeemed_here = self.chain.redeemed(payer, model_id)
         with self._lock:  # the ledger is read under the lock: see settle()
@@ -203,6 +263,8 @@ class VoucherVerifier:
                 raise InsufficientDepositError(payer, available, outstanding)
             if key is not None and drawn_by_key > key.left:
                 raise AllowanceExceededError(signer, key.left, drawn_by_key)
+            if not reserve:
+                return None
             acceptance = Acceptance(next(self._ids), signed, price, signer, redeem_by)
             self._inflight[acceptance.id] = acceptance
         return acceptance

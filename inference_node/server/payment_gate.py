@@ -17,8 +17,9 @@ Per paid request the server does::
         raise
     return JSONResponse(answer, headers=result.headers())
 
-``admit`` makes a few JSON-RPC calls to the chain (time, session key, deposit) and ``settle``
-an fsync'ed SQLite write, so an async server calls them in a worker thread —
+``admit`` makes a few JSON-RPC calls to the chain (time, session key, deposit; relaying a
+payment's session-key authorization, one transaction and its receipt) and ``settle`` an
+fsync'ed SQLite write, so an async server calls them in a worker thread —
 ``await anyio.to_thread.run_sync(gate.admit, headers, model_id, price)`` — or uses the
 ``*_async`` twins below, which do exactly that. The gate itself is thread-safe (the verifier
 reserves each accepted price under a lock, so concurrent requests on one channel cannot spend
@@ -49,7 +50,7 @@ from backend.protocol.payment_http import (
     PAYMENT_SIGNATURE_HEADER,
     PaymentReceipt,
     caip2,
-    decode_payment,
+    decode_payment_with_authorization,
     header,
     parse_payer,
     payer_requirement,
@@ -180,7 +181,7 @@ class PaymentGate:
             )
             raise _RefusalError(402, PAYMENT_REQUIRED, "voucher_required", message, payer)
         try:
-            signed, accepted = decode_payment(payment_text)
+            signed, accepted, authorization = decode_payment_with_authorization(payment_text)
         except ValueError as exc:
             raise _RefusalError(
                 400, INVALID_VOUCHER, "malformed_payment", str(exc), payer,
@@ -201,7 +202,7 @@ class PaymentGate:
                 400, INVALID_VOUCHER, "requirement_mismatch", message, voucher_payer
             )
         try:
-            return self.verifier.verify(signed, model_id, price)
+            return self.verifier.verify(signed, model_id, price, authorization)
         except PaymentError as exc:
             invalid = isinstance(exc, InvalidVoucherError)
             error_type = INVALID_VOUCHER if invalid else PAYMENT_REQUIRED

@@ -33,6 +33,7 @@ from inference_node.payments import (
     Web3Sender,
 )
 from inference_node.payments.ledger import Redemption
+from inference_node.payments.session_relay import SessionKeyRelay
 from inference_node.server.catalog import ModelCatalog
 from inference_node.server.payment_gate import PaymentGate
 from inference_node.server.settings import DATA_DIR, NodeSettings
@@ -103,7 +104,8 @@ class NodeRuntime:
             max_deadline=settings.max_deadline,
             session_key_margin=settings.session_key_margin,
         )
-        self.gate = PaymentGate(VoucherVerifier(self.chain, self.ledger, policy))
+        relay = SessionKeyRelay(self.chain, sender) if settings.relay_session_keys else None
+        self.gate = PaymentGate(VoucherVerifier(self.chain, self.ledger, policy, relay))
         self.attribution: NodeAttribution | None = None
         if base_dir is None:
             log.warning("no base model folder given: answers get zero attribution digests")

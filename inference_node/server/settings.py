@@ -47,6 +47,9 @@ class NodeSettings(BaseSettings):
     deadline_margin: int = 3_600  # a voucher must stay redeemable this long
     max_deadline: int = 7 * 86_400  # and no longer than this
     session_key_margin: int = 3_600  # a session key must stay live this long
+    # submit a payment's signed session-key authorization (the node pays its gas; off: such a
+    # payment is refused as its key is unknown, as before): docs/payment-protocol.md §5.1
+    relay_session_keys: bool = True
     redeem_urgency: int = 900  # redeem a voucher this long before it could be lost
     redeem_batch: int = 100  # vouchers per redemption at most
     redeem_gas_fraction: float = 0.5  # of a block's gas limit one redemption may take
@@ -55,6 +58,9 @@ class NodeSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8100
     log_format: Literal["text", "json"] = "text"
+    # browser origins allowed to call the node (JSON list; empty: no CORS headers at all).
+    # Payments are signatures, not cookies, so credentials are never allowed.
+    cors_origins: list[str] = []
 
     @model_validator(mode="after")
     def _check(self) -> NodeSettings:
