@@ -31,6 +31,12 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# Exactly the canonical base32 sha2-256 CIDv1s of raw (bafkrei...) or dag-pb (bafybei...) files:
+# 36 bytes, so the first free character holds 2 zero bits of the digest length and the last
+# one 2 zero padding bits. A string that matches is a CID the store can verify.
+CID_PATTERN = r"^baf(kre|ybe)i[a-h][a-z2-7]{50}[aeimquy4]$"
+
+
 def _etag(cid: str) -> str:
     return f'"{cid}"'
 
@@ -41,12 +47,15 @@ def _etag(cid: str) -> str:
 def get_content(
     store: StoreDep,
     settings: SettingsDep,
-    cid: Annotated[str, Path(description="CIDv1, base32 (as `ipfs add --cid-version=1`)")],
+    cid: Annotated[
+        str,
+        Path(pattern=CID_PATTERN, description="CIDv1, base32 (as `ipfs add --cid-version=1`)"),
+    ],
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The raw bytes stored under a CID, verified against it, up to the size cap."""
     try:
-        CID.parse(cid)
+        CID.parse(cid)  # the pattern admits only CIDs: a guard should it ever admit more
     except InvalidCIDError as why:
         raise APIError(422, str(why)) from None
     headers = {"ETag": _etag(cid), "Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff"}
