@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     models_dir: Path = PROJECT_ROOT / ".data"  # the built-in base model is converted under it
     max_jobs: int = 1  # training jobs at once (each takes every core); the others wait queued
     cors_origins: list[str] = []
+    webapp_dir: Path | None = PROJECT_ROOT / "webapp" / "dist"  # the built web app (None: off)
     host: str = "127.0.0.1"
     port: int = 8000
 
