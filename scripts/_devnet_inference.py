@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from backend.storage.base import ContentStore
 
 OPEN = 10**18
+# The roles whose attribution rewards the demo does not claim: the contributor claims in the
+# web app (its Contributor page), from the local test account the demo names.
+LEFT_FOR_THE_WEB_APP = ("contributor",)
 
 
 def open_text(wei: int) -> str:
@@ -217,7 +220,9 @@ def _epoch(stack: LocalStack, demo_run: DatanetDemo, model_id: int, answers: lis
     names = {a.address: role for role, a in stack.roles.items()}
     files = {f.contribution_id: f.file for f in demo_run.files}
     before = {a: int(p.token.balanceOf(a)) for a in names}
-    epoch = run_epoch_demo(p.as_web3(), stack.store, stack.roles, model_id)
+    epoch = run_epoch_demo(
+        p.as_web3(), stack.store, stack.roles, model_id, unclaimed=LEFT_FOR_THE_WEB_APP
+    )
     t = epoch.tampered
     if t is not None:
         victim = names.get(t.victim, t.victim)
@@ -269,7 +274,14 @@ def _epoch(stack: LocalStack, demo_run: DatanetDemo, model_id: int, answers: lis
         elif audit is not None:
             raise click.ClickException(f"the audit of epoch {audit.epoch_id} failed: "
                                        f"{audit.evidence()}")  # fmt: skip
+    left = {stack.roles[role].address: role for role in LEFT_FOR_THE_WEB_APP}
     for account, (claimed, owed) in epoch.claims.items():
+        if account in left:
+            number = list(stack.roles).index(left[account])
+            click.echo(f"  {left[account]:<14} has {open_text(owed - claimed)} to claim: left "
+                       f"for you to claim in the web app (Contributor page, local test account "
+                       f"#{number})")  # fmt: skip
+            continue
         gained = int(p.token.balanceOf(account)) - before.get(account, 0)
         sign = "+" if gained >= 0 else "-"
         from_challenge = ""

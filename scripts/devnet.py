@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,8 @@ from ape import chain
 from ape.logging import LogLevel, logger
 
 from backend.devnet.datanet_demo import WRONG_FILES, DatanetDemo, run_datanet_demo
-from backend.devnet.services import api_server, following_indexer, index_chain
+from backend.devnet.serve import serve_stack
+from backend.devnet.services import api_server, index_chain
 from backend.devnet.stack import DEFAULT_DATA_DIR, LocalStack, local_stack
 from scripts._devnet_inference import open_text, run_inference
 
@@ -37,6 +39,7 @@ def _data_dir_option(what: str) -> Callable[[FC], FC]:
 
 _port_option = click.option("--port", type=int, default=8545, show_default=True)
 _api_port_option = click.option("--api-port", type=int, default=8000, show_default=True)
+_node_port_option = click.option("--node-port", type=int, default=8100, show_default=True)
 
 
 def _summary(stack: LocalStack) -> None:
@@ -139,7 +142,7 @@ def cli() -> None:
 @_data_dir_option("Chain state, deployment record and content store.")
 @_port_option
 @_api_port_option
-@click.option("--node-port", type=int, default=8100, show_default=True)
+@_node_port_option
 @click.option(
     "--train-steps", type=int, default=60, show_default=True,
     help="SFT steps (batch 8) of the demo model when it is trained; DPO takes a quarter.",
@@ -148,8 +151,19 @@ def cli() -> None:
     "--inference/--no-inference", default=True, show_default=True,
     help="Also train, register, serve and pay for the demo model.",
 )  # fmt: skip
+@click.option(
+    "--serve/--no-serve", default=None,
+    help="At the end, keep the stack and the web app running until Ctrl-C [default: when "
+    "the output is a terminal].",
+)  # fmt: skip
 def demo(
-    data_dir: Path, port: int, api_port: int, node_port: int, train_steps: int, inference: bool
+    data_dir: Path,
+    port: int,
+    api_port: int,
+    node_port: int,
+    train_steps: int,
+    inference: bool,
+    serve: bool | None,
 ) -> None:
     """Start the chain, deploy or reuse the protocol, fund accounts, run the Datanet flow on the
     project's dataset (create, contribute, review, publish, audit), then train or reuse a LoRA
@@ -162,6 +176,11 @@ def demo(
         _serve_and_query(stack, demo_run, data_dir, api_port)
         if inference:
             run_inference(stack, demo_run, data_dir, node_port, train_steps)
+        if serve if serve is not None else sys.stdout.isatty():
+            _serve_until_stopped(stack, data_dir, api_port, node_port)
+        else:
+            click.secho(f"Web app: run `make up` and open http://127.0.0.1:{api_port}/ (explorer, "
+                        "contributor rewards, paid chat)", bold=True)  # fmt: skip
     click.echo("Stopped the node, the API and the local chain; state is kept in " + str(data_dir))
 
 
@@ -169,24 +188,34 @@ def demo(
 @_data_dir_option("Chain state and deployment record.")
 @_port_option
 @_api_port_option
-def up(data_dir: Path, port: int, api_port: int) -> None:
-    """Start the local stack (chain, indexer following it, API) and keep it running until
-    interrupted (Ctrl-C)."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+@_node_port_option
+def up(data_dir: Path, port: int, api_port: int, node_port: int) -> None:
+    """Start the local stack (chain, indexer following it, API with the web app, and the
+    inference node once the demo registered a model) and keep it running until interrupted
+    (Ctrl-C)."""
     with local_stack(data_dir, port) as stack:
         _summary(stack)
-        d = stack.protocol.deployment
-        with (
-            following_indexer(data_dir / "index.db", d, stack.anvil.url),
-            api_server(data_dir / "index.db", stack.store.root, api_port) as api,
-        ):
-            click.secho(
-                f"Running: RPC {stack.anvil.url} (chain id {d.chain_id}), API {api.url} "
-                f"(docs at http://127.0.0.1:{api_port}/docs), deployments in "
-                f"{data_dir / 'deployments.json'}, content in {stack.store.root}. Ctrl-C stops it.",
-                bold=True,
-            )
-            with contextlib.suppress(KeyboardInterrupt):
-                stop.wait()
+        _serve_until_stopped(stack, data_dir, api_port, node_port)
     click.echo("Stopped.")
+
+
+def _serve_until_stopped(stack: LocalStack, data_dir: Path, api_port: int, node_port: int) -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    click.echo("Starting the indexer, the API and the node (the node loads SmolLM2: ~10 s) ...")
+    with serve_stack(stack, data_dir, api_port, node_port) as served:
+        node = (
+            f"node {served.node_url} (models {', '.join(map(str, served.models))})"
+            if served.node_url
+            else "no node (no model registered yet: run `make demo`)"
+        )
+        click.secho("Running", bold=True)
+        click.echo(f"  RPC {served.rpc_url} (chain id {served.chain_id}); API {served.api.url} "
+                   f"(docs at {served.api.origin}/docs); {node}")  # fmt: skip
+        click.echo(f"  deployments in {data_dir / 'deployments.json'}, content in "
+                   f"{stack.store.root}")  # fmt: skip
+        accounts = ", ".join(f"#{i} {role}" for i, role in enumerate(stack.roles))
+        click.echo(f"  local test accounts (pick one in the page's header): {accounts}")
+        click.secho(f"Web app: {served.webapp_url}  (Ctrl-C stops everything)", bold=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()

@@ -45,11 +45,11 @@ const result = await esbuild.build({
   sourcemap: true,
   jsx: "automatic",
   jsxImportSource: "preact",
-  outfile: join(dist, "app.js"),
+  outfile: join(dist, "assets", "app.js"),
   metafile: true,
   logLevel: "warning",
 });
 cpSync(join(here, "index.html"), join(dist, "index.html"));
-cpSync(join(here, "style.css"), join(dist, "style.css"));
+cpSync(join(here, "style.css"), join(dist, "assets", "style.css"));
 const bytes = Object.values(result.metafile.outputs).reduce((n, o) => n + o.bytes, 0);
 console.log(`webapp: built ${dist} (${Math.round(bytes / 1024)} KiB of JavaScript and maps)`);

@@ -4,7 +4,9 @@ amount to itself; the auditor's recomputation catches it, the robbed contributor
 with the evidence, governance upholds and the node's stake is slashed (the challenger gets
 its bond back and the slashed stake; the epoch's total returns to the pool). Then the node
 posts the honest epoch, the local chain moves past the challenge window, the auditor
-recomputes it from public inputs alone and every contributor claims what it is owed.
+recomputes it from public inputs alone and every contributor claims what it is owed, except
+the accounts left to claim in the web app (the demo leaves the contributor's claim to the
+person who opens the page, so there is one to send from a wallet).
 
 Each step works on persisted state: an epoch already posted for the redemptions is not posted
 again, and a claimed leaf is not claimed twice.
@@ -13,6 +15,7 @@ again, and a claimed leaf is not claimed twice.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,10 +121,16 @@ class EpochDemo:
 
 
 def run_epoch_demo(
-    p: Web3Protocol, store: ContentStore, roles: dict[str, Any], model_id: int
+    p: Web3Protocol,
+    store: ContentStore,
+    roles: dict[str, Any],
+    model_id: int,
+    unclaimed: Collection[str] = (),
 ) -> EpochDemo:
     """Posts, audits and claims the model's next epoch (``roles``: ape accounts by role; the
-    node operator is the attributor)."""
+    node operator is the attributor); the roles in ``unclaimed`` keep what they are owed to
+    claim later (their entry in ``claims`` shows 0 claimed)."""
+    left = {to_checksum_address(roles[role].address) for role in unclaimed}
     demo = EpochDemo()
     node = roles["node operator"].address
     demo.prepared = prepare_epoch(p, store, model_id)
@@ -147,7 +156,7 @@ def run_epoch_demo(
         claimed = 0
         owed = owed_to(p, get, account)
         for o in owed:
-            if o.claimable_now:
+            if o.claimable_now and account not in left:
                 p.transact(account, rewards.claim(o.epoch_id, o.index, o.account, o.amount,
                                                   o.proof))  # fmt: skip
                 claimed += o.amount

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +91,33 @@ def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
             yield chunk
 
 
+def node_env(
+    private_key: str,
+    model_ids: list[int],
+    rpc_url: str,
+    data_dir: Path,
+    port: int,
+    cors_origins: Sequence[str] = (),
+) -> dict[str, str]:
+    """The local node's settings: the demo's chain, store and node folder under ``data_dir``;
+    ``cors_origins`` lets the web app's page call it from the API's origin."""
+    env = {
+        "OPENLEDGER_NODE_RPC_URL": rpc_url,
+        "OPENLEDGER_NODE_DEPLOYMENTS": str(data_dir / "deployments.json"),
+        "OPENLEDGER_NODE_PRIVATE_KEY": private_key,
+        "OPENLEDGER_NODE_STORE": str(data_dir / "store"),
+        "OPENLEDGER_NODE_DATA_DIR": str(data_dir / "node"),
+        "OPENLEDGER_NODE_MODELS": json.dumps(model_ids),
+        "OPENLEDGER_NODE_SLOTS": "4",
+        "OPENLEDGER_NODE_MAX_RANK": "16",
+        "OPENLEDGER_NODE_PORT": str(port),
+        "OPENLEDGER_NODE_POLL_SECONDS": "1",
+    }
+    if cors_origins:
+        env["OPENLEDGER_NODE_CORS_ORIGINS"] = json.dumps(list(cors_origins))
+    return env
+
+
 @contextmanager
 def node_process(env: dict[str, str], url: str, log_path: Path) -> Iterator[str]:
     """``python -m inference_node serve`` with ``env``; yields its URL once it answers."""
@@ -142,18 +169,7 @@ def serve_and_pay(
     redemption (the long steps, so a caller can show progress)."""
     node, payer = roles["node operator"], roles["payer"]
     url = f"http://127.0.0.1:{port}"
-    env = {
-        "OPENLEDGER_NODE_RPC_URL": rpc_url,
-        "OPENLEDGER_NODE_DEPLOYMENTS": str(data_dir / "deployments.json"),
-        "OPENLEDGER_NODE_PRIVATE_KEY": node.private_key,
-        "OPENLEDGER_NODE_STORE": str(data_dir / "store"),
-        "OPENLEDGER_NODE_DATA_DIR": str(data_dir / "node"),
-        "OPENLEDGER_NODE_MODELS": json.dumps([demo.model_id]),
-        "OPENLEDGER_NODE_SLOTS": "4",
-        "OPENLEDGER_NODE_MAX_RANK": "16",
-        "OPENLEDGER_NODE_PORT": str(port),
-        "OPENLEDGER_NODE_POLL_SECONDS": "1",
-    }
+    env = node_env(node.private_key, [demo.model_id], rpc_url, data_dir, port)
     wallet = VoucherWallet(
         payer.address,
         bytes.fromhex(payer.private_key.removeprefix("0x")),

@@ -36,8 +36,11 @@ def index_chain(db_path: Path, deployment: Deployment, rpc_url: str) -> SyncResu
 class APIServer:
     """``python -m backend.api`` on 127.0.0.1:``port`` in a child process, stopped by PID."""
 
-    def __init__(self, db_path: Path, store_dir: Path, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}/api/v1"
+    def __init__(
+        self, db_path: Path, store_dir: Path, port: int, public_rpc_url: str | None = None
+    ) -> None:
+        self.origin = f"http://127.0.0.1:{port}"  # where the web app is served
+        self.url = f"{self.origin}/api/v1"
         env = {
             **os.environ,
             "OPENLEDGER_API_DB_PATH": str(db_path),
@@ -45,6 +48,8 @@ class APIServer:
             "OPENLEDGER_API_HOST": "127.0.0.1",
             "OPENLEDGER_API_PORT": str(port),
         }
+        if public_rpc_url:  # the chain the web app's wallet and reads use
+            env["OPENLEDGER_API_PUBLIC_RPC_URL"] = public_rpc_url
         self.process = subprocess.Popen(
             [sys.executable, "-m", "backend.api"], cwd=PROJECT_ROOT, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -79,8 +84,10 @@ class APIServer:
 
 
 @contextlib.contextmanager
-def api_server(db_path: Path, store_dir: Path, port: int) -> Iterator[APIServer]:
-    server = APIServer(db_path, store_dir, port)
+def api_server(
+    db_path: Path, store_dir: Path, port: int, public_rpc_url: str | None = None
+) -> Iterator[APIServer]:
+    server = APIServer(db_path, store_dir, port, public_rpc_url)
     try:
         yield server
     finally:

@@ -236,3 +236,164 @@ export interface Earnings {
   total_claimed: Wei;
   unavailable_epochs: number[];
 }
+
+// Explorer pages (appended): the API's answers they read beyond the types above.
+
+export interface RevenuePoint {
+  model_id: number;
+  bucket_start: number;
+  paid: Wei;
+  redemptions: number;
+  inferences: number | null;
+}
+
+/** An epoch as the explorer lists it (GET /attribution/epochs). */
+export interface EpochRow extends Epoch {
+  swept: Wei | null;
+  block_number: number;
+  posted_at: number | null;
+  tx_hash: string;
+}
+
+export interface ModelRow extends Model {
+  scheduled_split: (Split & { effective_at: number }) | null;
+  block_number: number;
+  created_at: number | null;
+  tx_hash: string;
+}
+
+export interface DatanetVersion {
+  datanet_id: number;
+  version: number;
+  merkle_root: string;
+  contribution_count: number;
+  manifest_cid: string;
+  block_number: number;
+  published_at: number | null;
+  tx_hash: string;
+}
+
+export interface ModelVersion {
+  model_id: number;
+  version: number;
+  adapter_cid: string;
+  training_manifest_cid: string;
+  datanet_id: number;
+  datanet_version: number;
+  block_number: number;
+  published_at: number | null;
+  tx_hash: string;
+}
+
+export interface ModelLineage {
+  model: ModelRow;
+  version: ModelVersion;
+  datanet_version: DatanetVersion | null;
+  metadata_cid: string;
+  evaluation: { report_cid: string; method: string | null; metrics: Record<string, number> } | null;
+  loss_curve: { cid: string | null; points: { step: number; loss: number }[] | null; plot_cid: string | null } | null;
+  attribution_index_cid: string | null;
+  notes: string[];
+}
+
+export interface SkippedVoucher {
+  tx_hash: string;
+  log_index: number;
+  payer: string;
+  node: string;
+  model_id: number;
+  index: number;
+  reason: string;
+  usage_proof_id: number | null;
+  block_number: number;
+  skipped_at: number | null;
+}
+
+export interface UsageProof {
+  id: number;
+  node: string;
+  receipts_root: string;
+  receipt_count: number;
+  receipts_cid: string;
+  amount: Wei;
+  block_number: number;
+  recorded_at: number | null;
+  tx_hash: string;
+}
+
+export interface PaymentSplit {
+  model_id: number;
+  node: string;
+  developer: string;
+  amount: Wei;
+  node_share: Wei;
+  developer_share: Wei;
+  contributors_share: Wei;
+  protocol_share: Wei;
+}
+
+export interface UsageProofDetail extends UsageProof {
+  redemptions: Redemption[];
+  skipped: SkippedVoucher[];
+  splits: PaymentSplit[];
+}
+
+export interface ClaimRow {
+  epoch_id: number;
+  index: number;
+  account: string;
+  amount: Wei;
+  block_number: number;
+  claimed_at: number | null;
+  tx_hash: string;
+}
+
+export interface ContributorTotals {
+  account: string;
+  allocated: Wei;
+  claimed: Wei;
+  claimable: Wei;
+}
+
+export interface Pool {
+  model_id: number;
+  funded: Wei;
+  unallocated: Wei;
+  claimed: Wei;
+}
+
+export interface ChannelRow extends Channel {
+  withdrawal_lapses_at: number;
+  withdrawal_status: string;
+  block_number: number;
+  opened_at: number | null;
+  tx_hash: string;
+}
+
+export interface SessionKey {
+  payer: string;
+  node: string;
+  signer: string;
+  expiry: number;
+  allowance: Wei;
+  valid_until: number;
+  revoked: boolean;
+  revoked_at: number | null;
+  live: boolean;
+  block_number: number;
+  authorized_at: number | null;
+}
+
+export interface PayerAccount {
+  payer: string;
+  channel_count: number;
+  balance: Wei;
+  deposited: Wei;
+  spent: Wei;
+  withdrawn: Wei;
+  pending_withdrawal: Wei;
+}
+
+export interface PayerAccountDetail extends PayerAccount {
+  channels: (ChannelRow & { session_keys: SessionKey[] })[];
+}

@@ -1,0 +1,24 @@
+// A page part that needs a connected wallet: the connect prompt until there is one.
+
+import type { ComponentChildren } from "preact";
+import { connectInjected } from "../lib/connect";
+import { wallet, walletError } from "../lib/deployment";
+import { useStore } from "../lib/store";
+import type { Wallet } from "../lib/wallet";
+import { ErrorBox, Section } from "./ui";
+
+export function RequireWallet({ title, why, children }: { title: string; why: string; children: (w: Wallet) => ComponentChildren }) {
+  const connected = useStore(wallet);
+  const error = useStore(walletError);
+  if (connected) return <>{children(connected)}</>;
+  return (
+    <Section title={title}>
+      <p>{why}</p>
+      <p>
+        <button onClick={() => void connectInjected()}>Connect wallet</button>{" "}
+        <span class="muted">or pick a local test account in the header (local chain only).</span>
+      </p>
+      {error && <ErrorBox error={error} />}
+    </Section>
+  );
+}
