@@ -7,7 +7,10 @@ import { loadStatus } from "./lib/deployment";
 const root = document.getElementById("app");
 if (root) {
   loadStatus().then(
-    () => render(<App />, root),
+    () => {
+      root.replaceChildren(); // the static "Loading OpenLedger…" line is not Preact's to diff away
+      render(<App />, root);
+    },
     (error: unknown) => {
       root.innerHTML = "";
       const p = document.createElement("p");

@@ -41,6 +41,7 @@ export function ContentPage({ params }: { params: string[] }) {
                   <Verdict ok={ok} testid="cid-verdict" yes="verified" no="mismatch" />
                   <span>{ok ? "The content matches its CID." : "The content does NOT match the CID it was asked for."}</span>
                 </div>
+                <div class="wide-fields">
                 <Fields
                   rows={[
                     ["Requested CID", <span class="mono break">{cid}</span>],
@@ -49,6 +50,7 @@ export function ContentPage({ params }: { params: string[] }) {
                     ["Kind", shown ? shown.kind.toUpperCase() : "binary"],
                   ]}
                 />
+                </div>
               </Section>
               <Section title="Content">
                 {shown === null ? (

@@ -139,7 +139,7 @@ function AuditResult({ audit, previews }: { audit: Audit; previews: Map<string, 
         )}
         {previews.size > 0 && (
           <li>
-            <Verdict ok={previewDiffs.length === 0} /> {previews.size} previewed contribution{previews.size === 1 ? "" : "s"} match their CIDs
+            <Verdict ok={previewDiffs.length === 0} /> {previews.size === 1 ? "the previewed contribution matches its CID" : `${previews.size} previewed contributions match their CIDs`}
           </li>
         )}
       </ul>
