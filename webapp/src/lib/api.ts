@@ -12,12 +12,12 @@ export class APIError extends Error {
   }
 }
 
-/** The API's error text (`{"detail": ...}` or `{"error": {"message": ...}}`), else the status. */
+/** The API's error text (`{"reason": ...}`, `{"detail": ...}` or `{"error": {"message": ...}}`), else the status. */
 async function errorOf(response: Response): Promise<APIError> {
   let message = `${response.status} ${response.statusText}`;
   try {
     const body = await response.json();
-    const detail = body?.detail ?? body?.error?.message ?? body?.message;
+    const detail = body?.detail ?? body?.reason ?? body?.error?.message ?? body?.message;
     if (typeof detail === "string") message = detail;
     else if (detail !== undefined) message = JSON.stringify(detail);
   } catch {
