@@ -124,13 +124,13 @@ export function EpochPage({ params }: { params: string[] }) {
                 testid="epoch-challenge"
                 sub={<>ends <Time unix={epoch.challenge_ends_at} /></>}
               />
-              <Stat label="Claim period" value={epoch.claim_ends_at ? <Countdown until={epoch.claim_ends_at} done="ended" /> : "—"} sub={epoch.claim_ends_at ? <>ends <Time unix={epoch.claim_ends_at} /></> : undefined} />
+              <Stat label="Claim period" value={epoch.claim_ends_at && epoch.status !== "rejected" ? <Countdown until={epoch.claim_ends_at} done="ended" /> : "—"} sub={epoch.claim_ends_at ? <>ends <Time unix={epoch.claim_ends_at} /></> : undefined} />
             </div>
             <Section title="Epoch">
               <Fields
                 rows={[
                   ["Status", <Badge status={epoch.status} />],
-                  ["Claimable now", epoch.claimable ? "yes" : windowOpen ? "after the challenge window" : "no"],
+                  ["Claimable now", epoch.claimable ? "yes" : epoch.status === "rejected" ? "no: rejected on challenge" : windowOpen ? "after the challenge window" : "no"],
                   ["Report", <>
                     <Cid value={epoch.report_cid} /> {report.checked && <Verdict ok={report.checked.ok} testid="report-verdict" />}
                   </>],
