@@ -109,7 +109,7 @@ function FollowGuide({ totals }: { totals: Totals }) {
         </li>
         <li>
           <b>Claims.</b> After the challenge window each contributor claims their leaf with a Merkle proof; the epoch page shows which
-          leaves were claimed, and each <Link to={["epochs"]}>account page</Link> what it earned per epoch.
+          leaves were claimed, and each account page (click any address) what it earned per epoch.
         </li>
       </ol>
     </Section>
@@ -127,9 +127,15 @@ export function Overview(_props: { params: string[] }) {
       {state.error && <ErrorBox error={state.error} />}
       {state.data && <Headline totals={state.data} />}
       {!state.data && !state.error && <p class="loading">Loading…</p>}
-      <RevenueChart />
       <Loaded state={state}>
         {(totals) => (
+          <>
+          <div class="grid2">
+            <RevenueChart />
+            <Section title="Paid OPEN over time">
+              <LineChart series={cumulativePaid(totals.redemptions)} title="OPEN paid to nodes, cumulative" time yUnit="OPEN" />
+            </Section>
+          </div>
           <div class="grid2">
             <Section title="Recent redemptions" actions={<a href={href("payments")}>all payments →</a>}>
               <Table
@@ -147,6 +153,7 @@ export function Overview(_props: { params: string[] }) {
             </Section>
             <FollowGuide totals={totals} />
           </div>
+          </>
         )}
       </Loaded>
     </>

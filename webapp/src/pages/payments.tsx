@@ -9,7 +9,7 @@ import { Address, Amount, Badge, Cid, ErrorBox, Fields, Hash, Link, Loaded, Sect
 import { getAll, getJSON, type PayerAccount, type Redemption, type SkippedVoucher, type UsageProof, type UsageProofDetail } from "../lib/api";
 import { useAsync } from "../lib/async";
 import { open } from "../lib/format";
-import { cumulativePaid } from "./overview";
+import { RevenueChart, cumulativePaid } from "./overview";
 
 const redemptionColumns = [
   { title: "Payer", cell: (r: Redemption) => <Address value={r.payer} /> },
@@ -58,9 +58,12 @@ export function PaymentsPage(_props: { params: string[] }) {
               <Stat label="Skipped vouchers" value={skipped.length} testid="skipped-count" />
               <Stat label="Deposited by payers" value={open(sumWei(accounts.map((a) => a.deposited)), 2)} sub={`${accounts.length} payers`} />
             </div>
-            <Section title="Paid OPEN over time">
-              <LineChart series={cumulativePaid(redemptions)} title="OPEN paid to nodes, cumulative" time yUnit="OPEN" />
-            </Section>
+            <div class="grid2">
+              <Section title="Paid OPEN over time">
+                <LineChart series={cumulativePaid(redemptions)} title="OPEN paid to nodes, cumulative" time yUnit="OPEN" />
+              </Section>
+              <RevenueChart />
+            </div>
             <Section title="Redemptions">
               <Table label="redemptions" rows={newestFirst(redemptions)} columns={redemptionColumns} empty="No voucher was redeemed yet." />
             </Section>
