@@ -553,6 +553,25 @@ def test_anvil_keeps_state_across_restart(tmp_path: Path) -> None:
         assert int(str(rpc(anvil.url, "eth_blockNumber")), 16) == height
 
 
+def test_anvil_keeps_its_clock_across_restart(tmp_path: Path) -> None:
+    """Time moved forward (as the demo passes a challenge window) is not lost at a restart:
+    the next block is not stamped before the loaded head, so a window that closed stays
+    closed."""
+    state = tmp_path / "state.json"
+
+    def head_time(url: str) -> int:
+        return int(rpc(url, "eth_getBlockByNumber", ["latest", False])["timestamp"], 16)  # type: ignore[index]
+
+    with Anvil(port=free_port(), state_file=state) as anvil:
+        rpc(anvil.url, "evm_increaseTime", [86_400])
+        rpc(anvil.url, "evm_mine")
+        warped = head_time(anvil.url)
+    assert warped >= time.time() + 86_000
+    with Anvil(port=free_port(), state_file=state) as anvil:
+        rpc(anvil.url, "evm_mine")
+        assert warped < head_time(anvil.url) < warped + 60
+
+
 def test_up_serves_chain_index_and_api_until_stopped(tmp_path: Path) -> None:
     port, api_port = free_port(), free_port()
     process = subprocess.Popen(

@@ -108,11 +108,25 @@ class Anvil:
                 self.stop()
                 raise AnvilError(f"anvil did not answer on {self.url} within {timeout:.0f} s")
             time.sleep(0.1)
+        if self.state_file is not None:
+            self._keep_the_clock()
         log.info(
             "anvil pid %s on %s (state: %s)",
             self.process.pid, self.url, self.state_file or "in memory",
         )  # fmt: skip
         return self
+
+    def _keep_the_clock(self) -> None:
+        """A loaded state keeps its blocks but not the time moved forward with
+        ``evm_increaseTime`` (the demo passes challenge windows that way): without this, the
+        next block would be stamped earlier than the head, and every window measured by the
+        chain's clock (challenges, claims, withdrawals) would reopen. The clock continues from
+        the head instead."""
+        head = rpc(self.url, "eth_getBlockByNumber", ["latest", False])
+        stamp = int(head["timestamp"], 16)  # type: ignore[index]
+        if stamp >= int(time.time()):
+            rpc(self.url, "evm_setTime", [stamp + 1])
+            log.info("anvil clock continues from the loaded head's time %d", stamp)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (anvil writes its state file on the way out), SIGKILL if it hangs."""
