@@ -8,7 +8,7 @@ export interface Series {
 const COLORS = ["#2563eb", "#d97706", "#059669", "#dc2626", "#7c3aed", "#0891b2"];
 const W = 640;
 const H = 220;
-const PAD = { left: 56, right: 12, top: 12, bottom: 28 };
+const PAD = { left: 56, right: 44, top: 12, bottom: 28 };
 
 function ticks(min: number, max: number, count = 4): number[] {
   if (max === min) return [min];

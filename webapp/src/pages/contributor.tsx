@@ -48,6 +48,7 @@ function Contributor({ wallet }: { wallet: Wallet }) {
     return { contributions, earnings, claimable, balance };
   }, [account, tick]);
   const reload = () => setTick((t) => t + 1);
+  const [claimed, setClaimed] = useState<string | null>(null);
   if (data.error) return <ErrorBox error={data.error} />;
   if (!data.data) return <p class="loading">Loading your contributions and rewards…</p>;
   const { contributions, earnings, claimable, balance } = data.data;
@@ -69,6 +70,7 @@ function Contributor({ wallet }: { wallet: Wallet }) {
         </div>
       </div>
       <Section title="Rewards to claim">
+        {claimed && <Notice>{claimed}</Notice>}
         {claimable.unavailable_epochs.length > 0 && <ErrorBox error={`Epochs ${claimable.unavailable_epochs.join(", ")} cannot be checked: their report is missing from the store or does not match its root.`} />}
         <Table
           label="claimable rewards"
@@ -78,7 +80,7 @@ function Contributor({ wallet }: { wallet: Wallet }) {
             { title: "epoch", cell: (c) => <Link to={["epochs", c.epoch_id]}>epoch {c.epoch_id}</Link> },
             { title: "model", cell: (c) => <Link to={["models", c.model_id]}>model {c.model_id}</Link> },
             { title: "amount", cell: (c) => <Amount wei={c.amount} />, numeric: true },
-            { title: "", cell: (c) => <ClaimButton wallet={wallet} entry={c} onClaimed={reload} /> },
+            { title: "", cell: (c) => <ClaimButton wallet={wallet} entry={c} onClaimed={(message) => { setClaimed(message); reload(); }} /> },
           ]}
         />
       </Section>
@@ -118,7 +120,8 @@ function Contributor({ wallet }: { wallet: Wallet }) {
   );
 }
 
-function ClaimButton({ wallet, entry, onClaimed }: { wallet: Wallet; entry: ClaimEntry; onClaimed: () => void }) {
+/** Claims one leaf; the outcome is reported to the page (the leaf leaves the list). */
+function ClaimButton({ wallet, entry, onClaimed }: { wallet: Wallet; entry: ClaimEntry; onClaimed: (message: string) => void }) {
   const action = useAction();
   if (entry.claimed) return <Badge status="claimed" />;
   if (!entry.claimable) return <span class="muted">in its challenge window</span>;
@@ -131,8 +134,8 @@ function ClaimButton({ wallet, entry, onClaimed }: { wallet: Wallet; entry: Clai
         args: [BigInt(entry.epoch_id), BigInt(entry.index), entry.account as Address, BigInt(entry.amount), entry.proof],
       });
       await indexed(receipt.blockNumber);
-      onClaimed();
-      return `Claimed ${open(entry.amount)} (transaction ${receipt.transactionHash}).`;
+      onClaimed(`Claimed ${open(entry.amount)} from epoch ${entry.epoch_id} (transaction ${receipt.transactionHash}).`);
+      return null;
     });
   return (
     <span>

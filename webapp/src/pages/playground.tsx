@@ -286,7 +286,7 @@ function Chat({ wallet, node, endpoint, model, sessionKey, onPaid }: { wallet: W
               <div class="msg assistant" data-testid="answer">
                 <div>{t.answer.text}</div>
                 <div class="receipt">
-                  paid <span data-testid="answer-price">{open(t.answer.price, 6)}</span> (quoted {open(t.answer.quoted, 6)}; voucher at {open(t.answer.cumulative, 6)} in total) · receipt{" "}
+                  paid <span data-testid="answer-price">{open(t.answer.price, 6)}</span> (quoted {open(t.answer.quoted, 6)}; voucher at <span data-testid="answer-cumulative" data-wei={String(t.answer.cumulative)}>{open(t.answer.cumulative, 6)}</span> in total) · receipt{" "}
                   <span class="mono">{String(t.answer.receipt.receipt_id ?? "")}</span> · request <span class="mono">{t.answer.requestHash?.slice(0, 12)}…</span>
                   {t.answer.usage && (
                     <>
