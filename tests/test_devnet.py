@@ -39,6 +39,7 @@ from backend.protocol.receipts import UsageLog, read_usage_log, receipts_tree
 from backend.protocol.web3_protocol import Web3Protocol
 from backend.storage.local import DirectoryStore
 from backend.storage.unixfs import compute_cid
+from tests.demo_runs import DemoRun, run_demo
 
 pytestmark = pytest.mark.slow  # left out of `make test-fast`; `make test` runs it
 
@@ -59,16 +60,6 @@ EVENTS = {  # the events the tests read, by contract (no name is in two of these
         "EpochPosted", "EpochChallenged", "ChallengeResolved", "Withdrawn", "Claimed",
     ),
 }  # fmt: skip
-
-
-def run_demo(data_dir: Path, port: int, *options: str) -> str:
-    result = subprocess.run(
-        [APE, "run", "devnet", "demo", "--data-dir", str(data_dir), "--port", str(port),
-         "--api-port", str(free_port()), "--node-port", str(free_port()), *options],
-        cwd=ROOT, capture_output=True, text=True, timeout=900, env=os.environ.copy(),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 @dataclass(frozen=True)
@@ -254,11 +245,10 @@ class Demo:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+def demo(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> Demo:
     """The demo run twice on one data dir (the default SFT steps: the answers must be right),
-    with what each run left."""
-    data_dir, port = tmp_path_factory.mktemp("devnet"), free_port()
-    first_out = run_demo(data_dir, port)
+    with what each run left (the first run is the session's shared one)."""
+    data_dir, port, first_out = demo_run.data_dir, demo_run.port, demo_run.first_out
     first = read_state(data_dir, tmp_path_factory.mktemp("api"))
     second_out = run_demo(data_dir, port)
     assert not Anvil(port=port).is_up()  # every process the demo started is gone

@@ -64,16 +64,6 @@ class Stack:
         return get_json(self.api_url + path)
 
 
-def _run_demo(data_dir: Path) -> None:
-    ports = [str(free_port()) for _ in range(3)]
-    result = subprocess.run(
-        [APE, "run", "devnet", "demo", "--data-dir", str(data_dir), "--port", ports[0],
-         "--api-port", ports[1], "--node-port", ports[2], "--no-serve"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900, env=os.environ.copy(),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-
-
 def _wait_until_served(process: subprocess.Popen[str], api_port: int, node_url: str) -> None:
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -92,14 +82,15 @@ def _wait_until_served(process: subprocess.Popen[str], api_port: int, node_url: 
 
 
 @pytest.fixture(scope="package")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The demo's state (one run), served by `ape run devnet up` as a newcomer gets it."""
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """A copy of a finished demo's state (the session's shared run), served by
+    `ape run devnet up` as a newcomer gets it after `make demo`."""
     data_dir = tmp_path_factory.mktemp("webapp-devnet")
-    reuse = os.environ.get(REUSE_STATE)
-    if reuse:  # while developing: a copy of a finished demo's data dir instead of a new run
-        shutil.copytree(reuse, data_dir, dirs_exist_ok=True)
-    else:
-        _run_demo(data_dir)
+    # while developing: OPENLEDGER_WEBAPP_TEST_STATE names a finished demo's data dir to copy
+    finished = os.environ.get(REUSE_STATE) or request.getfixturevalue("demo_run").data_dir
+    shutil.copytree(finished, data_dir, dirs_exist_ok=True)
     port, api_port, node_port = free_port(), free_port(), free_port()
     process = subprocess.Popen(
         [APE, "run", "devnet", "up", "--data-dir", str(data_dir), "--port", str(port),

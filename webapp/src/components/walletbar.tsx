@@ -37,8 +37,13 @@ export function WalletBar() {
         </>
       ) : (
         <>
-          <button disabled={busy} onClick={() => run(connectInjected)} data-testid="connect">
-            {injectedProvider() ? "Connect wallet" : "Connect wallet (none found)"}
+          <button
+            disabled={busy}
+            onClick={() => run(connectInjected)}
+            data-testid="connect"
+            title={injectedProvider() ? "Connect your browser wallet" : "No browser wallet found in this browser"}
+          >
+            Connect wallet
           </button>
           {local.data && local.data.length > 0 && (
             <select
@@ -49,7 +54,7 @@ export function WalletBar() {
                 if (value) run(() => connectLocal(value as Address));
               }}
             >
-              <option value="">or a local test account…</option>
+              <option value="">Local test account…</option>
               {local.data.map((a, i) => (
                 <option key={a} value={a}>
                   #{i} {shortHex(a)}
