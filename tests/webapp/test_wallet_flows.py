@@ -53,7 +53,7 @@ def test_a_contributor_claims_its_rewards_through_the_wallet(
     assert any(c["epoch_id"] == entry["epoch_id"] for c in claims)
 
 
-def test_a_contributor_uploads_a_file_and_contributes_it_with_the_bond(
+def test_a_contributor_without_a_wallet_extension_uploads_and_contributes_a_file(
     stack: Stack, chain: Any, page_factory: Any, tmp_path: Any
 ) -> None:
     contributor = stack.roles["contributor"]
@@ -67,9 +67,11 @@ def test_a_contributor_uploads_a_file_and_contributes_it_with_the_bond(
     token = chain["OpenToken"].functions
     before = token.balanceOf(contributor).call()
     bond = int(stack.api("/datanets/1")["contribution_bond"])
-    page = page_factory(contributor)
+    # no browser wallet: the page's own "local test account" (anvil signs, as on a devnet)
+    page = page_factory()
     tab = page.open("contribute")
-    page.connect()
+    tab.get_by_label("Use a local test account").select_option(contributor)
+    tab.get_by_test_id("account").wait_for()
     page.settle()
     tab.get_by_label("Datanet").select_option("1")
     tab.get_by_label("File").set_input_files(str(upload))
@@ -116,7 +118,7 @@ def test_a_wallet_user_pays_three_chat_answers_that_the_node_redeems_later(
     assert page.wallet_log().count("eth_sendTransaction") == sent_before
     # three paid answers, each signed by the session key in the page
     for i, question in enumerate(QUESTIONS, start=1):
-        tab.get_by_label("Message").fill(question)
+        tab.get_by_label("Message", exact=True).fill(question)
         tab.get_by_test_id("send").click()
         tab.get_by_test_id("answer").nth(i - 1).wait_for(timeout=120_000)
         assert tab.get_by_test_id("answer").count() == i

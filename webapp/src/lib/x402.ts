@@ -3,7 +3,7 @@
 // first payment also carries the wallet's signed SessionKeyAuthorization, which the node
 // submits on-chain itself (so the wallet signs once, and sends no transaction for it).
 
-import { getAddress, type Address, type Hex } from "viem";
+import { getAddress, recoverTypedDataAddress, type Address, type Hex } from "viem";
 import type { PrivateKeyAccount } from "viem/accounts";
 
 export interface SignedAuthorization {
@@ -17,6 +17,14 @@ export interface SignedAuthorization {
     deadline: string;
   };
   signature: Hex;
+}
+
+interface VoucherMessage {
+  payer: string;
+  node: string;
+  modelId: string;
+  cumulativeAmount: string;
+  deadline: string;
 }
 
 interface TypedField {
@@ -36,11 +44,12 @@ export interface Requirement {
     cumulativeAmount: string;
     lastAccepted: string;
     credit: string;
+    latestVoucher: { voucher: VoucherMessage; signature: Hex } | null;
     typedData: {
       types: Record<string, TypedField[]>;
       primaryType: "Voucher";
       domain: { name: string; version: string; chainId: number; verifyingContract: string };
-      message: { payer: string; node: string; modelId: string; cumulativeAmount: string; deadline: string };
+      message: VoucherMessage;
     };
     voucherTypes: Record<string, TypedField[]>;
   };
@@ -88,11 +97,37 @@ export interface ChatRequest {
   maxPrice: bigint; // refuse a quote above this (OPEN wei)
   messages: { role: string; content: string }[];
   maxTokens: number;
+  promised: bigint; // the largest cumulative amount this browser signed on (payer, node, model)
+  onSigned: (cumulative: bigint) => void; // records a signed cumulative amount before it is sent
+}
+
+/** What is already promised on the pair: this browser's record, or more when the node holds a
+ * later voucher that this payer's wallet or this session key really signed (another browser,
+ * cleared storage): only a signature of ours can raise it. */
+async function resumeFrom(req: ChatRequest, requirement: Requirement): Promise<bigint> {
+  const latest = requirement.extra.latestVoucher;
+  if (!latest) return req.promised;
+  const { domain } = requirement.extra.typedData;
+  const signer = await recoverTypedDataAddress({
+    domain: { ...domain, verifyingContract: getAddress(domain.verifyingContract) },
+    types: requirement.extra.voucherTypes,
+    primaryType: "Voucher",
+    message: latest.voucher,
+    signature: latest.signature,
+  } as never);
+  const ours = signer === req.payer || signer === req.sessionKey.address;
+  const samePair =
+    getAddress(latest.voucher.payer) === req.payer && getAddress(latest.voucher.node) === req.node && BigInt(latest.voucher.modelId) === BigInt(req.modelId);
+  const cumulative = BigInt(latest.voucher.cumulativeAmount);
+  return ours && samePair && cumulative > req.promised ? cumulative : req.promised;
 }
 
 /** Checks a quote is one this page may sign: our chain, our contract, this payer, node and
- * model, and not above the price the person accepted. */
-function checkQuote(req: ChatRequest, requirement: Requirement): void {
+ * model; a price within the person's limit; and a cumulative amount that promises at most
+ * that limit more than this browser already promised on the pair (`promised`, never below
+ * what the chain redeemed): a voucher is cumulative, so a node quoting a small price with a
+ * large cumulative amount would otherwise be handed the whole allowance in one signature. */
+export function checkQuote(req: Pick<ChatRequest, "chainId" | "payments" | "payer" | "node" | "modelId" | "maxPrice">, requirement: Requirement, promised: bigint): void {
   const { domain, message } = requirement.extra.typedData;
   const problems: string[] = [];
   if (domain.chainId !== req.chainId) problems.push(`chain ${domain.chainId}, not ${req.chainId}`);
@@ -101,8 +136,15 @@ function checkQuote(req: ChatRequest, requirement: Requirement): void {
   if (getAddress(message.node) !== req.node) problems.push(`node ${message.node}`);
   if (BigInt(message.modelId) !== BigInt(req.modelId)) problems.push(`model ${message.modelId}`);
   if (problems.length) throw new PaymentError(`The node asked to sign a voucher for another ${problems.join(", ")}: refused.`);
-  if (BigInt(requirement.amount) > req.maxPrice) {
-    throw new PaymentError(`The node quotes ${requirement.amount} wei for this request, above your limit of ${req.maxPrice} wei.`);
+  const price = BigInt(requirement.amount);
+  if (price > req.maxPrice) {
+    throw new PaymentError(`The node quotes ${price} wei for this request, above your limit of ${req.maxPrice} wei: refused.`);
+  }
+  const cumulative = BigInt(message.cumulativeAmount);
+  if (cumulative > promised + req.maxPrice) {
+    throw new PaymentError(
+      `The node asks for a voucher of ${cumulative} wei in total, more than the ${promised} wei already promised plus your limit of ${req.maxPrice} wei: refused, nothing signed.`,
+    );
   }
 }
 
@@ -125,14 +167,16 @@ export async function paidChat(req: ChatRequest): Promise<PaidAnswer> {
   if (required.x402Version !== 2 || !requirement || !requirement.extra.channel) {
     throw new PaymentError("The node offers no openledger-voucher payment for this payer.");
   }
-  checkQuote(req, requirement);
   const { typedData, voucherTypes } = requirement.extra;
+  const promised = await resumeFrom(req, requirement);
+  checkQuote(req, requirement, promised);
   const signature = await req.sessionKey.signTypedData({
     domain: { ...typedData.domain, verifyingContract: getAddress(typedData.domain.verifyingContract) },
     types: voucherTypes,
     primaryType: "Voucher",
     message: typedData.message,
   } as never);
+  req.onSigned(BigInt(typedData.message.cumulativeAmount)); // promised from now on, paid or not
   const payload: Record<string, unknown> = { voucher: typedData.message, signature };
   if (req.authorization) payload.sessionKeyAuthorization = req.authorization;
   const payment = { x402Version: 2, accepted: requirement, payload };

@@ -18,6 +18,7 @@ import { href } from "../lib/router";
 import { SessionKey, type SessionKeyState } from "../lib/sessionkey";
 import { balanceOf, ensureAllowance } from "../lib/token";
 import type { Wallet } from "../lib/wallet";
+import { promisedOn, recordPromised } from "../lib/promised";
 import { paidChat, type PaidAnswer } from "../lib/x402";
 
 const SESSION_DAYS = 7;
@@ -228,6 +229,7 @@ function Chat({ wallet, node, endpoint, model, sessionKey, onPaid }: { wallet: W
   const [turns, setTurns] = useState<Turn[]>([]);
   const [draft, setDraft] = useState("");
   const [busy, setBusy] = useState(false);
+  const [maxPrice, setMaxPrice] = useState("0.1");
   const [waiting, setWaiting] = useState(waitingRatings());
   useEffect(() => {
     const timer = setInterval(() => void flushRatings().then(setWaiting), 15000);
@@ -243,6 +245,8 @@ function Chat({ wallet, node, endpoint, model, sessionKey, onPaid }: { wallet: W
     setDraft("");
     setBusy(true);
     try {
+      const pair = { chainId: wallet.config.chainId, payments: wallet.address("InferencePayments"), payer: wallet.account, node, modelId: model.id };
+      const redeemed = await wallet.read<bigint>({ contract: "InferencePayments", abi: InferencePaymentsAbi, functionName: "redeemed", args: [wallet.account, node, BigInt(model.id)] });
       const answer = await paidChat({
         nodeUrl: endpoint,
         modelId: model.id,
@@ -252,9 +256,11 @@ function Chat({ wallet, node, endpoint, model, sessionKey, onPaid }: { wallet: W
         payments: wallet.address("InferencePayments"),
         sessionKey: sessionKey.account,
         authorization: sessionKey.pendingAuthorization,
-        maxPrice: 10n ** 18n,
+        maxPrice: parseOpen(maxPrice),
         messages: [{ role: "user", content: prompt }],
         maxTokens: MAX_TOKENS,
+        promised: promisedOn(pair, redeemed),
+        onSigned: (cumulative) => recordPromised(pair, cumulative),
       });
       update(index, { answer });
       onPaid();
@@ -312,6 +318,10 @@ function Chat({ wallet, node, endpoint, model, sessionKey, onPaid }: { wallet: W
       </div>
       <div class="form-row">
         <textarea aria-label="Message" value={draft} placeholder="Ask the model…" onInput={(e) => setDraft((e.target as HTMLTextAreaElement).value)} onKeyDown={(e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); void send(); } }} />
+        <label>
+          Max price per message (OPEN)
+          <input aria-label="Max price per message" value={maxPrice} onInput={(e) => setMaxPrice((e.target as HTMLInputElement).value)} size={8} />
+        </label>
         <button disabled={busy || !draft.trim()} onClick={() => void send()} data-testid="send">
           {busy ? "Paying…" : "Send (paid)"}
         </button>
