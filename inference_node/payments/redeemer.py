@@ -36,7 +36,6 @@ flight, sends again.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +94,11 @@ class Redeemer:
         self.chain, self.ledger, self.store, self.sender = chain, ledger, store, sender
         self.attribution = attribution
         self.policy = policy or RedeemPolicy()
-        self._started = int(time.time())
+        # when the current interval began, on the chain's clock (the clock ``due`` is given):
+        # the first ``due`` call, then each redemption. Not the wall clock: a chain's time can
+        # run ahead of it (a local chain moved forward with evm_increaseTime), and mixing the
+        # two made every poll look an interval late, redeeming each receipt on its own.
+        self._interval_from: int | None = None
         self._watched = self.policy.from_block - 1  # the last block watch() read
 
     def due(self, now: int) -> bool:
@@ -109,8 +112,9 @@ class Redeemer:
         earliest = self.ledger.earliest_redeem_by()
         if earliest is not None and earliest - now <= self.policy.urgency:
             return True
-        last = self.ledger.last_redemption_at() or self._started  # the first: from start
-        return now - last >= self.policy.interval
+        if self._interval_from is None:  # the first interval counts from the first look
+            self._interval_from = now
+        return now - self._interval_from >= self.policy.interval
 
     def maybe_redeem(self, now: int) -> Redemption | None:
         """Watches the chain, then runs :meth:`redeem_now` when :meth:`due`. An RPC error is
@@ -154,6 +158,7 @@ class Redeemer:
             cid = self._publish(taken)
             redemption_id = self.ledger.prepare_redemption(batch, [i for i, _ in taken], root, cid)
             done.append(self._send(self._redemption(redemption_id)))
+        self._interval_from = self.chain.now()  # the next interval starts now
         return done
 
     def _publish(self, taken: list[tuple[int, Receipt]]) -> str:

@@ -495,6 +495,26 @@ def test_redeemer_is_due_by_threshold_or_interval(
     assert redeemer.due(now)  # over the threshold
 
 
+def test_a_chain_clock_ahead_of_the_wall_clock_does_not_make_every_poll_due(
+    world: World, verifier: VoucherVerifier, redeemer: Redeemer
+) -> None:
+    """A local chain moved days forward (evm_increaseTime, as the demo passes a challenge
+    window) keeps the interval rule: the first look starts the interval on the chain's clock.
+    Judged against the wall clock, every poll was an interval late and each answer was
+    redeemed in a usage proof of its own."""
+    world.w3.provider.make_request("evm_increaseTime", [3 * 86_400])
+    world.w3.provider.make_request("evm_mine", [])
+    serve(verifier, voucher(world, price()), price(), price())
+    now = world.now()
+    assert now > time.time() + 2 * 86_400
+    assert not redeemer.due(now) and redeemer.maybe_redeem(now + 5) is None
+    assert _proofs(world) == 0
+    assert redeemer.due(now + 600)  # the interval (600 s here) on the chain's clock
+    assert redeemer.redeem_now() is not None
+    serve(verifier, voucher(world, 2 * price()), price(), price())
+    assert not redeemer.due(world.now() + 5)  # the next interval starts at the redemption
+
+
 def test_concurrent_requests_never_overspend_a_channel(
     world: World, verifier: VoucherVerifier
 ) -> None:
