@@ -14,7 +14,7 @@ export APE_DATA_FOLDER := $(CURDIR)/.data/ape
 export SOLCX_BINARY_PATH := $(CURDIR)/.tools/solcx
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup model compile abi webapp browser test test-fast demo up bench bench-counterfactual lint slither clean-data
+.PHONY: help setup model compile abi webapp kernels browser test test-fast demo up bench bench-counterfactual lint slither clean-data
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,15 @@ $(WEBAPP): $(WEBAPP_SOURCES) | node_modules/.installed
 
 webapp: $(WEBAPP)  ## type-check and build the web app into webapp/dist (the API serves it at /)
 
+# The node's fused CPU LoRA kernel, compiled once with this machine's C++ compiler (the node
+# serves without it, on the torch kernels, and says so).
+KERNELS := .tools/kernels/.built
+$(KERNELS): inference_node/engine/csrc/bgmv.cpp inference_node/engine/cpu_kernels.py $(VENV)/.installed
+	$(BIN)/python -c 'from inference_node.engine.cpu_kernels import main; main()'
+	@touch $@
+
+kernels: $(KERNELS)  ## compile the node's fused CPU LoRA kernel into .tools/kernels
+
 # The browser tests drive Debian's Chromium (Playwright's own download cannot reach its CDN
 # here); installed once when missing, as root, else the tests that need it say how.
 browser:  ## install Debian's chromium for the browser tests when it is missing
@@ -76,20 +85,20 @@ compile: setup  ## compile the contracts and refresh the ABIs the package ships
 abi: setup  ## write the compiled ABIs, bytecode and manifest into backend/protocol/abi
 	@$(ABI_EXPORT)
 
-test: compile webapp browser  ## run every test
+test: compile webapp kernels browser  ## run every test
 	$(BIN)/pytest
 
-test-fast: compile webapp  ## every test but those marked slow (the demo, invariants, IPFS, ape CLIs): a ~3 minute loop
+test-fast: compile webapp kernels  ## every test but those marked slow (the demo, invariants, IPFS, ape CLIs): a ~3 minute loop
 	$(BIN)/pytest -m "not slow"
 
-demo: compile webapp $(SMOLLM2)  ## run the local flywheel on the embedded defaults (chain state in .data/devnet)
+demo: compile webapp kernels $(SMOLLM2)  ## run the local flywheel on the embedded defaults (chain state in .data/devnet)
 	@echo "make demo: loading ape and starting the local chain (a few seconds) ..."
 	@$(BIN)/ape run devnet demo
 
-up: compile webapp  ## start the local stack and keep it running until Ctrl-C
+up: compile webapp kernels  ## start the local stack and keep it running until Ctrl-C
 	@$(BIN)/ape run devnet up
 
-bench: compile $(SMOLLM2)  ## run the benchmarks; results in bench/results/
+bench: compile kernels $(SMOLLM2)  ## run the benchmarks; results in bench/results/
 	$(BIN)/python bench/gas.py
 	$(BIN)/python bench/storage.py
 	$(BIN)/python bench/indexer.py

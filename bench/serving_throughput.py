@@ -119,6 +119,11 @@ def measure_engine(
     for i, folder in enumerate(folders):
         pool.register(f"a{i}", put_adapter(store, folder))
     default: Kernel = next(iter(model.lora_layers.values())).kernel
+    # what the node does at start-up: measure which kernel `auto` runs in each regime here
+    settings["kernel_choice"] = {
+        m.regime: {"chosen": m.best, "ms": {k: round(s * 1e3, 4) for k, s in m.seconds.items()}}
+        for m in model.calibrate_kernels(settings["max_batch"])
+    }
     configs = engine_configs(len(prompts), plan, default)
     runs: dict[str, list[tuple[float, list[list[int]], int, int]]] = {name: [] for name in configs}
     scheduler = Scheduler(

@@ -6,7 +6,7 @@ with B already multiplied by the adapter's scaling. The slots are preallocated a
 zero-padded past each adapter's rank: ``lora_a: [slots + 1, max_rank, in]`` (A) and
 ``lora_b: [slots + 1, max_rank, out]`` (B transposed, so one slot's rank rows are contiguous).
 
-Two kernels compute the LoRA term:
+Three kernels compute the LoRA term:
 
 - ``segments`` (LoRAX/Punica SGMV style): tokens are split into contiguous runs of the same
   slot; each run does two dense matmuls at the slot's true rank. No weight copies, but two
@@ -18,11 +18,17 @@ Two kernels compute the LoRA term:
   prefill. The copies go into scratch buffers every layer reuses (fresh tensors would be new
   pages to fault in on every layer of every step).
 
-``auto`` (the default) picks per forward pass from the batch's shape: ``gather`` when runs are
-shorter than ``GATHER_BELOW_TOKENS_PER_RUN`` tokens on average (decode with many adapters),
-else ``segments``. On this CPU (SmolLM2 576x576 projections, rank 8, 32 decode rows on 32
-adapters) gather costs ~0.6 ms per projection against ~2 ms for 32 runs; a 32 x 30-token
-prefill on 32 adapters is the other way round.
+- ``fused`` (CPU, serving): one compiled op (``csrc/bgmv.cpp``) that reads each token's
+  adapter rows in place, shrink and expand together: no copies and no per-run ops. Needs the
+  library ``make kernels`` builds (see ``cpu_kernels``); without it, or under autograd, or on
+  CUDA, a layer asked for it runs ``gather``.
+
+``auto`` (the default) sorts each forward pass into a regime by the batch's shape, ``decode``
+when runs are shorter than ``GATHER_BELOW_TOKENS_PER_RUN`` tokens on average (decode rows on
+many adapters) and ``prefill`` otherwise, and runs the kernel chosen for that regime. The
+choice is measured on the machine (:func:`calibrate`, which the engine runs at start-up), not
+fixed: which kernel wins moves with the CPU, its threads and the shapes (on one 2-core CPU
+gather beat segments for 32 decode rows, on one twice as fast segments won).
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-Kernel = Literal["auto", "segments", "gather"]
+from inference_node.engine.cpu_kernels import fused_lora_available
+
+Kernel = Literal["auto", "segments", "gather", "fused"]
+Regime = Literal["decode", "prefill"]
 NO_ADAPTER = -1
 GATHER_BELOW_TOKENS_PER_RUN = 4
 
@@ -67,9 +76,13 @@ class LoraBatch:
 
     @property
     def prefers_gather(self) -> bool:
-        """Many short runs (decode rows on different adapters): gather beats one op per run."""
+        """Many short runs (decode rows on different adapters): the ``decode`` regime."""
         runs = len(self.segments)
         return runs > 1 and self.indices.shape[0] < GATHER_BELOW_TOKENS_PER_RUN * runs
+
+    @property
+    def regime(self) -> Regime:
+        return "decode" if self.prefers_gather else "prefill"
 
     def gather_indices(self, zero_slot: int) -> torch.Tensor:
         """Indices with no-adapter tokens routed to the all-zero ``zero_slot`` (computed once)."""
@@ -89,6 +102,11 @@ class LoraContext:
     def __init__(self) -> None:
         self.batch: LoraBatch | None = None
         self._scratch: dict[tuple[str, torch.dtype, torch.device, bool], torch.Tensor] = {}
+        # what ``auto`` runs per regime until :func:`calibrate` measures this machine
+        self.choice: dict[Regime, Kernel] = {
+            "decode": "fused" if fused_lora_available() else "gather",
+            "prefill": "segments",
+        }
 
     def scratch(
         self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
@@ -187,12 +205,27 @@ class BatchedLoraLinear(nn.Module):
                 f"LoRA batch has {batch.indices.shape[0]} token indices, input has "
                 f"{x2.shape[0]} tokens"
             )
-        gather = self.kernel == "gather" or (self.kernel == "auto" and batch.prefers_gather)
-        if gather:
+        kernel = self.context.choice[batch.regime] if self.kernel == "auto" else self.kernel
+        if kernel == "fused" and self._can_fuse(x2):
+            self._fused(x2, y2, batch)
+        elif kernel in ("gather", "fused"):
             self._gather(x2, y2, batch)
         else:
             self._segments(x2, y2, batch)
         return y2.reshape(y.shape)
+
+    @staticmethod
+    def _can_fuse(x: torch.Tensor) -> bool:
+        return not x.is_cuda and not torch.is_grad_enabled() and fused_lora_available()
+
+    def _fused(self, x: torch.Tensor, y: torch.Tensor, batch: LoraBatch) -> None:
+        rank = batch.max_rank
+        if rank is None:
+            rank = max(self.ranks[slot] for _, _, slot in batch.segments)
+        if rank == 0:
+            return
+        # y is the base output's own storage (a contiguous view), updated in place
+        torch.ops.openledger.bgmv_(y, x.contiguous(), self.lora_a, self.lora_b, batch.indices, rank)
 
     def _segments(self, x: torch.Tensor, y: torch.Tensor, batch: LoraBatch) -> None:
         for start, end, slot in batch.segments:

@@ -20,6 +20,7 @@ from inference_node.engine.adapters import (
     BaseModelSpec,
     LoraAdapter,
 )
+from inference_node.engine.kernel_choice import Measured, calibrate
 from inference_node.engine.lora import NO_ADAPTER, BatchedLoraLinear, Kernel, LoraBatch, LoraContext
 
 
@@ -105,6 +106,18 @@ class MultiLoraModel(nn.Module):
     def set_kernel(self, kernel: Kernel) -> None:
         for layer in self.lora_layers.values():
             layer.kernel = kernel
+
+    def calibrate_kernels(self, rows: int) -> list[Measured]:
+        """Measures which kernel ``auto`` runs in each regime, on this machine, for decode
+        batches of ``rows`` (the engine's batch size), on the shape of the first wrapped
+        projection (the widest of the attention ones for Llama)."""
+        name = next(n for n in LLAMA_PROJECTIONS if n in self.target_modules)
+        in_features, out_features = self.spec.projections[name]
+        weight = self.stacked[name][0]
+        return calibrate(
+            self.context, in_features, out_features, rows, weight.dtype, weight.device,
+            num_layers=self.spec.num_layers,
+        )  # fmt: skip
 
     def _check_slot(self, slot: int) -> None:
         if not 0 <= slot < self.slots:

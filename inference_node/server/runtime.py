@@ -169,6 +169,7 @@ class NodeRuntime:
             dtype=getattr(torch, settings.dtype),
             device=settings.device,
         )
+        model.calibrate_kernels(settings.max_batch)  # which LoRA kernel wins here (logged)
         tokenizer = AutoTokenizer.from_pretrained(str(base))
         store = open_store(settings.store)
         return cls(settings, protocol, sender, store, model, tokenizer, Path(base))

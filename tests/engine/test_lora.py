@@ -1,4 +1,5 @@
-"""BatchedLoraLinear: per-token slots, every kernel, in-place slot updates."""
+"""BatchedLoraLinear: per-token slots, every kernel (the compiled fused one included), in-place
+slot updates, and the measured choice of kernel per regime."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import torch
 from torch import nn
 
 from inference_node.engine import BatchedLoraLinear, LoraBatch, LoraContext
+from inference_node.engine.cpu_kernels import fused_lora_available
+from inference_node.engine.kernel_choice import calibrate
 
 IN, OUT, SLOTS, MAX_RANK = 24, 40, 4, 8
 RANKS = (8, 3, 5, 1)
@@ -40,7 +43,7 @@ def test_lora_batch_segments_are_contiguous_runs_without_no_adapter() -> None:
     assert batch.segments == [(0, 3, 2), (6, 7, 2), (7, 9, 0)]
 
 
-@pytest.mark.parametrize("kernel", ["auto", "segments", "gather"])
+@pytest.mark.parametrize("kernel", ["auto", "segments", "gather", "fused"])
 def test_forward_matches_per_token_reference(layer: BatchedLoraLinear, kernel: str) -> None:
     layer.kernel = kernel  # type: ignore[assignment]
     indices = [0, 0, 1, -1, 3, 2, 2, 0, -1, 1]
@@ -125,3 +128,82 @@ def test_gather_reuses_its_scratch_across_layers_and_forwards() -> None:
         context.batch = LoraBatch.from_indices(torch.tensor([0, 2]), list(RANKS))
         x = torch.randn(2, IN)
         torch.testing.assert_close(wide(x), expected(wide, x, [0, 2]), atol=1e-4, rtol=1e-5)
+
+
+def test_the_fused_kernel_is_built() -> None:
+    """`make test` builds it (`make kernels`); the node only falls back when it is missing."""
+    assert fused_lora_available(), "run `make kernels`"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_kernel_matches_the_per_token_reference_when_serving(
+    layer: BatchedLoraLinear, dtype: torch.dtype
+) -> None:
+    layer.to(dtype)
+    layer.kernel = "fused"
+    indices = [0, 0, 1, -1, 3, 2, 2, 0, -1, 1]
+    x = torch.randn(2, 5, IN).to(dtype)
+    with torch.inference_mode():
+        layer.context.batch = LoraBatch.from_indices(torch.tensor(indices), list(RANKS))
+        y = layer(x)
+    expected = reference(layer.float(), x.float().reshape(-1, IN), indices).reshape(2, 5, OUT)
+    tolerance = 1e-5 if dtype == torch.float32 else 5e-2
+    torch.testing.assert_close(y.float(), expected, atol=tolerance, rtol=tolerance)
+
+
+def test_fused_kernel_refuses_what_it_cannot_compute() -> None:
+    a, b = torch.zeros(3, 4, IN), torch.zeros(3, 4, OUT)
+    x, y, idx = torch.zeros(2, IN), torch.zeros(2, OUT), torch.tensor([0, 1])
+    op = torch.ops.openledger.bgmv_
+    with pytest.raises(RuntimeError, match="idx must be int64"):
+        op(y, x, a, b, idx.int(), 4)
+    with pytest.raises(RuntimeError, match="must share a dtype"):
+        op(y, x.double(), a, b, idx, 4)
+    with pytest.raises(RuntimeError, match="token counts differ"):
+        op(y, torch.zeros(3, IN), a, b, idx, 4)
+    with pytest.raises(RuntimeError, match="must be contiguous"):
+        op(y, torch.zeros(IN, 2).T, a, b, idx, 4)
+    with pytest.raises(RuntimeError, match="rank out of range"):
+        op(y, x, a, b, idx, 5)
+
+
+def test_fused_falls_back_to_gather_under_autograd(layer: BatchedLoraLinear) -> None:
+    """Training-time callers (autograd recording) get the gather kernel's answer."""
+    layer.kernel = "fused"
+    indices = [0, 1, 2, 3]
+    layer.context.batch = LoraBatch.from_indices(torch.tensor(indices))
+    x = torch.randn(4, IN, requires_grad=True)
+    y = layer(x)
+    y.sum().backward()
+    assert x.grad is not None
+    torch.testing.assert_close(y, reference(layer, x, indices), atol=1e-5, rtol=1e-5)
+
+
+def test_auto_runs_the_kernel_chosen_for_the_regime(
+    layer: BatchedLoraLinear, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[str] = []
+    for name in ("segments", "gather", "fused"):
+        monkeypatch.setattr(layer, f"_{name}", lambda x, y, batch, name=name: ran.append(name))
+    decode = LoraBatch.from_indices(torch.tensor([0, 1, 2, 3]))  # one token per run
+    prefill = LoraBatch.from_indices(torch.tensor([0] * 8 + [1] * 8))
+    layer.context.choice = {"decode": "segments", "prefill": "gather"}
+    with torch.inference_mode():
+        for batch in (decode, prefill):
+            layer.context.batch = batch
+            layer(torch.randn(batch.indices.shape[0], IN))
+        layer.context.choice = {"decode": "fused", "prefill": "segments"}
+        for batch in (decode, prefill):
+            layer.context.batch = batch
+            layer(torch.randn(batch.indices.shape[0], IN))
+    assert ran == ["segments", "gather", "fused", "segments"]
+
+
+def test_calibration_chooses_the_fastest_measured_kernel_per_regime() -> None:
+    context = LoraContext()
+    measured = calibrate(context, IN, OUT, rows=8, num_layers=3, repeats=2)
+    assert [m.regime for m in measured] == ["decode", "prefill"]
+    for m in measured:
+        assert set(m.seconds) == {"segments", "gather", "fused"}
+        assert all(s > 0 for s in m.seconds.values())
+        assert context.choice[m.regime] == min(m.seconds, key=m.seconds.__getitem__)
