@@ -2,14 +2,13 @@
 
 import type { ComponentChildren } from "preact";
 import { connectInjected } from "../lib/connect";
-import { wallet, walletError } from "../lib/deployment";
+import { wallet } from "../lib/deployment";
 import { useStore } from "../lib/store";
 import type { Wallet } from "../lib/wallet";
-import { ErrorBox, Section } from "./ui";
+import { Section } from "./ui";
 
 export function RequireWallet({ title, why, children }: { title: string; why: string; children: (w: Wallet) => ComponentChildren }) {
   const connected = useStore(wallet);
-  const error = useStore(walletError);
   if (connected) return <>{children(connected)}</>;
   return (
     <Section title={title}>
@@ -18,7 +17,6 @@ export function RequireWallet({ title, why, children }: { title: string; why: st
         <button onClick={() => void connectInjected()}>Connect wallet</button>{" "}
         <span class="muted">or pick a local test account in the header (local chain only).</span>
       </p>
-      {error && <ErrorBox error={error} />}
     </Section>
   );
 }
