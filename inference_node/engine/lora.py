@@ -61,7 +61,8 @@ class LoraBatch:
 
     @classmethod
     def from_indices(cls, indices: torch.Tensor, slot_ranks: list[int] | None = None) -> LoraBatch:
-        flat = indices.reshape(-1).to(torch.long)  # [tokens]
+        # [tokens]; contiguous: one row's slots expanded over its tokens reshape to stride 0
+        flat = indices.reshape(-1).to(torch.long).contiguous()
         slots, counts = torch.unique_consecutive(flat, return_counts=True)
         segments: list[tuple[int, int, int]] = []
         start = 0

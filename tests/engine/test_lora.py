@@ -207,3 +207,17 @@ def test_calibration_chooses_the_fastest_measured_kernel_per_regime() -> None:
         assert set(m.seconds) == {"segments", "gather", "fused"}
         assert all(s > 0 for s in m.seconds.values())
         assert context.choice[m.regime] == min(m.seconds, key=m.seconds.__getitem__)
+
+
+def test_fused_kernel_takes_one_rows_slots_expanded_over_its_tokens(
+    layer: BatchedLoraLinear,
+) -> None:
+    """A one-prompt prefill: the row's slot expanded over its tokens is a stride-0 view."""
+    layer.kernel = "fused"
+    slots = torch.tensor([2])[:, None].expand(1, 6)  # [1, seq], stride 0 along seq
+    x = torch.randn(1, 6, IN)
+    with torch.inference_mode():
+        layer.context.batch = LoraBatch.from_indices(slots, list(RANKS))
+        y = layer(x)
+    expected = reference(layer, x.reshape(-1, IN), [2] * 6).reshape(1, 6, OUT)
+    torch.testing.assert_close(y, expected, atol=1e-5, rtol=1e-5)

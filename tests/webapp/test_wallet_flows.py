@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import pytest
@@ -143,7 +144,12 @@ def test_a_wallet_user_pays_three_chat_answers_that_the_node_redeems_later(
     assert payments.redeemed(payer, node, model_id).call() == cumulative > 0
     assert payments.channel(payer, node).call()[0] == 10 * OPEN - cumulative
     assert payments.sessionKey(payer, node, signer).call()[2] == cumulative  # drawn by the key
-    # rate the first answer now that its receipt is published: signed by the paying wallet
+    # rate the first answer once its receipt is published (the redemption indexed): signed by
+    # the paying wallet
+    deadline = time.monotonic() + 30
+    while int(stack.api(f"/payments/accounts/{payer}")["spent"]) < cumulative:
+        assert time.monotonic() < deadline, "the index never showed the redemption"
+        time.sleep(0.25)
     tab.get_by_test_id("rate-5").first.click()
     tab.get_by_text(re.compile(r"Rated 5/5: stored for the model's next DPO round")).wait_for(
         timeout=30_000
