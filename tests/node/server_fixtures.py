@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,3 +101,21 @@ def serving(runtime: NodeRuntime) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=20)
         runtime.stop()
+
+
+NodeFactory = Callable[..., AbstractContextManager[tuple[str, int]]]
+
+
+def node_factory(world: World, checkpoint: Checkpoint, tmp_path: Path) -> NodeFactory:
+    """``start(**settings)``: serves a node with extra settings over a model registered now;
+    yields (its URL, the served model id)."""
+
+    @contextmanager
+    def start(**settings: object) -> Iterator[tuple[str, int]]:
+        store = DirectoryStore(tmp_path / "store")
+        model_id = register_served_model(world, store, checkpoint)
+        config = node_settings(tmp_path / "node", tmp_path / "store", world, **settings)
+        with serving(build_runtime(world, config, checkpoint, store)) as url:
+            yield url, model_id
+
+    return start

@@ -4,29 +4,22 @@ are exposed to the page (browsers hide them otherwise). Without ``cors_origins``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from backend.protocol.payment_http import PAYER_HEADER, PAYMENT_SIGNATURE_HEADER
-from backend.storage.local import DirectoryStore
 from tests.node.conftest import World
 from tests.node.server_fixtures import (
     Checkpoint,
-    build_runtime,
+    NodeFactory,
     make_checkpoint,
-    node_settings,
-    register_served_model,
-    serving,
+    node_factory,
 )
 
 PAGE = "https://playground.example"
 MESSAGES = [{"role": "user", "content": "How many grams in a kilogram?"}]
-
-NodeFactory = Callable[..., AbstractContextManager[tuple[str, int]]]
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +30,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
 @pytest.fixture
 def node(world: World, checkpoint: Checkpoint, tmp_path: Path) -> NodeFactory:
     """Serves the node with extra settings; yields (its URL, the served model id)."""
-
-    @contextmanager
-    def start(**settings: object) -> Iterator[tuple[str, int]]:
-        store = DirectoryStore(tmp_path / "store")
-        model_id = register_served_model(world, store, checkpoint)
-        config = node_settings(tmp_path / "node", tmp_path / "store", world, **settings)
-        with serving(build_runtime(world, config, checkpoint, store)) as url:
-            yield url, model_id
-
-    return start
+    return node_factory(world, checkpoint, tmp_path)
 
 
 def preflight(url: str, origin: str) -> httpx.Response:

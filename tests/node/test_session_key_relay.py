@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,22 +37,17 @@ from backend.protocol.payment_wire import (
     payment_payload_json,
     signed_voucher_json,
 )
-from backend.storage.local import DirectoryStore
 from tests.node.conftest import OPEN, World, funded_payer
 from tests.node.server_fixtures import (
     Checkpoint,
-    build_runtime,
+    NodeFactory,
     make_checkpoint,
-    node_settings,
-    register_served_model,
-    serving,
+    node_factory,
 )
 
 MESSAGES = [{"role": "user", "content": "How many grams in a kilogram?"}]
 ALLOWANCE = 10 * OPEN  # what the page's session key may draw
 KEY_LIFE = 30 * 86_400  # seconds the authorization lets the key sign
-
-NodeFactory = Callable[..., AbstractContextManager[tuple[str, int]]]
 
 
 @pytest.fixture(scope="module")
@@ -64,16 +58,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Checkpoint:
 @pytest.fixture
 def node(world: World, checkpoint: Checkpoint, tmp_path: Path) -> NodeFactory:
     """Serves the node with extra settings; yields (its URL, the served model id)."""
-
-    @contextmanager
-    def start(**settings: object) -> Iterator[tuple[str, int]]:
-        store = DirectoryStore(tmp_path / "store")
-        model_id = register_served_model(world, store, checkpoint)
-        config = node_settings(tmp_path / "node", tmp_path / "store", world, **settings)
-        with serving(build_runtime(world, config, checkpoint, store)) as url:
-            yield url, model_id
-
-    return start
+    return node_factory(world, checkpoint, tmp_path)
 
 
 @pytest.fixture
