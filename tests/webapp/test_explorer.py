@@ -52,6 +52,16 @@ def test_every_explorer_page_shows_what_the_api_indexed(stack: Stack, page_facto
     redemptions = api("/payments/redemptions?limit=200")
     assert_open(shown(tab, "paid-total"), sum(int(r["paid"]) for r in redemptions["items"]))
 
+    # the lists
+    tab = open_page("datanets")
+    assert int(shown(tab, "datanet-count")) == api("/datanets")["total"]
+    tab = open_page("models")
+    assert int(shown(tab, "model-count")) == api("/models")["total"]
+    tab = open_page("nodes")
+    assert int(shown(tab, "node-count")) == api("/nodes")["total"]
+    tab = open_page("epochs")
+    assert int(shown(tab, "epoch-count")) == epochs["total"]
+
     # a Datanet: its counts, and the audit of its version against the manifest and the chain
     datanet = api("/datanets/1")
     tab = open_page("datanets/1", "datanet")
