@@ -25,7 +25,9 @@ gas: it is the party being paid) only when:
 7. under the payer's lock, the key is read again: when a concurrent request already made it
    usable, nothing is sent; else the call is simulated (the gas estimate; a revert is 400
    ``authorization_reverted`` naming the contract's error), sent with that gas, and its
-   receipt awaited (a failed receipt is ``authorization_reverted`` too).
+   receipt awaited (a failed receipt is ``authorization_reverted`` too, unless the key is
+   usable after all: anyone may submit the authorization, and one that front-ran the node's
+   transaction leaves the key live and the request payable).
 
 Rules 1-5 are off-chain or read-only, so a request that fails them costs the node no gas; rule 6
 means the node only pays gas for a request it is paid for; the per-payer lock means one
@@ -128,10 +130,17 @@ class SessionKeyRelay:
             try:
                 gas = int(call.estimate_gas({"from": self.sender.address}))
             except (ContractLogicError, ContractCustomError) as exc:
+                if usable(self.chain.session_key(payer, a.signer), needed):
+                    return None  # someone submitted it since the read above
                 raise AuthorizationRevertedError(a.signer, describe_revert(exc)) from None
             tx_hash = self.sender.send_call(call, gas)
             receipt: dict[str, Any] = self.sender.wait(tx_hash)
             if receipt.get("status") != 1:
+                # Anyone may submit the payer's authorization: one front-run between the
+                # simulation and our transaction makes ours revert (its nonce is used) while
+                # the key is live, and the paid request must still be served.
+                if usable(self.chain.session_key(payer, a.signer), needed):
+                    return None
                 raise AuthorizationRevertedError(a.signer, f"transaction {tx_hash} failed")
             log.info(
                 "relayed session key authorization: payer %s signer %s tx %s",

@@ -37,6 +37,7 @@ from backend.protocol.payment_wire import (
     payment_payload_json,
     signed_voucher_json,
 )
+from inference_node.payments import Web3Sender
 from tests.node.conftest import OPEN, World, funded_payer
 from tests.node.server_fixtures import (
     Checkpoint,
@@ -355,3 +356,34 @@ def test_a_third_party_cannot_ride_someone_elses_authorization(
         assert f"sessionKeyAuthorization {field} is" in error["message"]
     assert key_on_chain(world, payer.address, attacker_key.address)[0] == 0
     assert key_on_chain(world, payer.address, page_key.address)[0] == 0
+
+
+def test_an_authorization_front_run_by_anyone_still_serves_the_paid_request(
+    world: World,
+    node: NodeFactory,
+    payer: LocalAccount,
+    page_key: LocalAccount,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Anyone may submit the payer's authorization. A third party that sees the node's
+    relay coming and submits it first makes the node's own transaction revert (the nonce is
+    used) but leaves the key live: the request is paid and served, not refused."""
+    a = authorization(world, payer, page_key.address)
+    signed = sign_session_key_authorization(payer.key, domain(world), a)
+    payments = world.payments.functions
+    node_send = Web3Sender.send_call
+
+    def front_run(self: Web3Sender, call: object, gas: int | None = None) -> str:
+        if getattr(call, "fn_name", "") == "authorizeSessionKeyWithSig":
+            world.transact(
+                world.roles.alice, payments.authorizeSessionKeyWithSig(*signed.call_args())
+            )
+        return node_send(self, call, gas)
+
+    monkeypatch.setattr(Web3Sender, "send_call", front_run)
+    with node() as (url, model_id):
+        before = node_txs(world)
+        paid = post(url, model_id, paid_headers(url, model_id, payer.address, page_key, signed))
+        assert paid.status_code == 200, paid.text
+        assert node_txs(world) == before + 1  # the node's relay was sent, and reverted
+    assert key_on_chain(world, payer.address, page_key.address) == (a.expiry, ALLOWANCE, 0)
