@@ -337,6 +337,3 @@ class Ledger(DurableSQLite):
             rows = self._read("SELECT * FROM redemptions WHERE status = ? ORDER BY id", (status,))
         return [redemption_from_row(r) for r in rows]
 
-    def last_redemption_at(self) -> int | None:
-        rows = self._read("SELECT MAX(created_at) AS t FROM redemptions WHERE status != 'failed'")
-        return rows[0]["t"]

@@ -225,25 +225,28 @@ export class Wallet {
   }
 }
 
+let rpcId = 0;
+
+/** One JSON-RPC call to `rpcUrl`; the node's error as an Error carrying its code. */
+async function jsonRpc(rpcUrl: string, method: string, params: unknown): Promise<unknown> {
+  const response = await fetch(rpcUrl, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ jsonrpc: "2.0", id: ++rpcId, method, params: params ?? [] }),
+  });
+  const body = await response.json();
+  if (body.error) throw Object.assign(new Error(body.error.message), { code: body.error.code });
+  return body.result;
+}
+
 /** An EIP-1193 provider over a local chain's JSON-RPC whose node holds the keys (anvil's
  * unlocked test accounts): "use a local test account" on a local chain, no extension needed. */
 export function localTestProvider(rpcUrl: string, account: Address): EIP1193Provider {
-  let id = 0;
-  const rpc = async (method: string, params: unknown): Promise<unknown> => {
-    const response = await fetch(rpcUrl, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ jsonrpc: "2.0", id: ++id, method, params: params ?? [] }),
-    });
-    const body = await response.json();
-    if (body.error) throw Object.assign(new Error(body.error.message), { code: body.error.code });
-    return body.result;
-  };
   const provider = {
     request: async ({ method, params }: { method: string; params?: unknown }) => {
       if (method === "eth_requestAccounts" || method === "eth_accounts") return [account];
       if (method === "wallet_switchEthereumChain" || method === "wallet_addEthereumChain") return null;
-      return rpc(method, params);
+      return jsonRpc(rpcUrl, method, params);
     },
     on: () => provider,
     removeListener: () => provider,
@@ -253,11 +256,6 @@ export function localTestProvider(rpcUrl: string, account: Address): EIP1193Prov
 
 /** The accounts a local chain's node unlocks (empty on a real network). */
 export async function localAccounts(rpcUrl: string): Promise<Address[]> {
-  const response = await fetch(rpcUrl, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "eth_accounts", params: [] }),
-  });
-  const body = await response.json();
-  return Array.isArray(body.result) ? body.result.map((a: string) => getAddress(a)) : [];
+  const accounts = await jsonRpc(rpcUrl, "eth_accounts", []);
+  return Array.isArray(accounts) ? accounts.map((a: string) => getAddress(a)) : [];
 }
