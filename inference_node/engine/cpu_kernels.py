@@ -80,4 +80,6 @@ def fused_lora_available() -> bool:
 def main() -> None:
     """``make kernels``: build, and say where."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not _library().is_file():
+        log.info("compiling the node's fused CPU LoRA kernel (once, ~20 s) ...")
     log.info("fused CPU LoRA kernel: %s", build())
