@@ -124,8 +124,8 @@ def stack(
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("no chromium: `make browser` installs Debian's (as root)")
+    if CHROMIUM is None:  # `make test` installs it first: missing means that failed
+        pytest.fail("no chromium: `make browser` installs Debian's (as root)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
