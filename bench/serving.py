@@ -79,6 +79,7 @@ from transformers import AutoTokenizer
 from backend.models.base_models import ensure_smollm2
 from backend.protocol.deployments import PROJECT_ROOT
 from inference_node.engine import MultiLoraModel
+from inference_node.engine.threads import run_in_torch_thread, serial_main_thread
 from inference_node.server.settings import NodeSettings
 
 # issue 17's targets (CPU): many adapters cost almost nothing, the base path beats HF's
@@ -243,6 +244,14 @@ def main() -> int:
         help="the base's architecture with random weights (where its checkpoint cannot be)",
     )
     args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    # as a node does: the main thread stays serial and torch's threads work in other threads
+    # (the engine's scheduler, and here the baselines' thread), see engine/threads.py
+    serial_main_thread()
+    return run_in_torch_thread(lambda: run(args), name="bench")
+
+
+def run(args: argparse.Namespace) -> int:
     plan = QUICK if args.quick else FULL
     dtype = DTYPES[args.dtype]
     device_kind = torch.device(args.device).type
@@ -250,7 +259,6 @@ def main() -> int:
     out: Path = args.out or default_out(name, args.quick)
     log_progress()
     transformers.logging.set_verbosity_error()
-    torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
     phases: dict[str, dict[str, Any]] = {}
     warn_if_busy(BUSY_LOAD)

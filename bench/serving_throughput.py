@@ -119,7 +119,13 @@ def measure_engine(
     for i, folder in enumerate(folders):
         pool.register(f"a{i}", put_adapter(store, folder))
     default: Kernel = next(iter(model.lora_layers.values())).kernel
-    # what the node does at start-up: measure which kernel `auto` runs in each regime here
+    # what the node does at start-up: measure the base projections' path and which kernel
+    # `auto` runs in each regime here
+    base = model.calibrate_base_matmul(settings["max_batch"])
+    settings["base_matmul"] = base and {
+        "chosen": base.best,
+        "ms": {k: round(s * 1e3, 2) for k, s in base.seconds.items()},
+    }
     settings["kernel_choice"] = {
         m.regime: {"chosen": m.best, "ms": {k: round(s * 1e3, 4) for k, s in m.seconds.items()}}
         for m in model.calibrate_kernels(settings["max_batch"])

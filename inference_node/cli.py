@@ -64,9 +64,11 @@ def serve(ctx: click.Context, **overrides: Any) -> None:
     """Serve the registered models over the OpenAI-compatible API until stopped."""
     import uvicorn
 
+    from inference_node.engine.threads import serial_main_thread
     from inference_node.server.app import create_app
     from inference_node.server.runtime import NodeRuntime
 
+    serial_main_thread()  # torch's CPU threads are the engine thread's (threads.py)
     settings = _settings(**overrides, log_format=ctx.obj["log_format"])
     configure_logging(settings.log_format)
     runtime = NodeRuntime.from_settings(settings).start()

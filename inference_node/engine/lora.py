@@ -55,12 +55,22 @@ class LoraBatch:
     indices: torch.Tensor  # [tokens] slot per token, -1 = no adapter
     segments: list[tuple[int, int, int]]  # (start, end, slot) contiguous runs, slot >= 0
     # the largest adapter rank among the batch's slots (None: each layer finds its own); the
-    # gather kernel copies this many rows, which past a layer's own rank are zeros
+    # gather and fused kernels read this many rows, which past a layer's own rank are zeros
     max_rank: int | None = None
+    # the same per projection name: a projection no adapter of the batch targets (q/k/v/o
+    # adapters on an engine that wraps the MLP too) is skipped, not run over zero rows
+    module_ranks: dict[str, int] = field(default_factory=dict)
     _gather_indices: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_indices(cls, indices: torch.Tensor, slot_ranks: list[int] | None = None) -> LoraBatch:
+    def from_indices(
+        cls,
+        indices: torch.Tensor,
+        slot_ranks: list[int] | None = None,
+        module_slot_ranks: dict[str, list[int]] | None = None,
+    ) -> LoraBatch:
+        """``slot_ranks[slot]``: the rank of the adapter in each slot; ``module_slot_ranks``:
+        the same per projection name (0 where the adapter does not target it)."""
         # [tokens]; contiguous: one row's slots expanded over its tokens reshape to stride 0
         flat = indices.reshape(-1).to(torch.long).contiguous()
         slots, counts = torch.unique_consecutive(flat, return_counts=True)
@@ -71,9 +81,19 @@ class LoraBatch:
                 segments.append((start, start + count, slot))
             start += count
         max_rank = None
+        used = {slot for _, _, slot in segments}
         if slot_ranks is not None and segments:
-            max_rank = max(slot_ranks[slot] for slot in {slot for _, _, slot in segments})
-        return cls(indices=flat, segments=segments, max_rank=max_rank)
+            max_rank = max(slot_ranks[slot] for slot in used)
+        module_ranks = {}
+        if module_slot_ranks is not None and segments:
+            module_ranks = {m: max(r[slot] for slot in used) for m, r in module_slot_ranks.items()}
+        return cls(indices=flat, segments=segments, max_rank=max_rank, module_ranks=module_ranks)
+
+    def rank_of(self, module: str | None) -> int | None:
+        """The batch's largest rank on projection ``module`` (None: not known here)."""
+        if module is not None and module in self.module_ranks:
+            return self.module_ranks[module]
+        return self.max_rank
 
     @property
     def prefers_gather(self) -> bool:
@@ -134,11 +154,14 @@ class BatchedLoraLinear(nn.Module):
         context: LoraContext,
         kernel: Kernel = "auto",
         buffers: tuple[torch.Tensor, torch.Tensor] | None = None,
+        module: str | None = None,
     ) -> None:
         """``buffers`` (``lora_a``, ``lora_b`` shaped as below) lets a model keep one layer's
-        slots inside a stack over layers, so that a slot load is one copy per projection."""
+        slots inside a stack over layers, so that a slot load is one copy per projection;
+        ``module`` names the projection (``q_proj``...) for the batch's per-projection ranks."""
         super().__init__()
         self.base = base
+        self.module = module
         self.context = context
         self.kernel: Kernel = kernel
         self.max_rank = max_rank
@@ -220,7 +243,7 @@ class BatchedLoraLinear(nn.Module):
         return not x.is_cuda and not torch.is_grad_enabled() and fused_lora_available()
 
     def _fused(self, x: torch.Tensor, y: torch.Tensor, batch: LoraBatch) -> None:
-        rank = batch.max_rank
+        rank = batch.rank_of(self.module)
         if rank is None:
             rank = max(self.ranks[slot] for _, _, slot in batch.segments)
         if rank == 0:
@@ -237,7 +260,7 @@ class BatchedLoraLinear(nn.Module):
             y[start:end].addmm_(shrink, self.lora_b[slot, :rank])  # [run, out]
 
     def _gather(self, x: torch.Tensor, y: torch.Tensor, batch: LoraBatch) -> None:
-        rank = batch.max_rank  # the batch's largest, not max_rank
+        rank = batch.rank_of(self.module)  # the batch's largest, not max_rank
         if rank is None:
             rank = max(self.ranks[slot] for _, _, slot in batch.segments)
         if rank == 0:

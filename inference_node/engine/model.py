@@ -20,6 +20,7 @@ from inference_node.engine.adapters import (
     BaseModelSpec,
     LoraAdapter,
 )
+from inference_node.engine.base_linear import BaseMeasured, calibrate_base_matmul, wrap_base_linears
 from inference_node.engine.kernel_choice import Measured, calibrate
 from inference_node.engine.lora import NO_ADAPTER, BatchedLoraLinear, Kernel, LoraBatch, LoraContext
 
@@ -80,11 +81,17 @@ class MultiLoraModel(nn.Module):
                     self.context,
                     kernel=kernel,
                     buffers=(stack_a[index], stack_b[index]),
+                    module=name,
                 )
                 setattr(parent, name, wrapped)
                 self.lora_layers[(index, name)] = wrapped
         self.slot_adapters: list[str | None] = [None] * slots
         self.slot_ranks: list[int] = [0] * slots  # rank of the adapter in each slot
+        # per projection: the rank of each slot's adapter there (0: it does not target it)
+        self.module_slot_ranks = {name: [0] * slots for name in self.stacked}
+        # every projection and the LM head, oneDNN-prepacked on a CPU if that measures faster
+        self.base_linears = wrap_base_linears(self.model)
+        self.base_matmul: BaseMeasured | None = None
 
     @classmethod
     def from_pretrained(
@@ -118,6 +125,12 @@ class MultiLoraModel(nn.Module):
             self.context, in_features, out_features, rows, weight.dtype, weight.device,
             num_layers=self.spec.num_layers,
         )  # fmt: skip
+
+    def calibrate_base_matmul(self, rows: int) -> BaseMeasured | None:
+        """Measures whether the base projections run faster oneDNN-prepacked (CPU) for
+        batches of ``rows`` tokens and keeps the faster path; None off a CPU."""
+        self.base_matmul = calibrate_base_matmul(self.base_linears, rows)
+        return self.base_matmul
 
     def _check_slot(self, slot: int) -> None:
         if not 0 <= slot < self.slots:
@@ -153,6 +166,7 @@ class MultiLoraModel(nn.Module):
                 stack_b[index, slot, :rank] = weights.b_t.to(stack_b.device, stack_b.dtype)
             for layer in weights.layers:
                 self.lora_layers[(layer, module)].ranks[slot] = rank
+            self.module_slot_ranks[module][slot] = rank
         self.slot_adapters[slot] = adapter.name
         self.slot_ranks[slot] = rank
 
@@ -166,6 +180,8 @@ class MultiLoraModel(nn.Module):
             stack_b[:, slot, keep:stale].zero_()
         for layer in layers:
             layer.ranks[slot] = min(layer.ranks[slot], keep)
+        ranks = self.module_slot_ranks[module]
+        ranks[slot] = min(ranks[slot], keep)
 
     def evict(self, slot: int) -> None:
         self._check_slot(slot)
@@ -210,7 +226,7 @@ class MultiLoraModel(nn.Module):
             positions = attention_mask.to(torch.long).cumsum(-1) - 1  # [batch, past + seq]
             position_ids = positions.clamp(min=0)[:, -input_ids.shape[1] :]  # [batch, seq]
         self.context.batch = LoraBatch.from_indices(
-            token_slots.to(input_ids.device), self.slot_ranks
+            token_slots.to(input_ids.device), self.slot_ranks, self.module_slot_ranks
         )
         try:
             out = self.model(

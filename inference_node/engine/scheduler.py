@@ -45,6 +45,7 @@ from inference_node.engine.requests import (
     TextDelta,
 )
 from inference_node.engine.sampling import SamplingParams, select_tokens
+from inference_node.engine.threads import engine_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,10 @@ class Scheduler:
         max_prefill_tokens: int = 4_096,
         stop_token_ids: Iterable[int] = (),
         max_model_len: int | None = None,
+        torch_threads: int | None = None,
     ) -> None:
+        """``torch_threads``: the loop thread's torch threads (default: every core, see
+        ``threads.py``; the main thread of a serving process should stay serial)."""
         if max_batch <= 0 or max_prefill_tokens <= 0:
             raise ValueError(f"max_batch={max_batch}, max_prefill_tokens={max_prefill_tokens}")
         if pool is not None and pool.model is not model:
@@ -118,6 +122,7 @@ class Scheduler:
         self._counts = dict.fromkeys(("steps", "prefills", "prompt_tokens", "generated"), 0)
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self.torch_threads = torch_threads or engine_torch_threads()
 
     # ------------------------------------------------------------------ public
 
@@ -197,6 +202,7 @@ class Scheduler:
     # ------------------------------------------------------------------ the loop
 
     def _run(self) -> None:
+        torch.set_num_threads(self.torch_threads)  # per thread (OpenMP): this one does the work
         while True:
             with self._wake:
                 self._wake.wait_for(lambda: self._stopping or self._waiting or self._rows)

@@ -169,7 +169,9 @@ class NodeRuntime:
             dtype=getattr(torch, settings.dtype),
             device=settings.device,
         )
-        model.calibrate_kernels(settings.max_batch)  # which LoRA kernel wins here (logged)
+        # measured here, logged: the base projections' path and each regime's LoRA kernel
+        model.calibrate_base_matmul(settings.max_batch)
+        model.calibrate_kernels(settings.max_batch)
         tokenizer = AutoTokenizer.from_pretrained(str(base))
         store = open_store(settings.store)
         return cls(settings, protocol, sender, store, model, tokenizer, Path(base))

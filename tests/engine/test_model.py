@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from inference_node.engine import MultiLoraModel, load_adapter
+from inference_node.engine.base_linear import onednn_available
 from tests.engine.conftest import (
     MAX_RANK,
     VOCAB,
@@ -47,9 +48,18 @@ def real_positions(mask_row: torch.Tensor) -> torch.Tensor:
     return mask_row.nonzero().squeeze(-1)  # [len]
 
 
-@pytest.fixture(scope="module")
-def engine(base_folder: Path, adapter_folders: dict[str, Path]) -> MultiLoraModel:
+@pytest.fixture(scope="module", params=["torch", "onednn"])
+def engine(
+    base_folder: Path, adapter_folders: dict[str, Path], request: pytest.FixtureRequest
+) -> MultiLoraModel:
+    """The engine on each base-projection path: ``F.linear``, and oneDNN-prepacked weights
+    (what the calibration picks on most CPUs)."""
     model = MultiLoraModel(load_base(base_folder), slots=6, max_rank=MAX_RANK)
+    if request.param == "onednn":
+        if not onednn_available():
+            pytest.skip("this torch has no oneDNN prepacked linear")
+        for linear in model.base_linears:
+            linear.pack()
     for slot, name in enumerate(ADAPTER_ORDER):
         model.load_adapter(slot, load_adapter(adapter_folders[name], model.spec, MAX_RANK))
     return model
@@ -143,8 +153,10 @@ def test_evicted_slot_serves_base_and_reload_restores(
         expected = references[0](input_ids=prompt).logits
         base = references[-1](input_ids=prompt).logits
     torch.testing.assert_close(model(prompt, mask, torch.tensor([1])), expected, atol=ATOL, rtol=0)
+    assert {m for m, r in model.module_slot_ranks.items() if r[1]} == {"q_proj", "v_proj"}
     model.evict(1)
     assert model.slot_adapters == [None, None]
+    assert all(r == [0, 0] for r in model.module_slot_ranks.values())
     with pytest.raises(ValueError, match="slot 1 holds no adapter"):
         model(prompt, mask, torch.tensor([1]))
     torch.testing.assert_close(model(prompt, mask, torch.tensor([-1])), base, atol=ATOL, rtol=0)
@@ -174,6 +186,11 @@ def test_adapter_on_some_layers_replaces_a_full_one_in_its_slot(
     assert model.lora_layers[(0, "q_proj")].ranks[0] == 0
     assert model.lora_layers[(1, "q_proj")].ranks[0] == 8
     assert model.lora_layers[(1, "k_proj")].ranks[0] == 0
+    # per projection, what a batch on slot 0 runs: q and down at rank 8, nothing else
+    assert {m: r[0] for m, r in model.module_slot_ranks.items() if r[0]} == {
+        "q_proj": 8,
+        "down_proj": 8,
+    }
     for module, (stack_a, stack_b) in model.stacked.items():
         rows = 8 if module in {"q_proj", "down_proj"} else 0
         assert stack_a[0, 0].abs().sum() == 0 and stack_b[0, 0].abs().sum() == 0
