@@ -50,8 +50,8 @@ class Measured:
 
 def _candidates(device: torch.device) -> list[Kernel]:
     kernels: list[Kernel] = ["segments", "gather"]
-    if device.type == "cpu" and BatchedLoraLinear._can_fuse(torch.empty(0)):
-        kernels.append("fused")
+    if BatchedLoraLinear._can_fuse(torch.empty(0, device=device)):
+        kernels.append("fused")  # the C++ op on a CPU, the Triton kernels on CUDA
     return kernels
 
 

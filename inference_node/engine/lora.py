@@ -18,10 +18,10 @@ Three kernels compute the LoRA term:
   prefill. The copies go into scratch buffers every layer reuses (fresh tensors would be new
   pages to fault in on every layer of every step).
 
-- ``fused`` (CPU, serving): one compiled op (``csrc/bgmv.cpp``) that reads each token's
-  adapter rows in place, shrink and expand together: no copies and no per-run ops. Needs the
-  library ``make kernels`` builds (see ``cpu_kernels``); without it, or under autograd, or on
-  CUDA, a layer asked for it runs ``gather``.
+- ``fused`` (serving): one compiled op that reads each token's adapter rows in place, shrink
+  and expand together: no copies and no per-run ops. On a CPU the C++ op ``csrc/bgmv.cpp``
+  (built by ``make kernels``, see ``cpu_kernels``), on CUDA two Triton launches
+  (``triton_lora``). Without them, or under autograd, a layer asked for it runs ``gather``.
 
 ``auto`` (the default) sorts each forward pass into a regime by the batch's shape, ``decode``
 when runs are shorter than ``GATHER_BELOW_TOKENS_PER_RUN`` tokens on average (decode rows on
@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from inference_node.engine.cpu_kernels import fused_lora_available
+from inference_node.engine.triton_lora import triton_available, triton_bgmv_
 
 Kernel = Literal["auto", "segments", "gather", "fused"]
 Regime = Literal["decode", "prefill"]
@@ -220,8 +221,8 @@ class BatchedLoraLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)  # [..., out]
         batch = self.context.batch
-        if batch is None or not batch.segments:
-            return y
+        if batch is None or not batch.segments or batch.rank_of(self.module) == 0:
+            return y  # no adapter of this batch targets this projection
         x2 = x.reshape(-1, self.in_features)  # [tokens, in]
         y2 = y.reshape(-1, self.out_features)  # [tokens, out]
         if x2.shape[0] != batch.indices.shape[0]:
@@ -240,7 +241,11 @@ class BatchedLoraLinear(nn.Module):
 
     @staticmethod
     def _can_fuse(x: torch.Tensor) -> bool:
-        return not x.is_cuda and not torch.is_grad_enabled() and fused_lora_available()
+        """The fused op of the device runs here: the compiled CPU op, or the Triton kernels
+        on CUDA; neither records gradients."""
+        if torch.is_grad_enabled():
+            return False
+        return triton_available() if x.is_cuda else fused_lora_available()
 
     def _fused(self, x: torch.Tensor, y: torch.Tensor, batch: LoraBatch) -> None:
         rank = batch.rank_of(self.module)
@@ -249,7 +254,12 @@ class BatchedLoraLinear(nn.Module):
         if rank == 0:
             return
         # y is the base output's own storage (a contiguous view), updated in place
-        torch.ops.openledger.bgmv_(y, x.contiguous(), self.lora_a, self.lora_b, batch.indices, rank)
+        if x.is_cuda:
+            triton_bgmv_(y, x, self.lora_a, self.lora_b, batch.indices, rank)
+        else:
+            torch.ops.openledger.bgmv_(
+                y, x.contiguous(), self.lora_a, self.lora_b, batch.indices, rank
+            )
 
     def _segments(self, x: torch.Tensor, y: torch.Tensor, batch: LoraBatch) -> None:
         for start, end, slot in batch.segments:
