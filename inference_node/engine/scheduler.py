@@ -45,6 +45,7 @@ from inference_node.engine.requests import (
     TextDelta,
 )
 from inference_node.engine.sampling import SamplingParams, select_tokens
+from inference_node.engine.static_decode import StaticDecoder
 from inference_node.engine.threads import engine_torch_threads
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,11 @@ class Scheduler:
         stop_token_ids: Iterable[int] = (),
         max_model_len: int | None = None,
         torch_threads: int | None = None,
+        cuda_graphs: bool = True,
     ) -> None:
         """``torch_threads``: the loop thread's torch threads (default: every core, see
-        ``threads.py``; the main thread of a serving process should stay serial)."""
+        ``threads.py``; the main thread of a serving process should stay serial);
+        ``cuda_graphs``: on CUDA, decode steps replay CUDA graphs (``static_decode.py``)."""
         if max_batch <= 0 or max_prefill_tokens <= 0:
             raise ValueError(f"max_batch={max_batch}, max_prefill_tokens={max_prefill_tokens}")
         if pool is not None and pool.model is not model:
@@ -123,6 +126,8 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.torch_threads = torch_threads or engine_torch_threads()
+        self.cuda_graphs = cuda_graphs
+        self._static: StaticDecoder | None = None  # made at the first CUDA decode step
 
     # ------------------------------------------------------------------ public
 
@@ -314,9 +319,25 @@ class Scheduler:
         ones = self._mask.new_ones(len(rows), 1)
         self._mask = torch.cat([self._mask, ones], dim=-1)  # [rows, length + 1]
         slots = torch.tensor([row.slot for row in rows])  # [rows]
-        logits = self.model(ids, self._mask, slots, cache=self._cache, logits_to_keep=1)[:, -1]
+        static = self.device.type == "cuda" and self.cuda_graphs
+        logits = self._static_decode(ids[:, 0], slots) if static else None
+        if logits is None:
+            logits = self.model(ids, self._mask, slots, cache=self._cache, logits_to_keep=1)[:, -1]
         self._counts["steps"] += 1
         self._advance(range(len(rows)), logits)
+
+    def _static_decode(self, ids: torch.Tensor, slots: torch.Tensor) -> torch.Tensor | None:
+        """The decode step on static shapes, replayed from CUDA graphs: logits ``[rows, vocab]``
+        of ``ids [rows]``; writes the cache's next column and advances it, as the model does.
+        None (and the model's own step from then on) for a model it does not support."""
+        if self._static is None or self._static.cache is not self._cache:  # new after a failure
+            try:
+                self._static = StaticDecoder(self.model, self._cache)
+            except ValueError as exc:
+                log.warning("no CUDA graphs for the decode step: %s", exc)
+                self.cuda_graphs = False
+                return None
+        return self._static.decode(ids, self._mask, slots)
 
     def _advance(self, indices: range, logits: torch.Tensor) -> None:
         """Samples the next token of rows ``indices`` from ``logits: [len(indices), vocab]``."""
