@@ -9,8 +9,9 @@ CPU freezing pass emits) runs SmolLM2's projections 2.3-2.5x faster at 1 to 800 
 
 Whether it wins is measured, not assumed (:func:`calibrate_base_matmul`, run at start-up with
 the LoRA kernels' calibration): every projection of the model, in order, with a decode batch
-on each path. The packed copy costs one more copy of the projection weights in memory; a
-model that loses the measurement keeps none.
+on each path. When the packed path wins, the plain weights that nothing else reads are
+released (the packed copy converts back exactly, ``to_dense``, for the rare plain call): the
+engine holds one copy of the model, not two. A tied LM head keeps its weight (the embedding).
 """
 
 from __future__ import annotations
@@ -51,9 +52,14 @@ class BaseLinear(nn.Module):
         self.linear = linear
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.packed: torch.Tensor | None = None
+        self.released = False  # the plain weight's storage is freed; ``packed`` holds it
 
     @property
-    def weight(self) -> torch.Tensor:  # what code reading ``module.weight`` expects
+    def weight(self) -> torch.Tensor:
+        """What code reading ``module.weight`` expects (a dense copy once released)."""
+        if self.released:
+            assert self.packed is not None
+            return self.packed.to_dense()
         return self.linear.weight
 
     @property
@@ -62,22 +68,44 @@ class BaseLinear(nn.Module):
 
     @torch.no_grad()
     def pack(self, rows_hint: int = ROWS_HINT) -> None:
-        weight = self.linear.weight
+        weight = self.weight
         if weight.device.type != "cpu":
             raise ValueError(f"oneDNN packing is for CPU weights, this one is on {weight.device}")
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows_hint)
 
+    @torch.no_grad()
+    def release(self) -> int:
+        """Frees the plain weight (packed only); the bytes freed. Only for a weight nothing
+        else holds: a tied LM head's is the embedding matrix."""
+        if self.packed is None:
+            raise ValueError("release needs a packed weight: pack() first")
+        if self.released:
+            return 0
+        freed = self.linear.weight.nbytes
+        with torch.inference_mode(False):  # a normal tensor, usable outside inference mode
+            self.linear.weight.data = torch.empty(0, dtype=self.packed.dtype)
+        self.released = True
+        return freed
+
+    @torch.no_grad()
     def unpack(self) -> None:
+        """Back to ``F.linear`` on the plain weight (restored exactly if it was released)."""
+        if self.released:
+            assert self.packed is not None
+            with torch.inference_mode(False):  # as release: a tensor autograd may use later
+                self.linear.weight.data = self.packed.to_dense()
+            self.released = False
         self.packed = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         packed = self.packed
         if packed is None or x.dtype != packed.dtype or x.is_cuda or torch.is_grad_enabled():
-            return functional.linear(x, self.linear.weight, self.linear.bias)
+            return functional.linear(x, self.weight, self.linear.bias)
         return torch.ops.mkldnn._linear_pointwise(x, packed, self.linear.bias, "none", [], "")
 
     def extra_repr(self) -> str:
-        return f"{self.in_features}, {self.out_features}, packed={self.packed is not None}"
+        state = "released" if self.released else self.packed is not None
+        return f"{self.in_features}, {self.out_features}, packed={state}"
 
 
 def wrap_base_linears(model: nn.Module) -> list[BaseLinear]:
@@ -129,11 +157,13 @@ def _time_all(linears: list[BaseLinear], inputs: list[torch.Tensor], repeats: in
 
 @torch.inference_mode()
 def calibrate_base_matmul(
-    linears: list[BaseLinear], rows: int, repeats: int = 3
+    linears: list[BaseLinear], rows: int, repeats: int = 3, keep: frozenset[int] = frozenset()
 ) -> BaseMeasured | None:
     """Times every projection once per path with ``rows`` tokens (each weight read from
-    memory, as in a forward) and keeps the faster: packed copies stay only if oneDNN wins.
-    None when there is nothing to choose (not a CPU, or no oneDNN)."""
+    memory, as in a forward) and keeps the faster: packed copies stay only if oneDNN wins,
+    and then the plain weights are released, except those whose ``id`` is in ``keep``
+    (shared with another module). None when there is nothing to choose (not a CPU, or no
+    oneDNN)."""
     if not linears or linears[0].linear.weight.device.type != "cpu" or not onednn_available():
         return None
     inputs = list(_inputs(linears, rows))
@@ -144,15 +174,17 @@ def calibrate_base_matmul(
         linear.pack(rows)
     seconds["onednn"] = _time_all(linears, inputs, repeats)
     measured = BaseMeasured(seconds, rows)
-    if measured.best == "torch":
-        for linear in linears:
+    freed = 0
+    for linear in linears:
+        if measured.best == "torch":
             linear.unpack()
-    packed_bytes = sum(lin.linear.weight.nbytes for lin in linears)
+        elif id(linear.linear.weight) not in keep:
+            freed += linear.release()
     log.info(
         "base projections, %d rows: %s -> %s%s",
         rows,
         ", ".join(f"{k} {s * 1e3:.1f} ms" for k, s in seconds.items()),
         measured.best,
-        f" (packed weights: {packed_bytes / 2**20:.0f} MiB)" if measured.best == "onednn" else "",
+        f" (plain weights released: {freed / 2**20:.0f} MiB)" if freed else "",
     )
     return measured

@@ -129,7 +129,9 @@ class MultiLoraModel(nn.Module):
     def calibrate_base_matmul(self, rows: int) -> BaseMeasured | None:
         """Measures whether the base projections run faster oneDNN-prepacked (CPU) for
         batches of ``rows`` tokens and keeps the faster path; None off a CPU."""
-        self.base_matmul = calibrate_base_matmul(self.base_linears, rows)
+        # the embedding matrix stays whole (a tied LM head multiplies by it too)
+        keep = frozenset(id(p) for p in self.model.get_input_embeddings().parameters())
+        self.base_matmul = calibrate_base_matmul(self.base_linears, rows, keep=keep)
         return self.base_matmul
 
     def _check_slot(self, slot: int) -> None:

@@ -57,6 +57,31 @@ def test_packed_copy_is_a_snapshot_and_autograd_uses_the_weight() -> None:
     torch.testing.assert_close(fresh, 2 * stale, atol=1e-5, rtol=1e-5)
 
 
+def test_released_weight_serves_packed_and_comes_back_exactly() -> None:
+    plain = linear(64, 48, bias=True)
+    original = plain.weight.detach().clone()
+    packed = BaseLinear(plain)
+    with pytest.raises(ValueError, match="pack\\(\\) first"):
+        packed.release()
+    x = torch.randn(5, 64)
+    with torch.inference_mode():
+        packed.pack()
+        expected = packed(x)
+        assert packed.release() == original.nbytes
+        assert packed.release() == 0  # once
+    assert plain.weight.numel() == 0  # the plain copy's memory is gone
+    assert torch.equal(packed.weight, original)  # readers get a dense copy
+    with torch.inference_mode():
+        assert torch.equal(packed(x), expected)
+    y = packed(x.requires_grad_())  # autograd: F.linear on a dense copy
+    torch.testing.assert_close(y, expected, atol=2e-5, rtol=1e-5)
+    with torch.inference_mode():
+        packed.unpack()
+    assert torch.equal(plain.weight, original) and not packed.released
+    plain.weight.sum().backward()  # a normal tensor again, not an inference one
+    assert plain.weight.grad is not None
+
+
 def test_unpacked_or_other_dtype_runs_f_linear() -> None:
     plain = linear(16, 8, bias=True)
     packed = BaseLinear(plain)
@@ -100,6 +125,10 @@ def test_calibration_keeps_the_faster_path_and_the_model_still_agrees(base_folde
     assert all(s > 0 for s in measured.seconds.values())
     packed = {lin.packed is not None for lin in model.base_linears}
     assert packed == {measured.best == "onednn"}
+    if measured.best == "onednn":  # one copy of the model: the plain weights are released
+        assert all(lin.released for lin in model.base_linears if lin is not model.model.lm_head)
+    embedding = model.model.get_input_embeddings().weight
+    assert embedding.numel() > 0  # whole, whatever the head shares with it
     after = model(ids, mask, torch.tensor([-1, -1]))
     torch.testing.assert_close(after, before, atol=1e-4, rtol=0)
 
