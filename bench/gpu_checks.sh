@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The GPU checks, run on a lent GPU machine by the `device` tool (no network there):
-#   the CUDA tests (tests/engine/test_cuda.py, tests/modelfactory/cuda/), bench/training.py's
-#   throughput part and bench/serving.py on CUDA.
+#   the CUDA tests (tests/engine/test_cuda.py, test_triton_lora.py: the Triton LoRA kernels
+#   compiled and under Triton's interpreter, test_static_decode.py: the CUDA-graph decode step,
+#   tests/modelfactory/cuda/), bench/training.py's throughput part and bench/serving.py on CUDA
+#   (with its 100-request wide phase and issue 17's H100 targets).
 # Needs, carried beside the working tree: .whl/ (the wheels of the pinned packages the
 # machine lacks: transformers 4.57.6, tokenizers, huggingface_hub, peft, the pydantic stack,
 # trl, datasets, dill, multiprocess, and eth-utils/eth-abi and their pure-Python needs, which
 # the Datanet manifest code imports) and .gpu/SmolLM2-135M-Instruct/ (config and tokenizer; the
 # checkpoint exceeds the 64 MiB transfer, so the benchmarks run SmolLM2's architecture with
-# seeded random weights).
+# seeded random weights). Triton needs no wheel: it ships with the machine's CUDA torch. The
+# node's fused CPU LoRA kernel (which test_triton_lora.py's interpreter run compares with) is
+# compiled there first, with the machine's g++ and ninja.
 # CHECKS picks the parts (default "tests training serving"). Results land in $OUT:
 #   gpu.txt, cuda-tests.log, training-cuda.json + training.log, serving-cuda.json + bench.log.
 set -uo pipefail
@@ -22,9 +26,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__)" | tee -a "$OUT/gpu.txt"
 status=0
 if [[ " $CHECKS " == *" tests "* ]]; then
-  # each folder alone: the suite's top-level conftest needs the chain's packages
-  python3 -m pytest -q --confcutdir=tests/engine tests/engine/test_cuda.py \
+  python3 -c 'from inference_node.engine.cpu_kernels import main; main()' \
     2>&1 | tee "$OUT/cuda-tests.log" || status=1
+  # each folder alone: the suite's top-level conftest needs the chain's packages (the
+  # variable passes the cut to the pytest that test_triton_lora.py starts for the interpreter)
+  PYTEST_ADDOPTS=--confcutdir=tests/engine \
+    python3 -m pytest -q --confcutdir=tests/engine tests/engine/test_cuda.py \
+      tests/engine/test_triton_lora.py tests/engine/test_static_decode.py \
+      2>&1 | tee -a "$OUT/cuda-tests.log" || status=1
   python3 -m pytest -q --confcutdir=tests/modelfactory/cuda tests/modelfactory/cuda \
     2>&1 | tee -a "$OUT/cuda-tests.log" || status=1
 fi

@@ -11,6 +11,10 @@ requests and adapters in the same run, so every ratio compares numbers of one ru
    scaled to all 32), and the plain base model's ``generate``. The engine's runs are
    interleaved in rounds; no adapter and 32 distinct report the median of 3, the others 1
    (to keep the run near 15 minutes on 2 cores).
+   Wide (by default on CUDA only, on a CPU with ``--wide``: it is slow there): 100 concurrent
+   requests (the 32 prompts cycled) on a second engine whose slots and max batch are 100, with
+   no adapter and with 100 distinct adapters (request i on adapter i: the 32 above and 68
+   more), interleaved, the median of the same runs, calibrated as a node calibrates.
 2. Cold load: ``pool.acquire`` of an adapter that is registered and whose archive is in the
    local content store but was never loaded, at 1/10/100/1000 adapters resident in the CPU tier
    (every device slot taken from 32 on, so a slot is reused), with the stages timed from outside
@@ -73,7 +77,7 @@ from serving_setup import (
     contention_probe_ms,
     prompts_of,
 )
-from serving_throughput import agreement, measure_engine, measure_peft
+from serving_throughput import agreement, measure_engine, measure_peft, measure_wide
 from transformers import AutoTokenizer
 
 from backend.models.base_models import ensure_smollm2
@@ -86,6 +90,11 @@ from inference_node.server.settings import NodeSettings
 TARGET_LORA_VS_BASE = 0.9  # engine 32 distinct / engine no adapter
 TARGET_BASE_VS_HF = 1.2  # engine no adapter / HF generate
 TARGET_VS_PEFT = 2.5  # engine 32 distinct / PEFT mixed batch 32 distinct
+# issue 17's H100 targets (CUDA): a fast base path, and adapters still cheap at 100 in a batch
+TARGET_GPU_BASE_TOK_S = 5_000.0  # engine no adapter, tokens per second
+# TARGET_LORA_VS_BASE holds on CUDA too
+TARGET_WIDE_LORA_VS_BASE = 0.85  # engine 100 distinct / engine no adapter, 100 requests
+WIDE_REQUESTS = 100
 TARGET_COLD_P50_MS = 20.0
 TARGET_COLD_FLATNESS = 1.5  # p50 at the most resident / p50 at the fewest
 TARGET_MEMORY_TOLERANCE = 0.10
@@ -99,8 +108,14 @@ QUICK = Plan(1, 1, 4, 1, (1, 10, 50), 5, 20, (1, 10), 1, 4)
 
 
 def targets_of(
-    engine: dict[str, dict[str, Any]], peft: dict[str, Any], cold: dict[str, Any]
+    engine: dict[str, dict[str, Any]],
+    peft: dict[str, Any],
+    cold: dict[str, Any],
+    wide: dict[str, Any] | None,
+    device_kind: str,
 ) -> list[dict[str, Any]]:
+    """The targets of ``device_kind``'s run: on CUDA issue 17's H100 targets, elsewhere its
+    CPU ones; the wide ratio wherever the wide phase ran; cold load and memory on both."""
     none = engine["no adapter"]["tokens_per_s"]
     distinct = engine["32 distinct"]["tokens_per_s"]
     kernel = engine["32 distinct"]["kernel"]
@@ -110,18 +125,39 @@ def targets_of(
     first, last = levels[min(levels)]["p50_ms"], levels[max(levels)]["p50_ms"]
     worst_p50 = max(level["p50_ms"] for level in levels.values())
     memory = cold["memory"]["points"][-1]["ratio_to_num_bytes"]
+    lora_vs_base = at_least(
+        f"engine 32 distinct / engine no adapter ({kernel} kernel)",
+        distinct / none,
+        TARGET_LORA_VS_BASE,
+    )
+    if device_kind == "cuda":
+        targets = [
+            at_least("engine no adapter tok/s (H100 target)", none, TARGET_GPU_BASE_TOK_S),
+            lora_vs_base,
+        ]
+    else:
+        targets = [
+            lora_vs_base,
+            at_least("engine no adapter / HF generate", none / hf, TARGET_BASE_VS_HF),
+            at_least(
+                f"engine 32 distinct ({kernel} kernel) / PEFT mixed batch 32 distinct",
+                distinct / peft_mixed,
+                TARGET_VS_PEFT,
+            ),
+        ]
+    if wide is not None:
+        n = wide["requests"]
+        wide_distinct = wide[f"{n} distinct"]
+        targets.append(
+            at_least(
+                f"engine {n} distinct / engine no adapter, {n} requests "
+                f"({wide_distinct['kernel']} kernel)",
+                wide_distinct["tokens_per_s"] / wide["no adapter"]["tokens_per_s"],
+                TARGET_WIDE_LORA_VS_BASE,
+            )
+        )
     return [
-        at_least(
-            f"engine 32 distinct / engine no adapter ({kernel} kernel)",
-            distinct / none,
-            TARGET_LORA_VS_BASE,
-        ),
-        at_least("engine no adapter / HF generate", none / hf, TARGET_BASE_VS_HF),
-        at_least(
-            f"engine 32 distinct ({kernel} kernel) / PEFT mixed batch 32 distinct",
-            distinct / peft_mixed,
-            TARGET_VS_PEFT,
-        ),
+        *targets,
         at_most("cold load p50, worst level (ms)", worst_p50, TARGET_COLD_P50_MS),
         at_most(
             f"cold load p50 at {max(levels)} / at {min(levels)} resident",
@@ -158,6 +194,27 @@ def print_report(result: dict[str, Any]) -> None:
     headers = ["system", "configuration", "kernel", "tok/s", "seconds", "x engine no adapter",
                "prefills", "decode steps"]  # fmt: skip
     print(table(headers, rows))
+    wide = result.get("wide")
+    if wide is not None:
+        n, wide_none = wide["requests"], wide["no adapter"]["tokens_per_s"]
+        print(
+            f"\nwide: {n} requests x {setup['new_tokens']} new tokens on an engine with "
+            f"{wide['engine']['slots']} slots and max batch {wide['engine']['max_batch']}, "
+            f"median of {setup['runs']} runs"
+        )
+        print(
+            table(
+                ["configuration", "kernel", "tok/s", "seconds", "runs s",
+                 "x wide no adapter", "prefills", "decode steps"],
+                [
+                    [name, r["kernel"], r["tokens_per_s"], r["median_s"],
+                     " ".join(str(s) for s in r["runs_s"]),
+                     f"{r['tokens_per_s'] / wide_none:.2f}", r["prefills"], r["decode_steps"]]
+                    for name, r in wide.items()
+                    if isinstance(r, dict) and "tokens_per_s" in r
+                ],
+            )
+        )  # fmt: skip
     print("\ngreedy agreement:", json.dumps(result["agreement"]))
     print("\ncold load (registered, archive in the local store -> servable in a slot):")
     print(
@@ -207,10 +264,25 @@ def strip_tokens(section: dict[str, dict[str, Any]]) -> None:
         entry.pop("tokens", None)
 
 
-def agreements(engine: dict[str, Any], hf: dict[str, Any]) -> dict[str, Any]:
-    """How far the engine's greedy tokens agree with the baselines' on the same requests."""
+def agreements(
+    engine: dict[str, Any], hf: dict[str, Any], wide: dict[str, Any] | None
+) -> dict[str, Any]:
+    """How far the engine's greedy tokens agree with the baselines' on the same requests (and
+    the wide engine's first 32 requests, the same prompts and adapters, with the engine's)."""
     alone = hf["PEFT one by one, 32 distinct"]
-    return {
+    if wide is not None:
+        n, k = wide["requests"], len(engine["no adapter"]["tokens"])
+        extra = {
+            f"wide no adapter (first {k} of {n}) vs engine no adapter": agreement(
+                wide["no adapter"]["tokens"][:k], engine["no adapter"]["tokens"]
+            ),
+            f"wide {n} distinct (first {k}) vs engine 32 distinct": agreement(
+                wide[f"{n} distinct"]["tokens"][:k], engine["32 distinct"]["tokens"]
+            ),
+        }
+    else:
+        extra = {}
+    return extra | {
         "engine no adapter vs HF generate": agreement(
             engine["no adapter"]["tokens"], hf["HF generate, base model"]["tokens"]
         ),
@@ -242,6 +314,11 @@ def main() -> int:
         "--random-weights",
         action="store_true",
         help="the base's architecture with random weights (where its checkpoint cannot be)",
+    )
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help=f"on a CPU too, the {WIDE_REQUESTS}-request phase (always run on CUDA; slow on a CPU)",
     )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -284,13 +361,26 @@ def run(args: argparse.Namespace) -> int:
         )
         with phase("engine throughput", phases, contention_probe_ms):
             engine = measure_engine(model, tokenizer, prompts, folders, work, plan, settings)
+        wide = None
+        if device_kind == "cuda" or args.wide:
+            more = range(REQUESTS, WIDE_REQUESTS)  # seeds no other adapter here has
+            wide_folders = folders + [factory.write(work / "adapters" / f"a{i}", i) for i in more]
+            with phase("wide throughput", phases, contention_probe_ms):
+                wide = measure_wide(
+                    base_dir, args.device, dtype, tokenizer, prompts, wide_folders, work, plan,
+                    settings,
+                )  # fmt: skip
         with phase("PEFT baselines", phases, contention_probe_ms):
             peft = measure_peft(base_dir, prompts, folders, pad_id, plan, args.device, dtype)
         with phase("cold load and memory", phases, contention_probe_ms):
             cold = measure_cold(model, factory, work, plan)
-    agree = agreements(engine, peft["throughput"])
+    agree = agreements(engine, peft["throughput"], wide)
     strip_tokens(engine)
     strip_tokens(peft["throughput"])
+    if wide is not None:
+        for entry in wide.values():
+            if isinstance(entry, dict):
+                entry.pop("tokens", None)
     lengths = [len(p) for p in prompts]
     result = {
         "quick": args.quick,
@@ -324,7 +414,9 @@ def run(args: argparse.Namespace) -> int:
         "agreement": agree,
         "cold_load": cold,
     }
-    result["targets"] = targets_of(engine, peft, cold)
+    if wide is not None:
+        result["wide"] = wide
+    result["targets"] = targets_of(engine, peft, cold, wide, device_kind)
     result["phases"] = phases
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     return finish(result, out, print_report, **accelerator(args.device))

@@ -103,41 +103,41 @@ def engine_configs(n: int, plan: Plan, default: Kernel) -> dict[str, EngineConfi
     return configs
 
 
-def measure_engine(
+def calibrate(model: MultiLoraModel, rows: int) -> dict[str, Any]:
+    """What the node does at start-up: measure the base projections' path and which kernel
+    ``auto`` runs in each regime here, for batches of ``rows``; what each measured."""
+    base = model.calibrate_base_matmul(rows)
+    return {
+        "base_matmul": base
+        and {"chosen": base.best, "ms": {k: round(s * 1e3, 2) for k, s in base.seconds.items()}},
+        "kernel_choice": {
+            m.regime: {
+                "chosen": m.best,
+                "ms": {k: round(s * 1e3, 4) for k, s in m.seconds.items()},
+            }
+            for m in model.calibrate_kernels(rows)
+        },
+    }
+
+
+Run = tuple[float, list[list[int]], int, int]  # engine_once's answer
+
+
+def interleaved(
     model: MultiLoraModel,
-    tokenizer: PreTrainedTokenizerBase,
+    scheduler: Scheduler,
     prompts: list[list[int]],
-    folders: list[Path],
-    work: Path,
+    configs: dict[str, EngineConfig],
     plan: Plan,
-    settings: dict[str, Any],
-) -> dict[str, dict[str, Any]]:
-    """Every configuration on one scheduler, runs interleaved in rounds so that a slow spell
-    of the machine hits all configurations alike instead of one of them."""
-    store = DirectoryStore(work / "store-serving")
-    pool = AdapterPool(model, store, work / "cache-serving", settings["cpu_cache_bytes"])
-    for i, folder in enumerate(folders):
-        pool.register(f"a{i}", put_adapter(store, folder))
-    default: Kernel = next(iter(model.lora_layers.values())).kernel
-    # what the node does at start-up: measure the base projections' path and which kernel
-    # `auto` runs in each regime here
-    base = model.calibrate_base_matmul(settings["max_batch"])
-    settings["base_matmul"] = base and {
-        "chosen": base.best,
-        "ms": {k: round(s * 1e3, 2) for k, s in base.seconds.items()},
-    }
-    settings["kernel_choice"] = {
-        m.regime: {"chosen": m.best, "ms": {k: round(s * 1e3, 4) for k, s in m.seconds.items()}}
-        for m in model.calibrate_kernels(settings["max_batch"])
-    }
-    configs = engine_configs(len(prompts), plan, default)
-    runs: dict[str, list[tuple[float, list[list[int]], int, int]]] = {name: [] for name in configs}
-    scheduler = Scheduler(
-        model, NoStopTokenizer(tokenizer), pool, max_batch=settings["max_batch"]
-    ).start()
+) -> dict[str, list[Run]]:
+    """Every configuration's timed runs, interleaved in rounds so that a slow spell of the
+    machine hits all configurations alike instead of one of them (each adapter mix is run
+    once untimed first: that loads its adapters into their slots)."""
+    default = next(iter(model.lora_layers.values())).kernel
+    runs: dict[str, list[Run]] = {name: [] for name in configs}
     try:
         warmed: list[list[str | None]] = []
-        for config in configs.values():  # loads every adapter into its slot before timing
+        for config in configs.values():
             if config.adapters not in warmed:
                 engine_once(scheduler, prompts, config.adapters, plan.warmup_tokens)
                 warmed.append(config.adapters)
@@ -150,8 +150,14 @@ def measure_engine(
                     )
                     log.info("engine %s, run %d: %.1f s", name, round_ + 1, runs[name][-1][0])
     finally:
-        scheduler.close()
         model.set_kernel(default)
+    return runs
+
+
+def summary(
+    configs: dict[str, EngineConfig], runs: dict[str, list[Run]], requests: int, plan: Plan
+) -> dict[str, dict[str, Any]]:
+    """Each configuration's median rate over its runs, with its first run's tokens."""
     results = {}
     for name, config in configs.items():
         seconds = [r[0] for r in runs[name]]
@@ -159,7 +165,7 @@ def measure_engine(
         results[name] = {
             "kernel": config.kernel,
             "distinct_adapters": len({a for a in config.adapters if a is not None}),
-            "tokens_per_s": round(len(prompts) * plan.new_tokens / median, 1),
+            "tokens_per_s": round(requests * plan.new_tokens / median, 1),
             "median_s": round(median, 3),
             "runs_s": [round(s, 3) for s in seconds],
             "prefills": runs[name][0][2],
@@ -167,6 +173,84 @@ def measure_engine(
             "tokens": runs[name][0][1],
         }
     return results
+
+
+def registered_pool(
+    model: MultiLoraModel, folders: list[Path], work: Path, cache_bytes: int
+) -> AdapterPool:
+    """A pool over its own content store with adapter ``a{i}`` registered from folder i."""
+    store = DirectoryStore(work / "store")
+    pool = AdapterPool(model, store, work / "cache", cache_bytes)
+    for i, folder in enumerate(folders):
+        pool.register(f"a{i}", put_adapter(store, folder))
+    return pool
+
+
+def measure_engine(
+    model: MultiLoraModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[int]],
+    folders: list[Path],
+    work: Path,
+    plan: Plan,
+    settings: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Every configuration on one scheduler with the node's settings (``settings`` gets the
+    start-up calibration's measurements)."""
+    pool = registered_pool(model, folders, work / "serving", settings["cpu_cache_bytes"])
+    default: Kernel = next(iter(model.lora_layers.values())).kernel
+    settings.update(calibrate(model, settings["max_batch"]))
+    configs = engine_configs(len(prompts), plan, default)
+    scheduler = Scheduler(
+        model, NoStopTokenizer(tokenizer), pool, max_batch=settings["max_batch"]
+    ).start()
+    try:
+        runs = interleaved(model, scheduler, prompts, configs, plan)
+    finally:
+        scheduler.close()
+    return summary(configs, runs, len(prompts), plan)
+
+
+def measure_wide(
+    base_dir: Path,
+    device: str,
+    dtype: torch.dtype,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[int]],
+    folders: list[Path],
+    work: Path,
+    plan: Plan,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """``len(folders)`` concurrent requests (the prompts cycled) with no adapter and each on
+    its own adapter, on a second engine whose slots and max batch are that many (the node's
+    other settings), calibrated as the node does; the model is freed before returning."""
+    n = len(folders)
+    requests = [prompts[i % len(prompts)] for i in range(n)]
+    model = MultiLoraModel.from_pretrained(
+        base_dir, slots=n, max_rank=settings["max_rank"], dtype=dtype, device=device
+    )
+    pool = registered_pool(model, folders, work / "wide", settings["cpu_cache_bytes"])
+    default: Kernel = next(iter(model.lora_layers.values())).kernel
+    calibration = calibrate(model, n)
+    configs = {
+        "no adapter": EngineConfig([None] * n, default, plan.runs),
+        f"{n} distinct": EngineConfig([f"a{i}" for i in range(n)], default, plan.runs),
+    }
+    scheduler = Scheduler(model, NoStopTokenizer(tokenizer), pool, max_batch=n).start()
+    try:
+        runs = interleaved(model, scheduler, requests, configs, plan)
+    finally:
+        scheduler.close()
+        del scheduler, pool, model
+        gc.collect()
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
+    return {
+        "requests": n,
+        "engine": {"slots": n, "max_batch": n, **calibration},
+        **summary(configs, runs, n, plan),
+    }
 
 
 # ---------------------------------------------------------------------------- PEFT baselines
