@@ -77,13 +77,19 @@ from serving_setup import (
     contention_probe_ms,
     prompts_of,
 )
-from serving_throughput import agreement, measure_engine, measure_peft, measure_wide
+from serving_throughput import (
+    agreement,
+    engine_scheduler,
+    measure_engine,
+    measure_peft,
+    measure_wide,
+)
 from transformers import AutoTokenizer
 
 from backend.models.base_models import ensure_smollm2
 from backend.protocol.deployments import PROJECT_ROOT
 from inference_node.engine import MultiLoraModel
-from inference_node.engine.threads import run_in_torch_thread, serial_main_thread
+from inference_node.engine.threads import serial_main_thread
 from inference_node.server.settings import NodeSettings
 
 # issue 17's targets (CPU): many adapters cost almost nothing, the base path beats HF's
@@ -322,10 +328,11 @@ def main() -> int:
     )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    # as a node does: the main thread stays serial and torch's threads work in other threads
-    # (the engine's scheduler, and here the baselines' thread), see engine/threads.py
+    # as a node does: the main thread stays serial and the engine's thread runs every
+    # multi-threaded torch op (the baselines and calibrations through Scheduler.call): one
+    # OpenMP pool in the process, see engine/threads.py
     serial_main_thread()
-    return run_in_torch_thread(lambda: run(args), name="bench")
+    return run(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -359,8 +366,18 @@ def run(args: argparse.Namespace) -> int:
             dtype=dtype,
             device=args.device,
         )
-        with phase("engine throughput", phases, contention_probe_ms):
-            engine = measure_engine(model, tokenizer, prompts, folders, work, plan, settings)
+        scheduler = engine_scheduler(model, tokenizer, folders, work, settings).start()
+        try:
+            with phase("engine throughput", phases, contention_probe_ms):
+                engine = measure_engine(scheduler, prompts, plan, settings)
+            with phase("PEFT baselines", phases, contention_probe_ms):
+                peft = scheduler.call(
+                    lambda: measure_peft(
+                        base_dir, prompts, folders, pad_id, plan, args.device, dtype
+                    )
+                )
+        finally:
+            scheduler.close()
         wide = None
         if device_kind == "cuda" or args.wide:
             more = range(REQUESTS, WIDE_REQUESTS)  # seeds no other adapter here has
@@ -370,8 +387,6 @@ def run(args: argparse.Namespace) -> int:
                     base_dir, args.device, dtype, tokenizer, prompts, wide_folders, work, plan,
                     settings,
                 )  # fmt: skip
-        with phase("PEFT baselines", phases, contention_probe_ms):
-            peft = measure_peft(base_dir, prompts, folders, pad_id, plan, args.device, dtype)
         with phase("cold load and memory", phases, contention_probe_ms):
             cold = measure_cold(model, factory, work, plan)
     agree = agreements(engine, peft["throughput"], wide)

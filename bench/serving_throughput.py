@@ -186,28 +186,29 @@ def registered_pool(
     return pool
 
 
-def measure_engine(
+def engine_scheduler(
     model: MultiLoraModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: list[list[int]],
     folders: list[Path],
     work: Path,
-    plan: Plan,
     settings: dict[str, Any],
-) -> dict[str, dict[str, Any]]:
-    """Every configuration on one scheduler with the node's settings (``settings`` gets the
-    start-up calibration's measurements)."""
+) -> Scheduler:
+    """The engine as the node runs it (started): the bench's one multi-threaded torch thread,
+    which the PEFT baselines borrow too (``Scheduler.call``, engine/threads.py)."""
     pool = registered_pool(model, folders, work / "serving", settings["cpu_cache_bytes"])
+    return Scheduler(model, NoStopTokenizer(tokenizer), pool, max_batch=settings["max_batch"])
+
+
+def measure_engine(
+    scheduler: Scheduler, prompts: list[list[int]], plan: Plan, settings: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Every configuration on ``scheduler`` with the node's settings (``settings`` gets the
+    start-up calibration's measurements, taken on the engine's thread as the node does)."""
+    model = scheduler.model
     default: Kernel = next(iter(model.lora_layers.values())).kernel
-    settings.update(calibrate(model, settings["max_batch"]))
+    settings.update(scheduler.call(lambda: calibrate(model, settings["max_batch"])))
     configs = engine_configs(len(prompts), plan, default)
-    scheduler = Scheduler(
-        model, NoStopTokenizer(tokenizer), pool, max_batch=settings["max_batch"]
-    ).start()
-    try:
-        runs = interleaved(model, scheduler, prompts, configs, plan)
-    finally:
-        scheduler.close()
+    runs = interleaved(model, scheduler, prompts, configs, plan)
     return summary(configs, runs, len(prompts), plan)
 
 
@@ -232,13 +233,13 @@ def measure_wide(
     )
     pool = registered_pool(model, folders, work / "wide", settings["cpu_cache_bytes"])
     default: Kernel = next(iter(model.lora_layers.values())).kernel
-    calibration = calibrate(model, n)
     configs = {
         "no adapter": EngineConfig([None] * n, default, plan.runs),
         f"{n} distinct": EngineConfig([f"a{i}" for i in range(n)], default, plan.runs),
     }
     scheduler = Scheduler(model, NoStopTokenizer(tokenizer), pool, max_batch=n).start()
     try:
+        calibration = scheduler.call(lambda m=model: calibrate(m, n))
         runs = interleaved(model, scheduler, requests, configs, plan)
     finally:
         scheduler.close()

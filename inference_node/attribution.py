@@ -25,6 +25,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from backend.attribution.attributor import AttributionError, Attributor
 from backend.protocol.web3_protocol import Web3Protocol
@@ -56,6 +59,9 @@ class NodeAttribution:
         self._gradients = threading.Lock()  # one sketching pass at a time (worker, redeemer)
         self._attributors: dict[tuple[int, int], Attributor | None] = {}
         self._retry_at: dict[tuple[int, int], float] = {}
+        # where the sketches' torch work runs: the node sets the engine's thread (the process's
+        # one multi-threaded torch thread, engine/threads.py), a sketch at a time between steps
+        self.run_torch: Callable[[Callable[[], Any]], Any] = lambda fn: fn()
 
     def attributor(self, model_id: int, version: int) -> Attributor | None:
         """The version's attributor; None when it has no index or cannot be built now."""
@@ -122,8 +128,16 @@ class NodeAttribution:
             if attributor is None:
                 continue
             queries = [(r.attribution.prompt_ids, r.attribution.answer_ids) for r in todo]
+            # a sketch batch per call (the batches ``sketches`` makes anyway: same results),
+            # so that serving waits for one batch at most between two steps
+            step = attributor.index.settings.sketches.batch_size
             with self._gradients:
-                sketches = attributor.sketches(queries)
+                sketches = np.concatenate(
+                    [
+                        self.run_torch(lambda b=queries[i : i + step], a=attributor: a.sketches(b))
+                        for i in range(0, len(queries), step)
+                    ]
+                )
             for row, sketch in zip(todo, sketches, strict=True):
                 a = row.attribution
                 full = attributor.record(a.prompt_ids, a.answer_ids, sketch=sketch)

@@ -25,9 +25,10 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -49,6 +50,7 @@ from inference_node.engine.static_decode import StaticDecoder
 from inference_node.engine.threads import engine_torch_threads
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TRIM_MIN_COLUMNS = 16  # trim the cache's common left padding once it is this wide ...
 TRIM_FRACTION = 4  # ... and at least 1/4 of the cache
@@ -128,6 +130,7 @@ class Scheduler:
         self.torch_threads = torch_threads or engine_torch_threads()
         self.cuda_graphs = cuda_graphs
         self._static: StaticDecoder | None = None  # made at the first CUDA decode step
+        self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()  # see call()
 
     # ------------------------------------------------------------------ public
 
@@ -146,11 +149,30 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        while self._calls:
+            self._calls.popleft()[1].set_exception(RuntimeError("the engine shut down"))
         for handle in [*self._waiting, *(row.handle for row in self._rows)]:
             handle._push(GenerationError("shutdown", "the engine shut down"))
         self._waiting.clear()
         with torch.inference_mode():  # the mask was made under inference mode
             self._release_rows(range(len(self._rows)))
+
+    def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
+        """Runs ``fn`` on the engine's thread, between two steps, and returns its result (or
+        raises its exception here). The process's multi-threaded torch work belongs on that
+        thread (``threads.py``: a second thread running parallel ops makes every small op of
+        the engine wait for a sleeping worker): calibrations, attribution sketches, benchmark
+        baselines. Calls run one per loop iteration, so a queue of them interleaves with
+        decode steps instead of stalling them."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        future: Future[T] = Future()
+        with self._wake:
+            if self._stopping or self._thread is None:
+                raise RuntimeError("the engine is not running")
+            self._calls.append((fn, future))
+            self._wake.notify_all()
+        return future.result(timeout)
 
     def __enter__(self) -> Scheduler:
         return self.start()
@@ -210,9 +232,16 @@ class Scheduler:
         torch.set_num_threads(self.torch_threads)  # per thread (OpenMP): this one does the work
         while True:
             with self._wake:
-                self._wake.wait_for(lambda: self._stopping or self._waiting or self._rows)
+                self._wake.wait_for(
+                    lambda: self._stopping or self._waiting or self._rows or self._calls
+                )
                 if self._stopping:
                     return
+                call = self._calls.popleft() if self._calls else None
+            if call is not None:
+                self._run_call(*call)
+            if not (self._waiting or self._rows):
+                continue
             try:
                 with torch.inference_mode():
                     self._step()
@@ -221,6 +250,15 @@ class Scheduler:
                     "engine step failed; failing the %d running requests", len(self._rows)
                 )
                 self._fail_all(GenerationError("engine", f"engine error: {exc}"))
+
+    @staticmethod
+    def _run_call(fn: Callable[[], Any], future: Future[Any]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # the caller gets it
+            future.set_exception(exc)
 
     def _step(self) -> None:
         self._drop_cancelled()

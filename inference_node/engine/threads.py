@@ -1,24 +1,27 @@
-"""Which thread runs torch's multi-threaded CPU work: the engine's, never the main thread.
+"""Which thread runs torch's multi-threaded CPU work: the engine's, and only it.
 
-Measured on a 2-core CPU (torch 2.13, GNU OpenMP): the same decode forward costs 42 ms per
-step in the scheduler's thread when the main thread never ran a multi-threaded op, and 52-54 ms
-once the main thread had (its OpenMP pool, idle, still costs the other thread's pool ~25%);
-``torch.set_num_threads(1)`` on the main thread afterwards does not undo it. A pool made by any
-other thread (the attribution worker's, a request thread's) costs nothing. So a process that
-serves sets its main thread to one torch thread before its first torch op
-(:func:`serial_main_thread`), and the scheduler's thread takes every core
-(:func:`engine_torch_threads`, set when its loop starts).
+torch's CPU ops run on GNU OpenMP, and every thread that runs a parallel op gets an OpenMP
+pool of its own. Once the process has more OpenMP-managed threads than cores, libgomp stops
+spinning between parallel regions (its "throttled" spin count), so each of the engine's
+hundreds of small ops per decode step waits for a sleeping worker to wake. Measured on a
+2-core CPU: the same decode step costs 42 ms in the scheduler's thread alone, 52-54 ms once the
+main thread had run parallel ops, and a LoRA op that takes 6 us costs 40-70 us when another
+thread had run the model's loading and calibration (32 distinct adapters / no adapter then
+0.88 against 0.95-0.99). ``torch.set_num_threads(1)`` afterwards does not undo a pool.
+
+So a serving process (the node's CLI, the serving bench) makes its main thread serial before
+its first torch op (:func:`serial_main_thread`; threads started after it are serial too), the
+scheduler's thread takes every core
+(:func:`engine_torch_threads`, set when its loop starts), and every other multi-threaded torch
+job runs on the scheduler's thread through ``Scheduler.call``: the calibrations at start-up,
+the attribution sketches, a benchmark's baselines.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import TypeVar
 
 import torch
-
-T = TypeVar("T")
 
 _engine_threads: int | None = None
 
@@ -39,24 +42,3 @@ def engine_torch_threads() -> int:
     """The torch threads of the engine's thread: what the main thread had before
     :func:`serial_main_thread`, or the calling thread's count when it was never called."""
     return _engine_threads if _engine_threads is not None else torch.get_num_threads()
-
-
-def run_in_torch_thread(fn: Callable[[], T], name: str = "torch") -> T:
-    """Runs ``fn`` in a fresh thread with :func:`engine_torch_threads` torch threads and
-    returns its result (or raises its exception): the main thread stays serial while a
-    benchmark's baselines get every core, as the engine does."""
-    box: dict[str, object] = {}
-
-    def target() -> None:
-        torch.set_num_threads(engine_torch_threads())
-        try:
-            box["result"] = fn()
-        except BaseException as exc:  # re-raised in the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name=name)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["result"]  # type: ignore[return-value]

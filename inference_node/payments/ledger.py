@@ -336,4 +336,3 @@ class Ledger(DurableSQLite):
         else:
             rows = self._read("SELECT * FROM redemptions WHERE status = ? ORDER BY id", (status,))
         return [redemption_from_row(r) for r in rows]
-

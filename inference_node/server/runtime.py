@@ -113,6 +113,7 @@ class NodeRuntime:
             self.attribution = NodeAttribution(
                 protocol, store, base_dir, settings.attribution_dir, settings.device
             )
+            self.attribution.run_torch = lambda fn: self.engine.call(fn)  # its one torch thread
         self.redeemer = Redeemer(
             self.chain,
             self.ledger,
@@ -144,6 +145,11 @@ class NodeRuntime:
         if self.attribution is not None:
             self.worker = AttributionWorker(self.ledger, self.attribution, self._engine_idle)
 
+    def _calibrate(self) -> None:
+        model = self.engine.model
+        model.calibrate_base_matmul(self.settings.max_batch)
+        model.calibrate_kernels(self.settings.max_batch)
+
     def _engine_idle(self) -> bool:
         stats = self.engine.stats()
         return stats.running == 0 and stats.waiting == 0
@@ -169,9 +175,6 @@ class NodeRuntime:
             dtype=getattr(torch, settings.dtype),
             device=settings.device,
         )
-        # measured here, logged: the base projections' path and each regime's LoRA kernel
-        model.calibrate_base_matmul(settings.max_batch)
-        model.calibrate_kernels(settings.max_batch)
         tokenizer = AutoTokenizer.from_pretrained(str(base))
         store = open_store(settings.store)
         return cls(settings, protocol, sender, store, model, tokenizer, Path(base))
@@ -180,6 +183,9 @@ class NodeRuntime:
 
     def start(self) -> NodeRuntime:
         self.engine.start()
+        # measured on the engine's thread, which runs them when serving (threads.py), logged:
+        # the base projections' path and each regime's LoRA kernel
+        self.engine.call(self._calibrate)
         self.catalog.refresh()
         with self._redeem_lock:
             self.redeemer.reconcile()  # a redemption a crash left half-done

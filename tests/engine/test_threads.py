@@ -1,5 +1,5 @@
 """Torch's CPU threads: the main thread of a serving process stays serial, the engine's thread
-(and a benchmark's baseline thread) gets every core."""
+gets every core, and other torch work runs on it through ``Scheduler.call``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inference_node.engine import MultiLoraModel, Scheduler
-from inference_node.engine.threads import run_in_torch_thread
+from inference_node.engine import MultiLoraModel, SamplingParams, Scheduler
 from tests.engine.conftest import MAX_RANK, load_base
 from tests.engine.test_scheduler import ByteTokenizer
 
@@ -27,15 +26,15 @@ def test_main_thread_serial_and_other_threads_get_the_cores() -> None:
         import threading, torch
         torch.set_num_threads(2)
         from inference_node.engine.threads import (
-            engine_torch_threads, run_in_torch_thread, serial_main_thread)
+            engine_torch_threads, serial_main_thread)
         assert serial_main_thread() == 2
         assert torch.get_num_threads() == 1, "the main thread runs torch serially"
         assert serial_main_thread() == 2, "idempotent: still the cores it found first"
         assert engine_torch_threads() == 2
-        inside = run_in_torch_thread(lambda: (threading.current_thread().name,
-                                              torch.get_num_threads()), name="bench")
-        assert inside == ("bench", 2), inside
-        assert torch.get_num_threads() == 1
+        inside = []
+        worker = threading.Thread(target=lambda: inside.append(torch.get_num_threads()))
+        worker.start(); worker.join()
+        assert inside == [1], inside  # other threads start serial too: only the engine opts in
         print("ok")
         """
     )
@@ -44,14 +43,6 @@ def test_main_thread_serial_and_other_threads_get_the_cores() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
-
-
-def test_run_in_torch_thread_reraises_in_the_caller() -> None:
-    def fails() -> None:
-        raise KeyError("from the torch thread")
-
-    with pytest.raises(KeyError, match="from the torch thread"):
-        run_in_torch_thread(fails)
 
 
 def test_the_scheduler_sets_its_threads_in_its_own_thread(
@@ -71,3 +62,23 @@ def test_the_scheduler_sets_its_threads_in_its_own_thread(
         engine.submit([5, 6, 7]).result(timeout=60)
     assert ("scheduler", 1) in calls
     assert all(name == "scheduler" for name, _ in calls)
+
+
+def test_call_runs_on_the_engine_thread_between_steps(base_folder: Path) -> None:
+    model = MultiLoraModel(load_base(base_folder), slots=1, max_rank=MAX_RANK)
+    engine = Scheduler(model, ByteTokenizer(), max_batch=2)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="not running"):
+        engine.call(lambda: 1)
+    with engine:
+        assert engine.call(lambda: threading.current_thread().name) == "scheduler"
+        with pytest.raises(ZeroDivisionError):
+            engine.call(lambda: 1 / 0)
+        # a call made while a request generates runs between its steps, not after it
+        long = engine.submit([5, 6, 7], SamplingParams(max_tokens=60, temperature=0.0))
+        next(iter(long))  # generating now
+        seen = engine.call(lambda: (engine.stats().running, long.done))
+        assert seen == (1, False)
+        assert long.result(timeout=60).completion_tokens == 60
+        assert engine.call(lambda: engine.call(lambda: "nested")) == "nested"  # no deadlock
+    with pytest.raises(RuntimeError, match="not running"):
+        engine.call(lambda: 1)
