@@ -66,6 +66,24 @@ def reserve_cache(cache: BatchKVCache, length: int) -> None:
             layer._refresh()
 
 
+class ReplayMismatchError(RuntimeError):
+    """A CUDA graph's replay disagreed with the eager step it was captured from."""
+
+
+def check_replay(replayed: torch.Tensor, eager: torch.Tensor) -> None:
+    """Raises :class:`ReplayMismatchError` unless ``replayed`` logits ``[rows, vocab]`` agree
+    with ``eager`` ones within the dtype's rounding (relative to the logits' scale): then no
+    row whose top two logits are more than twice that apart can pick another greedy token."""
+    half = replayed.dtype in (torch.float16, torch.bfloat16)
+    tolerance = (2e-2 if half else 1e-4) * max(1.0, float(eager.float().abs().max()))
+    gap = (replayed.float() - eager.float()).abs().max()
+    if not gap <= tolerance:  # NaN fails too
+        raise ReplayMismatchError(
+            f"graph replay differs from the eager step by {float(gap):.3g} (tolerance "
+            f"{tolerance:.3g})"
+        )
+
+
 def advance_cache(cache: BatchKVCache, columns: int = 1) -> None:
     """Counts ``columns`` more columns as written in every layer, as ``update`` does after its
     copy: the static step wrote them into the buffers, the cache's views must now show them."""
@@ -379,12 +397,14 @@ class StaticDecoder:
             del self._graphs[bucket]
         try:
             graph = self._capture(bucket, ranks)
-        except Exception:  # a model or kernel that cannot be captured: still serve, eagerly
-            log.warning(
-                "CUDA graph capture of the decode step failed (bucket %d); decoding eagerly "
-                "from now on",
+        except Exception as exc:  # cannot be captured, or replays wrong: serve eagerly
+            log.log(
+                logging.ERROR if isinstance(exc, ReplayMismatchError) else logging.WARNING,
+                "CUDA graph capture of the decode step failed (bucket %d): %s; decoding "
+                "eagerly from now on",
                 bucket,
-                exc_info=True,
+                exc,
+                exc_info=not isinstance(exc, ReplayMismatchError),
             )
             self.capture = False
             self._graphs.clear()
@@ -412,6 +432,12 @@ class StaticDecoder:
             torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"),
         ):
             logits = self._forward(bucket)
+        # a captured graph is trusted only once its replay gives the eager step's logits (the
+        # inputs are the same, and so are the keys both write): a wrong graph serves nothing
+        graph.replay()
+        with self._routing(batch):
+            eager = self._forward(bucket)
+        check_replay(logits, eager)
         self.captures += 1
         log.info("captured the decode step: bucket %d, ranks %s", bucket, ranks)
         return _Graph(graph, logits, ranks)

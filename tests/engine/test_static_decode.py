@@ -19,7 +19,13 @@ from inference_node.engine.packaging import put_adapter
 from inference_node.engine.pool import AdapterPool
 from inference_node.engine.sampling import SamplingParams
 from inference_node.engine.scheduler import Scheduler
-from inference_node.engine.static_decode import StaticDecoder, advance_cache, default_buckets
+from inference_node.engine.static_decode import (
+    ReplayMismatchError,
+    StaticDecoder,
+    advance_cache,
+    check_replay,
+    default_buckets,
+)
 from tests.engine.conftest import MAX_RANK, VOCAB, load_base
 from tests.engine.test_model import ADAPTER_ORDER, ROW_SLOTS, make_prompts, pad_batch
 from tests.engine.test_scheduler import ByteTokenizer
@@ -303,3 +309,18 @@ def test_scheduler_tokens_equal_with_and_without_graphs(
             ]
             results.append([h.result(timeout=120).token_ids for h in handles])
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_graph_is_trusted_only_if_its_replay_matches_the_eager_step(dtype: torch.dtype) -> None:
+    generator = torch.Generator().manual_seed(3)
+    eager = (torch.randn(4, 50, generator=generator) * 8).to(dtype)
+    check_replay(eager.clone(), eager)  # the same logits
+    rounding = eager + (torch.rand(4, 50, generator=generator) * 1e-6).to(dtype)
+    check_replay(rounding, eager)  # summation-order noise
+    wrong = eager.clone()
+    wrong[2] = wrong[2].flip(0)  # another row's order of logits
+    with pytest.raises(ReplayMismatchError, match="differs from the eager step"):
+        check_replay(wrong, eager)
+    with pytest.raises(ReplayMismatchError):
+        check_replay(torch.full_like(eager, float("nan")), eager)
