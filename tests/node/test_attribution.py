@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -373,3 +374,50 @@ def test_a_forged_full_record_stands_until_its_token_ids_are_revealed(
         refute=lambda x: refute_full_records(x, made_up, attributors),
     )  # fmt: skip
     assert false.refuted == {} and false.passed  # as blind as the audit without a reveal
+
+
+def test_sketches_run_on_the_engine_thread_in_the_index_batches_and_pay_the_same(
+    world: World, models: AttributedModels, client, tmp_path: Path
+) -> None:
+    """The node computes query sketches on its engine's thread (the process's one
+    multi-threaded torch thread), a sketch batch per call so that serving waits one batch at
+    most: the full records equal those of one call over every answer, and verify."""
+    runtime = _runtime(world, models, tmp_path / "node")
+    runtime.worker = None  # the test completes the rows itself
+    attribution = runtime.attribution
+    assert attribution is not None
+    calls: list[tuple[str, int]] = []
+    through_engine = attribution.run_torch
+
+    def recorded(fn):  # type: ignore[no-untyped-def]
+        def job():  # type: ignore[no-untyped-def]
+            out = fn()
+            calls.append((threading.current_thread().name, len(out)))
+            return out
+
+        return through_engine(job)
+
+    attribution.run_torch = recorded
+    with serving(runtime) as url:
+        for _ in range(3):
+            _ask(client, url, models.indexed)
+        attributor = attribution.attributor(models.indexed, 1)
+        assert attributor is not None
+        settings = attributor.index.settings
+        small = replace(settings, sketches=replace(settings.sketches, batch_size=2))
+        attributor.index = replace(attributor.index, settings=small)  # batches of 2 answers
+        ids = [i for i, _ in runtime.ledger.pending_receipts()]
+        rows = list(runtime.ledger.attribution_records(ids).values())
+        assert attribution.complete(runtime.ledger, rows) == 3
+        assert calls == [("scheduler", 2), ("scheduler", 1)]
+        queries = [(r.attribution.prompt_ids, r.attribution.answer_ids) for r in rows]
+        at_once = runtime.engine.call(lambda: attributor.sketches(queries))
+        done = runtime.ledger.attribution_records(ids)
+        receipts = dict(runtime.ledger.pending_receipts())
+    for row, sketch in zip(rows, at_once, strict=True):
+        a = row.attribution
+        full_bytes = done[row.receipt_id].full_record
+        assert full_bytes == attributor.record(a.prompt_ids, a.answer_ids, sketch=sketch).to_bytes()
+        full = AttributionRecord.from_json(full_bytes)
+        args = (models.index, models.index_cid, a.prompt_ids, a.answer_ids)
+        assert verify_record(receipts[row.receipt_id], full, *args) == full
